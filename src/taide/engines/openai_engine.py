@@ -91,9 +91,22 @@ class OpenAIEngine(Engine):
         now = time.perf_counter()
         yield Chunk("", Completion(
             text="".join(parts), finish_reason=finish or "stop",
+            # Servers that leave usage out of streams: the prompt is uncounted, each piece taken as a token.
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else len(parts),
             time_to_first_token=(first_at or now) - started, elapsed=now - started))
+
+    def chat(self, messages, params=None):
+        # Not streamed: every server reports usage here, while some omit it from streams.
+        params = params or GenerationParams()
+        started = time.perf_counter()
+        response = self._call(self.client.chat.completions.create, **self._request(messages, params))
+        elapsed = time.perf_counter() - started
+        choice, usage = response.choices[0], response.usage
+        return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason or "stop",
+                          prompt_tokens=usage.prompt_tokens if usage else 0,
+                          completion_tokens=usage.completion_tokens if usage else 0,
+                          time_to_first_token=elapsed, elapsed=elapsed)
 
     def generate_batch(self, conversations, params=None):
         # The server batches; we only keep several requests in flight.

@@ -1,0 +1,133 @@
+"""Decode speed and time to first token of the embedded default on each CPU engine.
+
+Anchors, measured in the same run: llama-cpp-python's own generate loop and transformers'
+``model.generate`` on the same weights and prompt ids, so the ratios show what taide's engine layer
+costs or saves, and how much faster llama.cpp is than transformers on this CPU.
+
+    .venv/bin/python -m bench.engines [--runs 5] [--max-tokens 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from bench.report import write_section
+from taide.engines import GenerationParams, load_engine
+
+PROMPT = [{"role": "user", "content": "Write a long, detailed story about a night market in Taipei."}]
+
+
+def cold(engine_or_llm):
+    """Forget llama.cpp's cached prompt, so time to first token includes the prompt's prefill."""
+    llm = getattr(engine_or_llm, "llm", engine_or_llm)
+    if hasattr(llm, "reset"):
+        llm.reset()
+
+
+def run_taide(engine, params):
+    cold(engine)
+    c = engine.chat(PROMPT, params)
+    return c.time_to_first_token, c.tokens_per_second, c.completion_tokens
+
+
+def run_raw_llamacpp(llm, prompt_ids, max_tokens):
+    cold(llm)
+    started, first, n = time.perf_counter(), None, 0
+    for _token in llm.generate(prompt_ids, temp=0.0, top_k=0, top_p=1.0, min_p=0.0, reset=True):
+        n += 1
+        first = first or time.perf_counter()
+        if n >= max_tokens:
+            break
+    end = time.perf_counter()
+    return first - started, (n - 1) / (end - first), n
+
+
+def run_raw_transformers(model, prompt_ids, max_tokens):
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class Clock(BaseStreamer):
+        def __init__(self):
+            self.times = []
+
+        def put(self, value):
+            self.times.append(time.perf_counter())
+
+        def end(self):
+            pass
+
+    ids = torch.tensor([prompt_ids])
+    clock = Clock()
+    started = time.perf_counter()
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False,
+                         streamer=clock, eos_token_id=None)
+    n = out.shape[1] - ids.shape[1]
+    first = clock.times[1]  # times[0] is the prompt itself being "put"
+    return first - started, (n - 1) / (clock.times[-1] - first), n
+
+
+def interleaved(runs, **contenders):
+    """Alternate the contenders run by run, so drift in machine speed hits them alike."""
+    rows = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, fn in contenders.items():
+            rows[name].append(fn())
+    return rows
+
+
+def summarize(rows):
+    ttft = statistics.median(r[0] for r in rows)
+    tps = statistics.median(r[1] for r in rows)
+    return ttft, tps, statistics.median(r[2] for r in rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    params = GenerationParams(max_tokens=args.max_tokens, temperature=0, stop=["\x00"])  # greedy
+
+    results = {}
+    fast = load_engine("smollm2-135m", "llamacpp", n_ctx=2048)
+    prompt_ids = fast.prompt_ids(PROMPT)
+    fast.chat(PROMPT, GenerationParams(max_tokens=8, temperature=0))  # warm-up
+    rows = interleaved(args.runs, taide=lambda: run_taide(fast, params),
+                       anchor=lambda: run_raw_llamacpp(fast.llm, prompt_ids, args.max_tokens))
+    results["taide llamacpp"] = summarize(rows["taide"])
+    results["llama-cpp-python generate (anchor)"] = summarize(rows["anchor"])
+    fast.close()
+
+    ref = load_engine("smollm2-135m", "transformers")
+    ref.chat(PROMPT, GenerationParams(max_tokens=8, temperature=0))  # warm-up
+    rows = interleaved(args.runs, taide=lambda: run_taide(ref, params),
+                       anchor=lambda: run_raw_transformers(ref.lm, prompt_ids, args.max_tokens))
+    results["taide transformers"] = summarize(rows["taide"])
+    results["transformers generate (anchor)"] = summarize(rows["anchor"])
+    ref.close()
+
+    anchor_llama = results["llama-cpp-python generate (anchor)"]
+    anchor_hf = results["transformers generate (anchor)"]
+    lines = ["| engine | tokens (median) | decode tok/s | time to first token | decode vs anchor | decode vs transformers generate |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, (ttft, tps, n) in results.items():
+        anchor = anchor_llama if "llama" in name else anchor_hf
+        lines.append(f"| {name} | {n:.0f} | {tps:.1f} | {ttft * 1000:.0f} ms | {tps / anchor[1]:.2f}× | "
+                     f"{tps / anchor_hf[1]:.2f}× |")
+    table = "\n".join(lines)
+    print(table)
+    body = (f"## Engines: embedded default (SmolLM2-135M-Instruct Q4_1), CPU\n\n"
+            f"Greedy, {args.max_tokens} new tokens, {len(prompt_ids)} prompt tokens, median of {args.runs} runs "
+            f"interleaved with the anchor's, after a warm-up; time to first token includes the prompt's prefill (llama.cpp's prompt cache is reset "
+            f"before each run). transformers runs the GGUF dequantized to float32.\n\n{table}\n\n"
+            f"Reproduce: `.venv/bin/python -m bench.engines --runs {args.runs} --max-tokens {args.max_tokens}`\n")
+    if not args.no_write:
+        write_section("engines", body)
+        print("wrote BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The real embedded default (SmolLM2-135M-Instruct) on both CPU engines."""
+
+from __future__ import annotations
+
+import pytest
+
+from taide.engines import GenerationParams
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+    [{"role": "system", "content": "You are a concise assistant."}, {"role": "user", "content": "Name three colors."}],
+]
+TOKENIZER_SET = ["台灣最高的山是玉山，海拔 3,952 公尺。", "The Legislative Yuan (立法院) meets on Tuesdays.",
+                 "emoji 🙂🇹🇼 and symbols <|im_end|> <|eot_id|> \\n\t  spaces", "中華民國憲法第一條：「中華民國基於三民主義」",
+                 "ｆｕｌｌ－ｗｉｄｔｈ ＡＢＣ１２３", "", "  leading and trailing  "]
+
+
+@pytest.mark.parametrize("messages", PROMPTS)
+def test_both_cpu_engines_give_the_same_greedy_continuation(smol_llamacpp, smol_transformers, messages):
+    params = GenerationParams(max_tokens=16, temperature=0)
+    assert smol_llamacpp.prompt_ids(messages) == smol_transformers.prompt_ids(messages)
+    fast, reference = smol_llamacpp.chat(messages, params), smol_transformers.chat(messages, params)
+    assert fast.text == reference.text
+    assert fast.completion_tokens == reference.completion_tokens > 3
+
+
+def test_tokenizers_agree(smol_llamacpp, smol_transformers):
+    for text in TOKENIZER_SET:
+        assert smol_llamacpp.codec.encode_text(text) == smol_transformers.codec.encode_text(text), text
+    assert set(smol_llamacpp.codec.control_tokens()) >= {"<|im_start|>", "<|im_end|>"}
+    for token in ("<|im_start|>", "<|im_end|>"):
+        assert smol_llamacpp.codec.token_id(token) == smol_transformers.codec.token_id(token)
+
+
+def test_end_of_turn_stops_generation(smol_llamacpp):
+    answer = smol_llamacpp.chat(PROMPTS[0], GenerationParams(max_tokens=64, temperature=0))
+    assert answer.finish_reason == "stop" and answer.completion_tokens < 64
+    assert "Paris" in answer.text and "<|im_end|>" not in answer.text
+
+
+def test_llamacpp_streams_chinese_without_broken_characters(smol_llamacpp):
+    chunks = list(smol_llamacpp.stream([{"role": "user", "content": "請用中文說你好。"}],
+                                       GenerationParams(max_tokens=24, temperature=0.8, seed=7)))
+    text = "".join(c.text for c in chunks)
+    assert text == chunks[-1].completion.text
+    assert all("\ufffd" not in c.text for c in chunks)
+
+
+def test_llamacpp_context_window(smol_llamacpp):
+    from taide.errors import ContextLengthError
+
+    with pytest.raises(ContextLengthError, match="context window is 2048"):
+        smol_llamacpp.chat([{"role": "user", "content": "word " * 3000}], GenerationParams(max_tokens=8))

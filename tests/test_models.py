@@ -1,0 +1,92 @@
+"""Model references resolve from metadata alone, and every bad reference fails at once, clearly."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import LLAMA3_VOCAB, needs_shared
+
+from taide.errors import ModelError
+from taide.models import resolve_model
+
+
+def test_embedded_default_resolves_to_the_packaged_gguf(embedded_gguf):
+    ref = resolve_model("smollm2-135m")
+    assert ref.kind == "gguf" and ref.path == embedded_gguf.resolve()
+    assert ref.architecture == "llama" and ref.context_length == 8192
+    assert ref.chat_format == "template" and "<|im_start|>" in ref.chat_template
+    assert ref.eos_token == "<|im_end|>"
+
+
+def test_hf_directory(tiny_model_dir):
+    ref = resolve_model(str(tiny_model_dir))
+    assert ref.kind == "hf" and ref.architecture == "llama" and ref.context_length == 256
+    assert ref.chat_format == "llama3" and ref.eos_token == "<|eot_id|>"
+
+
+def test_directory_with_one_gguf(tmp_path, embedded_gguf):
+    (tmp_path / "model.gguf").symlink_to(embedded_gguf)
+    ref = resolve_model(str(tmp_path))
+    assert ref.kind == "gguf" and ref.name == tmp_path.name
+
+
+@needs_shared
+def test_llama3_vocab_gguf_is_llama3_format():
+    ref = resolve_model(str(LLAMA3_VOCAB / "ggml-vocab-llama-bpe.gguf"))
+    assert ref.chat_format == "llama3" and ref.bos_token == "<|begin_of_text|>"
+
+
+def test_endpoint_url():
+    ref = resolve_model("http://127.0.0.1:8000/v1/")
+    assert ref.kind == "endpoint" and ref.url == "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize("reference, match", [
+    ("", "empty model reference"),
+    ("./missing.gguf", "no such file"),
+    ("meta-llama/Meta-Llama-3-8B-Instruct", "never downloads from a model hub"),
+    ("taide/Llama3-TAIDE-LX-8B-Chat-Alpha1", "--local-dir DIR"),
+    ("gpt-4o", "not a local directory"),
+])
+def test_bad_references(reference, match):
+    with pytest.raises(ModelError, match=match):
+        resolve_model(reference)
+
+
+def test_corrupt_gguf(tmp_path, embedded_gguf):
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(embedded_gguf.read_bytes()[:4096])
+    with pytest.raises(ModelError, match="corrupt GGUF"):
+        resolve_model(str(truncated))
+    wrong_magic = tmp_path / "wrong.gguf"
+    wrong_magic.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match="not a GGUF file"):
+        resolve_model(str(wrong_magic))
+
+
+def test_pickled_weights_are_refused(tmp_path, tiny_model_dir):
+    model = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "model.safetensors").unlink()
+    (model / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelError, match="pickled weights"):
+        resolve_model(str(model))
+    with pytest.raises(ModelError, match="pickled weights"):
+        resolve_model(str(model / "pytorch_model.bin"))
+
+
+def test_missing_tokenizer(tmp_path, tiny_model_dir):
+    model = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "tokenizer.json").unlink()
+    with pytest.raises(ModelError, match="missing tokenizer files"):
+        resolve_model(str(model))
+
+
+def test_broken_config_names_file_and_line(tmp_path, tiny_model_dir):
+    model = tmp_path / "bad-config"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "config.json").write_text('{\n  "model_type": "llama",\n  oops\n}')
+    with pytest.raises(ModelError, match=r"config.json:3: invalid JSON"):
+        resolve_model(str(model))
