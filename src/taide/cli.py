@@ -293,6 +293,9 @@ def demo(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
             table.add_row(r.task, str(c.completion_tokens), f"{c.tokens_per_second:.1f}",
                           f"{c.time_to_first_token * 1000:.0f}", c.finish_reason)
         out.print(table)
+        if model == "smollm2-135m":
+            out.print("[dim]SmolLM2-135M is a small English model, so its Chinese answers are weak; it is here to show "
+                      "the pipeline. Pass a Llama3-TAIDE GGUF or directory for real answers: taide demo MODEL[/]")
 
 
 @app.command()

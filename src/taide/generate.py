@@ -94,9 +94,6 @@ def generate_file(engine: Engine, input_path: str | Path, output_path: str | Pat
         raise InputError(input_path, None, "no such file")
     params = params or GenerationParams()
     items = read_conversations(input_path)
-    for rid, _, _ in items:
-        if "\n" in rid:
-            raise InputError(input_path, None, f"id {rid!r} contains a line break")
     done = _done_ids(output_path)
     todo = [it for it in items if it[0] not in done]
     system = system if system is not None else default_system_prompt(engine.chat_format.name if engine.chat_format else None)

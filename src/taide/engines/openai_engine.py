@@ -21,7 +21,6 @@ class OpenAIEngine(Engine):
         import openai
 
         self._openai = openai
-        self.model = model
         self.max_concurrency = max_concurrency
         base_url = model.url if model.url.endswith("/v1") else model.url + "/v1"
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
