@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from taide.engines.base import Chunk, Completion, Engine, GenerationParams, LocalEngine
+from taide.engines.base import Chunk, ChunkStream, Completion, Engine, GenerationParams, LocalEngine
 from taide.errors import EngineError
 from taide.models import ModelRef, resolve_model
 
@@ -32,8 +32,9 @@ def pick_engine(model: ModelRef) -> str:
 def load_engine(model: str | ModelRef, engine: str = "auto", **options) -> Engine:
     """Load ``model`` (a reference or a resolved :class:`ModelRef`) on ``engine``.
 
-    Options go to the engine: ``chat_format`` ("llama3"/"template"), ``n_ctx`` and ``n_threads``
-    (llamacpp), ``device`` and ``dtype`` (transformers), ``api_key`` and ``served_model`` (openai).
+    Options go to the engine: ``chat_format`` ("llama3"/"template"); ``n_ctx``, ``n_parallel`` and
+    ``n_threads`` (llamacpp); ``device``, ``dtype`` and ``max_batch`` (transformers); ``api_key`` and
+    ``served_model`` (openai).
     """
     ref = model if isinstance(model, ModelRef) else resolve_model(model)
     name = pick_engine(ref) if engine in (None, "auto") else engine
@@ -45,4 +46,4 @@ def load_engine(model: str | ModelRef, engine: str = "auto", **options) -> Engin
     return getattr(importlib.import_module(module), cls)(ref, **options)
 
 
-__all__ = ["ENGINES", "Chunk", "Completion", "Engine", "GenerationParams", "LocalEngine", "load_engine", "pick_engine"]
+__all__ = ["ENGINES", "Chunk", "ChunkStream", "Completion", "Engine", "GenerationParams", "LocalEngine", "load_engine", "pick_engine"]

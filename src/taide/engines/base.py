@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from taide.chat.formats import ChatFormat, TokenCodec, validate_messages
+from taide.engines.loop import DecodeLoop, TokenRequest
 from taide.errors import ContextLengthError, EngineError
 from taide.models import ModelRef
 
@@ -83,6 +84,23 @@ class Chunk:
     completion: Completion | None = None
 
 
+class ChunkStream:
+    """An answer being generated: iterate it for :class:`Chunk` s; ``cancel()`` from any thread (say, when
+    the client went away) stops the generation."""
+
+    def __init__(self, chunks: Iterator[Chunk], cancel: Callable[[], None]):
+        self._chunks, self._cancel = chunks, cancel
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Chunk:
+        return next(self._chunks)
+
+    def cancel(self) -> None:
+        self._cancel()
+
+
 class Engine(ABC):
     name: str
     model: ModelRef
@@ -90,9 +108,17 @@ class Engine(ABC):
     chat_format: ChatFormat | None = None  # None for endpoints: the server applies its own
 
     @abstractmethod
+    def open_stream(self, messages: list[dict], params: GenerationParams | None = None) -> ChunkStream:
+        """Start an answer; prompt errors (bad messages, context overflow) are raised here, before any work."""
+
     def stream(self, messages: list[dict], params: GenerationParams | None = None) -> Iterator[Chunk]:
         """Yield the answer in pieces; the last chunk has ``completion`` set. Closing the iterator early
         stops generation."""
+        handle = self.open_stream(messages, params)
+        try:
+            yield from handle
+        finally:
+            handle.cancel()
 
     def chat(self, messages: list[dict], params: GenerationParams | None = None) -> Completion:
         for chunk in self.stream(messages, params):
@@ -102,6 +128,10 @@ class Engine(ABC):
 
     def generate_batch(self, conversations: list[list[dict]], params: GenerationParams | None = None) -> list[Completion]:
         return [self.chat(messages, params) for messages in conversations]
+
+    def stats(self) -> dict:
+        """Counters for metrics: requests submitted, active, waiting, cancelled, tokens, decode steps."""
+        return {}
 
     def describe(self) -> dict:
         """What this engine runs, for logs, `taide info` and the server's model list."""
@@ -205,19 +235,15 @@ class _Answer:
 
 
 class LocalEngine(Engine):
-    """An engine that holds the weights: renders prompts itself and decodes token by token."""
+    """An engine that holds the weights: renders prompts itself and hands token requests to its decode
+    loop, which batches whatever requests are in flight."""
 
     codec: TokenCodec
     eos_ids: set[int]
-    max_batch_size: int = 1
+    loop: DecodeLoop
 
     @abstractmethod
     def detokenizer(self) -> Detokenizer: ...
-
-    @abstractmethod
-    def token_steps(self, prompts: list[list[int]], params: GenerationParams, max_new: int) -> Iterator[list[int]]:
-        """Decode all prompts together; each step yields the next token of every row. The caller stops
-        iterating when it is done, which must stop the computation."""
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         return self.chat_format.render_ids(validate_messages(messages), self.codec, add_generation_prompt=True)
@@ -233,40 +259,44 @@ class LocalEngine(Engine):
             raise ContextLengthError(prompt_tokens, wanted, self.context_length)
         return wanted
 
-    def stream(self, messages, params=None):
-        params = params or GenerationParams()
-        started = time.perf_counter()
+    def _request(self, messages, params) -> TokenRequest:
         prompt = self.prompt_ids(messages)
-        answer = _Answer(self, params, len(prompt), self.budget(len(prompt), params), started)
-        steps = self.token_steps([prompt], params, answer.max_new)
-        try:
-            for (token_id,) in steps:
-                text = answer.add(token_id)
-                if text:
-                    yield Chunk(text)
-                if answer.finish_reason:
-                    break
-        finally:
-            steps.close()  # also runs when our caller stops early: generation stops with it
-        yield Chunk("", answer.completion())
+        return TokenRequest(prompt, params, self.budget(len(prompt), params))
+
+    def _answer(self, request: TokenRequest, started: float) -> ChunkStream:
+        answer = _Answer(self, request.params, len(request.prompt_ids), request.max_new, started)
+
+        def chunks():
+            try:
+                for token_id in request:
+                    text = answer.add(token_id)
+                    if text:
+                        yield Chunk(text)
+                    if answer.finish_reason:
+                        break
+            finally:
+                request.cancel()  # a stop string, or our caller leaving: the loop frees the slot
+            if not answer.finish_reason and request.cancelled.is_set():
+                answer.finish_reason = "cancelled"
+            yield Chunk("", answer.completion())
+
+        return ChunkStream(chunks(), request.cancel)
+
+    def open_stream(self, messages, params=None):
+        started = time.perf_counter()
+        request = self._request(messages, params or GenerationParams())
+        self.loop.submit(request)
+        return self._answer(request, started)
 
     def generate_batch(self, conversations, params=None):
         params = params or GenerationParams()
-        results: list[Completion] = []
-        for start in range(0, len(conversations), self.max_batch_size):
-            group = conversations[start:start + self.max_batch_size]
-            started = time.perf_counter()
-            prompts = [self.prompt_ids(m) for m in group]
-            answers = [_Answer(self, params, len(p), self.budget(len(p), params), started) for p in prompts]
-            steps = self.token_steps(prompts, params, max(a.max_new for a in answers))
-            try:
-                for step in steps:
-                    for answer, token_id in zip(answers, step):
-                        if not answer.finish_reason:
-                            answer.add(token_id)
-                    if all(a.finish_reason for a in answers):
-                        break
-            finally:
-                steps.close()
-            results += [a.completion() for a in answers]
-        return results
+        started = time.perf_counter()
+        requests = [self._request(m, params) for m in conversations]  # every prompt checked before any runs
+        self.loop.submit(*requests)
+        return [list(self._answer(r, started))[-1].completion for r in requests]
+
+    def stats(self) -> dict:
+        return dict(self.loop.stats)
+
+    def close(self) -> None:
+        self.loop.close()

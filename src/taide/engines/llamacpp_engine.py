@@ -1,19 +1,28 @@
-"""GGUF models on llama.cpp (llama-cpp-python): the fast CPU engine. The prompt is rendered by taide's
-chat format to token ids and handed to llama.cpp as ids, so both engines see the same prompt."""
+"""GGUF models on llama.cpp (llama-cpp-python): the fast CPU engine.
+
+llama-cpp-python's high-level API decodes one sequence at a time. This engine instead drives
+llama.cpp's batch API the way llama.cpp's own server does with parallel slots: several sequences
+live in one context (each with its own sequence id and KV-cache cells), and every step decodes the
+next token of all of them in one ``llama_decode`` call, while long prompts are prefilled in chunks
+between steps. The prompt comes from taide's chat format as token ids.
+"""
 
 from __future__ import annotations
 
 import codecs
+import ctypes
 import os
 import random
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 from taide.chat.formats import chat_format_for
-from taide.engines.base import Detokenizer, GenerationParams, LocalEngine
+from taide.engines.base import Detokenizer, LocalEngine
+from taide.engines.loop import DecodeLoop, TokenRequest
 from taide.errors import EngineError, ModelError
 from taide.models import ModelRef
 
 DEFAULT_MAX_CONTEXT = 8192  # the KV cache of a 128K-context model would not fit a laptop; raise with n_ctx
+PENALTY_WINDOW = 64  # repetition penalty looks at the last 64 tokens, as llama.cpp does by default
 
 
 class LlamaCppCodec:
@@ -53,12 +62,163 @@ class LlamaCppDetokenizer(Detokenizer):
         return ""
 
 
+@dataclass(eq=False)
+class _Slot:
+    seq_id: int
+    request: TokenRequest
+    sampler: object
+    prefilled: int = 0  # prompt tokens already in the KV cache
+    next_token: int | None = None  # the sampled token to feed at the next step
+    batch_index: int = -1  # where this slot's logits are in the current batch (-1: none)
+
+    @property
+    def position(self) -> int:
+        return self.prefilled + self.request.generated - 1
+
+    @property
+    def need(self) -> int:
+        return len(self.request.prompt_ids) + self.request.max_new
+
+
+class SlotLoop(DecodeLoop):
+    """Continuous batching over ``n_parallel`` sequence slots that share one KV cache of ``n_ctx`` cells.
+    A request is admitted when a slot is free and its prompt + max_tokens fit the cells not yet reserved."""
+
+    def __init__(self, llm, eos_ids: set[int], n_ctx: int, n_parallel: int, n_batch: int, n_threads: int,
+                 flash_attn: bool):
+        import llama_cpp
+
+        super().__init__("llamacpp")
+        self.lib = llama_cpp
+        self.eos_ids = eos_ids
+        self.n_ctx, self.n_batch = n_ctx, n_batch
+        self.n_vocab = llm.n_vocab()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
+        params.n_seq_max = n_parallel
+        params.kv_unified = True  # every slot may use the whole window; admission keeps the sum in bounds
+        params.n_threads = params.n_threads_batch = n_threads
+        params.no_perf = True
+        params.flash_attn_type = (llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                  else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        self.ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+        if not self.ctx:
+            raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens × {n_parallel} sequences")
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.free_ids = list(range(n_parallel))
+        self.slots: list[_Slot] = []
+        self.reserved = 0
+
+    # --- sampling ---
+    def _sampler(self, request: TokenRequest):
+        lib, p = self.lib, request.params
+        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if p.repetition_penalty != 1.0:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(
+                self.n_vocab, PENALTY_WINDOW, p.repetition_penalty, 0.0, 0.0))
+        if p.greedy:
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+        else:
+            if p.top_k > 0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(p.top_k))
+            if p.top_p < 1.0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(p.top_p, 1))
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(p.temperature))
+            seed = p.seed if p.seed is not None else random.randrange(2**31)
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        if p.repetition_penalty != 1.0:
+            for token in request.prompt_ids[-PENALTY_WINDOW:]:
+                lib.llama_sampler_accept(chain, token)
+        return chain
+
+    # --- the loop ---
+    def _admit(self) -> None:
+        while self.free_ids:
+            waiting = self.take(1, wait=not self.slots)
+            if not waiting:
+                return
+            request = waiting[0]
+            need = len(request.prompt_ids) + request.max_new
+            if self.slots and self.reserved + need > self.n_ctx:
+                self.put_back(request)  # waits until running answers free their cells
+                return
+            self.reserved += need
+            self.slots.append(_Slot(self.free_ids.pop(0), request, self._sampler(request)))
+        self.stats["active"] = len(self.slots)
+
+    def _release(self, slot: _Slot, error: Exception | None = None) -> None:
+        self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        self.lib.llama_sampler_free(slot.sampler)
+        self.slots.remove(slot)
+        self.free_ids.append(slot.seq_id)
+        self.reserved -= slot.need
+        self.stats["active"] = len(self.slots)
+        self.retire(slot.request, error)
+
+    def _add(self, n: int, token: int, position: int, seq_id: int, logits: bool) -> None:
+        b = self.batch
+        b.token[n], b.pos[n], b.n_seq_id[n], b.logits[n] = token, position, 1, logits
+        b.seq_id[n][0] = seq_id
+
+    def step(self) -> None:
+        self._admit()
+        for slot in [s for s in self.slots if s.request.cancelled.is_set()]:
+            self._release(slot)
+        if not self.slots:
+            return
+        n = 0
+        for slot in self.slots:  # answers being decoded: one token each
+            slot.batch_index = -1
+            if slot.next_token is not None:
+                self._add(n, slot.next_token, slot.position, slot.seq_id, True)
+                slot.batch_index, n = n, n + 1
+        for slot in self.slots:  # prompts: chunks in whatever room is left
+            prompt = slot.request.prompt_ids
+            if slot.next_token is not None or n >= self.n_batch:
+                continue
+            take = min(len(prompt) - slot.prefilled, self.n_batch - n)
+            for i in range(slot.prefilled, slot.prefilled + take):
+                last = i == len(prompt) - 1
+                self._add(n, prompt[i], i, slot.seq_id, last)
+                if last:
+                    slot.batch_index = n
+                n += 1
+            slot.prefilled += take
+        self.batch.n_tokens = n
+        status = self.lib.llama_decode(self.ctx, self.batch)
+        if status != 0:
+            raise EngineError(f"llama_decode returned {status} for a batch of {n} tokens")
+        self.stats["steps"] += 1
+        for slot in list(self.slots):
+            if slot.batch_index < 0:
+                continue
+            token = self.lib.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
+            slot.request.emit(token)
+            self.stats["tokens"] += 1
+            slot.next_token = token
+            if token in self.eos_ids or slot.request.generated >= slot.request.max_new:
+                self._release(slot)
+
+    def fail_all(self, error: Exception) -> None:
+        for slot in list(self.slots):
+            self._release(slot, error)
+
+    def close(self) -> None:
+        super().close()
+        self.fail_all(EngineError("the llamacpp engine was closed"))
+        if self.ctx:
+            self.lib.llama_batch_free(self.batch)
+            self.lib.llama_free(self.ctx)
+            self.ctx = None
+
+
 class LlamaCppEngine(LocalEngine):
     name = "llamacpp"
-    max_batch_size = 1  # the high-level llama-cpp-python API holds one sequence
 
     def __init__(self, model: ModelRef, chat_format: str | None = None, n_ctx: int | None = None,
-                 n_threads: int | None = None, n_gpu_layers: int = 0, **_ignored):
+                 n_parallel: int = 8, n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
+                 flash_attn: bool = False, **_ignored):
         if model.kind != "gguf":
             raise EngineError(f"the llamacpp engine runs GGUF files; {model.reference} is a {model.kind} model "
                               "(use --engine transformers, or export it to GGUF)")
@@ -67,41 +227,35 @@ class LlamaCppEngine(LocalEngine):
         except ImportError as e:
             raise EngineError("the llamacpp engine needs llama-cpp-python: pip install llama-cpp-python") from e
         self.model = model
-        n_ctx = n_ctx or min(model.context_length or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
+        self.context_length = n_ctx or min(model.context_length or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
         try:
-            self.llm = Llama(model_path=str(model.path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
-                             n_gpu_layers=n_gpu_layers, verbose=False)
+            # This Llama object holds the weights and the tokenizer; decoding happens in SlotLoop's own
+            # context, so its context is kept tiny.
+            self.llm = Llama(model_path=str(model.path), n_ctx=64, n_batch=64, n_gpu_layers=n_gpu_layers,
+                             verbose=False)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{model.path}: llama.cpp cannot load this model: {e}") from e
         self.codec = LlamaCppCodec(self.llm)
         self.chat_format = chat_format_for(chat_format or model.chat_format, model.chat_template,
                                            model.bos_token, model.eos_token)
-        self.context_length = self.llm.n_ctx()
         import llama_cpp
 
         vocab = self.llm._model.vocab
         ends = {i for i in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)}
         ends.update(i for i in (self.codec.token_id(t) for t in self.chat_format.stop_tokens) if i is not None)
         self.eos_ids = ends
+        # Flash attention off by default, as in llama-cpp-python: its sums round differently, and greedy
+        # answers then drift from the transformers reference on near-ties.
+        self.loop = SlotLoop(self.llm, ends, self.context_length, n_parallel, n_batch, n_threads or os.cpu_count(),
+                             flash_attn)
 
     def detokenizer(self) -> Detokenizer:
         return LlamaCppDetokenizer(self.llm)
 
-    def token_steps(self, prompts: list[list[int]], params: GenerationParams, max_new: int) -> Iterator[list[int]]:
-        if len(prompts) != 1:
-            raise EngineError("the llamacpp engine decodes one sequence at a time")
-        self.llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
-        tokens = self.llm.generate(prompts[0], temp=params.temperature, top_k=params.top_k, top_p=params.top_p,
-                                   min_p=0.0, repeat_penalty=params.repetition_penalty, reset=True)
-        try:
-            for count, token_id in enumerate(tokens, start=1):
-                yield [token_id]
-                if count >= max_new:
-                    return
-        finally:
-            tokens.close()
-
     def close(self) -> None:
+        loop, self.loop = getattr(self, "loop", None), None
+        if loop is not None:
+            loop.close()
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             llm.close()

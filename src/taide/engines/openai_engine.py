@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from taide.chat.formats import validate_messages
-from taide.engines.base import Chunk, Completion, Engine, GenerationParams
+from taide.engines.base import Chunk, ChunkStream, Completion, Engine, GenerationParams
 from taide.errors import EngineError
 from taide.models import ModelRef
 
@@ -64,14 +64,18 @@ class OpenAIEngine(Engine):
             body["extra_body"] = extra
         return body
 
-    def stream(self, messages, params=None):
+    def open_stream(self, messages, params=None):
         params = params or GenerationParams()
         started = time.perf_counter()
+        response = self._call(self.client.chat.completions.create, **self._request(messages, params), stream=True,
+                              stream_options={"include_usage": True})
+        # Closing the HTTP stream is how a client cancels: the server stops generating.
+        return ChunkStream(self._chunks(response, started), response.close)
+
+    def _chunks(self, response, started):
         first_at = None
         parts: list[str] = []
         finish, usage = None, None
-        response = self._call(self.client.chat.completions.create, **self._request(messages, params), stream=True,
-                              stream_options={"include_usage": True})
         try:
             for event in response:
                 if event.usage is not None:
@@ -86,7 +90,7 @@ class OpenAIEngine(Engine):
         except self._openai.APIError as e:
             raise EngineError(f"the endpoint {self.client.base_url} failed mid-answer: {e}") from e
         finally:
-            response.close()  # closes the HTTP stream: the server cancels the generation
+            response.close()
         now = time.perf_counter()
         yield Chunk("", Completion(
             text="".join(parts), finish_reason=finish or "stop",

@@ -1,4 +1,4 @@
-"""Next-token choice for the transformers engine, one rule set for every row of a batch:
+"""Next-token choice for the transformers engine, row by row with each request's own parameters:
 repetition penalty (over prompt and answer), temperature, top-k, top-p, then a seeded draw."""
 
 from __future__ import annotations
@@ -31,11 +31,17 @@ def filter_logits(logits: torch.Tensor, params: GenerationParams) -> torch.Tenso
     return logits
 
 
-def choose_next(logits: torch.Tensor, seen: torch.Tensor, params: GenerationParams,
+def choose_next(logits: torch.Tensor, seen: torch.Tensor, params: list[GenerationParams],
                 generators: list[torch.Generator]) -> torch.Tensor:
-    """One token id per row of ``logits`` ([batch, vocab], float32)."""
-    logits = penalize_repeats(logits.float(), seen, params.repetition_penalty)
-    if params.greedy:
+    """One token id per row of ``logits`` ([batch, vocab]); each row has its own parameters and generator."""
+    logits = logits.float()
+    if all(p.greedy and p.repetition_penalty == 1.0 for p in params):
         return logits.argmax(dim=-1)
-    probs = torch.softmax(filter_logits(logits, params), dim=-1)
-    return torch.cat([torch.multinomial(probs[i], 1, generator=g) for i, g in enumerate(generators)])
+    chosen = []
+    for i, (p, g) in enumerate(zip(params, generators)):
+        row = penalize_repeats(logits[i:i + 1], seen[i:i + 1], p.repetition_penalty)
+        if p.greedy:
+            chosen.append(row.argmax(dim=-1))
+        else:
+            chosen.append(torch.multinomial(torch.softmax(filter_logits(row, p), dim=-1)[0], 1, generator=g))
+    return torch.cat(chosen)

@@ -9,6 +9,7 @@ import torch
 
 from taide.chat.formats import chat_format_for
 from taide.engines.base import Detokenizer, GenerationParams, LocalEngine
+from taide.engines.loop import DecodeLoop
 from taide.engines.sampling import choose_next
 from taide.errors import EngineError, ModelError
 from taide.models import ModelRef
@@ -76,12 +77,58 @@ def load_hf(model: ModelRef, device: str, dtype: torch.dtype):
     return tokenizer, lm.to(device).eval()
 
 
+class StaticBatchLoop(DecodeLoop):
+    """Takes up to ``max_batch`` waiting requests and decodes them together until all are done; requests
+    that come meanwhile wait for the next batch (a KV cache of rows of different ages would need paging)."""
+
+    def __init__(self, engine: TransformersEngine, max_batch: int):
+        super().__init__("transformers")
+        self.engine, self.max_batch = engine, max_batch
+        self.live: list = []
+
+    def step(self) -> None:
+        batch = self.take(self.max_batch, wait=True)
+        if not batch:
+            return
+        self.live = list(batch)
+        self.stats["active"] = len(batch)
+        steps = self.engine.token_steps([r.prompt_ids for r in batch], [r.params for r in batch],
+                                        max(r.max_new for r in batch))
+        try:
+            for tokens in steps:
+                self.stats["steps"] += 1
+                for request, token in zip(batch, tokens):
+                    if request not in self.live:
+                        continue
+                    if request.cancelled.is_set():
+                        self._drop(request)
+                        continue
+                    request.emit(token)
+                    self.stats["tokens"] += 1
+                    if token in self.engine.eos_ids or request.generated >= request.max_new:
+                        self._drop(request)
+                if not self.live:
+                    break
+        finally:
+            steps.close()
+        for request in list(self.live):
+            self._drop(request)
+
+    def _drop(self, request, error=None) -> None:
+        self.live.remove(request)
+        self.stats["active"] = len(self.live)
+        self.retire(request, error)
+
+    def fail_all(self, error: Exception) -> None:
+        for request in list(self.live):
+            self._drop(request, error)
+
+
 class TransformersEngine(LocalEngine):
     name = "transformers"
-    max_batch_size = 8
 
     def __init__(self, model: ModelRef, chat_format: str | None = None, device: str | None = None,
-                 dtype: str | None = None, **_ignored):
+                 dtype: str | None = None, max_batch: int = 8, **_ignored):
         self.model = model
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # bf16 on GPU; fp32 on CPU, where bf16 matmuls are slow and less exact.
@@ -95,6 +142,7 @@ class TransformersEngine(LocalEngine):
         self.context_length = int(getattr(self.lm.config, "max_position_embeddings", None) or model.context_length or 2048)
         self.eos_ids = self._end_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.loop = StaticBatchLoop(self, max_batch)
 
     def _end_ids(self) -> set[int]:
         ids = set()
@@ -111,7 +159,9 @@ class TransformersEngine(LocalEngine):
         return HFDetokenizer(self.tokenizer)
 
     @torch.inference_mode()
-    def token_steps(self, prompts: list[list[int]], params: GenerationParams, max_new: int) -> Iterator[list[int]]:
+    def token_steps(self, prompts: list[list[int]], params: list[GenerationParams], max_new: int) -> Iterator[list[int]]:
+        """Decode the prompts together; each step yields the next token of every row. Closing the
+        iterator stops the computation."""
         batch, width = len(prompts), max(len(p) for p in prompts)
         # Left padding keeps every row's next token at the last position.
         input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
@@ -123,11 +173,11 @@ class TransformersEngine(LocalEngine):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         vocab = self.lm.get_output_embeddings().weight.shape[0]
         seen = torch.zeros((batch, vocab), dtype=torch.bool, device=self.device)
-        if params.repetition_penalty != 1.0:
-            for i, p in enumerate(prompts):
-                seen[i, torch.tensor(p, device=self.device)] = True
-        seed = params.seed if params.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-        generators = [torch.Generator(device=self.device).manual_seed(seed) for _ in prompts]
+        for i, (prompt, p) in enumerate(zip(prompts, params)):
+            if p.repetition_penalty != 1.0:
+                seen[i, torch.tensor(prompt, device=self.device)] = True
+        generators = [torch.Generator(device=self.device).manual_seed(
+            p.seed if p.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())) for p in params]
 
         out = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                       logits_to_keep=1)  # the prompt's other logits would cost batch×length×vocab floats

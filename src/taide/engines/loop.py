@@ -1,0 +1,143 @@
+"""Decode loops: one thread owns a local model's compute and serves every caller's requests, so
+concurrent conversations are decoded together (batched) instead of one after another.
+
+A caller submits a :class:`TokenRequest` and reads token ids from it; ``cancel()`` from any thread
+(a client that went away, a stop string that was reached) frees its place at the next step.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from taide.errors import EngineError
+
+if TYPE_CHECKING:
+    from taide.engines.base import GenerationParams
+
+_END = object()
+
+
+@dataclass(eq=False)
+class TokenRequest:
+    prompt_ids: list[int]
+    params: GenerationParams
+    max_new: int
+    tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    generated: int = 0  # loop side: tokens emitted so far
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    # --- loop side ---
+    def emit(self, token_id: int) -> None:
+        self.generated += 1
+        self.tokens.put(token_id)
+
+    def finish(self, error: Exception | None = None) -> None:
+        self.tokens.put(error if error is not None else _END)
+
+    # --- caller side ---
+    def __iter__(self):
+        while True:
+            item = self.tokens.get()
+            if item is _END:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+
+
+class DecodeLoop(ABC):
+    """The thread and the waiting line; subclasses decide how requests are batched in :meth:`step`."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._pending: deque[TokenRequest] = deque()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.stats = {"submitted": 0, "finished": 0, "cancelled": 0, "failed": 0, "active": 0, "waiting": 0,
+                      "steps": 0, "tokens": 0}
+
+    def submit(self, *requests: TokenRequest) -> None:
+        """Queue requests; several given at once are queued together, so they can share a batch."""
+        with self._wake:
+            if self._closed:
+                raise EngineError(f"the {self.name} engine is closed")
+            self._pending.extend(requests)
+            self.stats["submitted"] += len(requests)
+            self.stats["waiting"] = len(self._pending)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=f"taide-{self.name}-decode", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def take(self, limit: int, wait: bool) -> list[TokenRequest]:
+        """Up to ``limit`` waiting requests (cancelled ones are dropped); with ``wait``, block until one comes."""
+        with self._wake:
+            while wait and not self._pending and not self._closed:
+                self._wake.wait()
+            taken = []
+            while self._pending and len(taken) < limit:
+                request = self._pending.popleft()
+                if request.cancelled.is_set():
+                    self.stats["cancelled"] += 1
+                    request.finish()
+                else:
+                    taken.append(request)
+            self.stats["waiting"] = len(self._pending)
+            return taken
+
+    def peek(self) -> TokenRequest | None:
+        with self._wake:
+            return self._pending[0] if self._pending else None
+
+    def put_back(self, request: TokenRequest) -> None:
+        with self._wake:
+            self._pending.appendleft(request)
+            self.stats["waiting"] = len(self._pending)
+
+    def retire(self, request: TokenRequest, error: Exception | None = None) -> None:
+        """A request leaves the batch: finished, cancelled or failed."""
+        if error is not None:
+            self.stats["failed"] += 1
+        elif request.cancelled.is_set():
+            self.stats["cancelled"] += 1
+        else:
+            self.stats["finished"] += 1
+        request.finish(error)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _run(self) -> None:
+        while not self._closed:
+            try:
+                self.step()
+            except Exception as e:  # a failed step must not leave callers waiting forever
+                self.fail_all(EngineError(f"the {self.name} engine failed while decoding: {e}"))
+
+    @abstractmethod
+    def step(self) -> None:
+        """Admit waiting requests and advance the batch; called in a loop on the decode thread."""
+
+    @abstractmethod
+    def fail_all(self, error: Exception) -> None:
+        """Fail every request in the batch (used when a step raised)."""
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            pending, self._pending = list(self._pending), deque()
+            self._wake.notify_all()
+        for request in pending:
+            request.finish(EngineError(f"the {self.name} engine was closed"))
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=30)
