@@ -10,6 +10,7 @@ costs or saves, and how much faster llama.cpp is than transformers on this CPU.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -89,7 +90,7 @@ def main():
     fast.chat(PROMPT, GenerationParams(max_tokens=8, temperature=0))  # warm-up
     from llama_cpp import Llama
 
-    raw = Llama(model_path=str(fast.model.path), n_ctx=2048, verbose=False)
+    raw = Llama(model_path=str(fast.model.path), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)  # as taide
     rows = interleaved(args.runs, taide=lambda: run_taide(fast, params),
                        anchor=lambda: run_raw_llamacpp(raw, prompt_ids, args.max_tokens))
     results["taide llamacpp"] = summarize(rows["taide"])

@@ -320,6 +320,46 @@ def info(model: Model = "smollm2-135m",
                 out.print(f"[bold]{k:>17}[/]  {v}")
 
 
+@app.command()
+def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
+          host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+          port: Annotated[int, typer.Option("--port", "-p")] = 8000,
+          api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TAIDE_API_KEY",
+                             help="Require 'Authorization: Bearer KEY' on every route but /health and the page.")] = None,
+          upstream: Annotated[Optional[str], typer.Option("--upstream", help="Gateway mode: serve this OpenAI-compatible "
+                              "endpoint (e.g. vLLM) instead of a local model, adding auth, limits, metrics and the page.")] = None,
+          upstream_api_key: Annotated[Optional[str], typer.Option("--upstream-api-key", envvar="OPENAI_API_KEY",
+                                      help="Key for the upstream endpoint.")] = None,
+          served_model_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Model id clients use.")] = None,
+          system_prompt: Annotated[Optional[str], typer.Option("--system-prompt",
+                                   help="Applied when a request has no system message: 'auto' (the TAIDE prompt for "
+                                        "TAIDE-format models), a preset name, text, or 'none'.")] = "auto",
+          concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1,
+                                 help="Requests decoded together (default: the engine's batch, 8).")] = None,
+          max_waiting: Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may wait; more get 429.")] = 64,
+          chat_format: ChatFormatOpt = None, n_ctx: NCtx = None):
+    """Serve a model over the OpenAI API, with metrics and a web chat at /.
+
+    Routes: POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models, /health,
+    /metrics (Prometheus), /openapi.json, and the web page at /.
+
+    Example: `taide serve smollm2-135m --port 8000`, then
+    `curl localhost:8000/v1/chat/completions -d '{"messages":[{"role":"user","content":"你好"}]}'`
+    """
+    from taide.serve import ServeConfig
+    from taide.serve import serve as run_server
+
+    with _errors():
+        target = upstream or model
+        if system_prompt and system_prompt.lower() == "none":
+            system_prompt = None
+        config = ServeConfig(served_model_name=served_model_name, api_key=api_key, concurrency=concurrency,
+                             max_waiting=max_waiting, system_prompt=_system(system_prompt) if system_prompt != "auto" else "auto")
+        options = {k: v for k, v in {"chat_format": chat_format, "n_ctx": n_ctx, "api_key": upstream_api_key}.items() if v}
+        err.print(f"[dim]serving {target} on http://{host}:{port} (web chat at /, API at /v1)[/]")
+        run_server(target, engine, host=host, port=port, config=config, **options)
+
+
 def main():
     app()
 

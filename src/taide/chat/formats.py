@@ -43,6 +43,10 @@ class TokenCodec(Protocol):
     def control_tokens(self) -> list[str]:
         """The strings of the vocabulary's control tokens (``<|im_start|>``, ``<|eot_id|>``, ...)."""
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A raw completion prompt as the tokenizer takes it by default: control-token strings parsed,
+        BOS added if the model adds one. For `/v1/completions`, where the caller writes the format."""
+
 
 def _content_text(content, index: int) -> str:
     if isinstance(content, str):

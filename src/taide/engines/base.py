@@ -106,10 +106,15 @@ class Engine(ABC):
     model: ModelRef
     context_length: int | None = None
     chat_format: ChatFormat | None = None  # None for endpoints: the server applies its own
+    parallelism: int = 1  # how many requests it usefully runs at once (its batch)
 
     @abstractmethod
     def open_stream(self, messages: list[dict], params: GenerationParams | None = None) -> ChunkStream:
         """Start an answer; prompt errors (bad messages, context overflow) are raised here, before any work."""
+
+    @abstractmethod
+    def open_completion(self, prompt: str, params: GenerationParams | None = None) -> ChunkStream:
+        """Like :meth:`open_stream` for a raw text prompt, with no chat format applied (`/v1/completions`)."""
 
     def stream(self, messages: list[dict], params: GenerationParams | None = None) -> Iterator[Chunk]:
         """Yield the answer in pieces; the last chunk has ``completion`` set. Closing the iterator early
@@ -262,6 +267,16 @@ class LocalEngine(Engine):
     def _request(self, messages, params) -> TokenRequest:
         prompt = self.prompt_ids(messages)
         return TokenRequest(prompt, params, self.budget(len(prompt), params))
+
+    def open_completion(self, prompt, params=None):
+        started = time.perf_counter()
+        params = params or GenerationParams()
+        ids = self.codec.encode_prompt(prompt)
+        if not ids:
+            raise EngineError("prompt: empty")
+        request = TokenRequest(ids, params, self.budget(len(ids), params))
+        self.loop.submit(request)
+        return self._answer(request, started)
 
     def _answer(self, request: TokenRequest, started: float) -> ChunkStream:
         answer = _Answer(self, request.params, len(request.prompt_ids), request.max_new, started)

@@ -37,6 +37,9 @@ class LlamaCppCodec:
         ids = self.llm.tokenize(token.encode("utf-8"), add_bos=False, special=True)
         return ids[0] if len(ids) == 1 else None
 
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
     def control_tokens(self) -> list[str]:
         if self._controls is None:
             import llama_cpp
@@ -227,6 +230,7 @@ class LlamaCppEngine(LocalEngine):
         except ImportError as e:
             raise EngineError("the llamacpp engine needs llama-cpp-python: pip install llama-cpp-python") from e
         self.model = model
+        self.parallelism = n_parallel
         self.context_length = n_ctx or min(model.context_length or DEFAULT_MAX_CONTEXT, DEFAULT_MAX_CONTEXT)
         try:
             # This Llama object holds the weights and the tokenizer; decoding happens in SlotLoop's own

@@ -21,7 +21,7 @@ class OpenAIEngine(Engine):
         import openai
 
         self._openai = openai
-        self.max_concurrency = max_concurrency
+        self.parallelism = max_concurrency  # the server batches; we keep this many requests in flight
         base_url = model.url if model.url.endswith("/v1") else model.url + "/v1"
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
                                     timeout=timeout, max_retries=2)
@@ -45,9 +45,12 @@ class OpenAIEngine(Engine):
         self.context_length = getattr(first, "max_model_len", None) or (first.model_extra or {}).get("max_model_len")
         return first.id
 
-    def _request(self, messages, params: GenerationParams) -> dict:
-        body = {"model": self.served_model, "messages": validate_messages(messages), "temperature": params.temperature,
-                "top_p": params.top_p}
+    def _request(self, messages, params: GenerationParams, prompt: str | None = None) -> dict:
+        body = {"model": self.served_model, "temperature": params.temperature, "top_p": params.top_p}
+        if prompt is None:
+            body["messages"] = validate_messages(messages)
+        else:
+            body["prompt"] = prompt
         if params.max_tokens is not None:
             body["max_tokens"] = params.max_tokens
         if params.stop:
@@ -72,6 +75,13 @@ class OpenAIEngine(Engine):
         # Closing the HTTP stream is how a client cancels: the server stops generating.
         return ChunkStream(self._chunks(response, started), response.close)
 
+    def open_completion(self, prompt, params=None):
+        params = params or GenerationParams()
+        started = time.perf_counter()
+        response = self._call(self.client.completions.create, **self._request(None, params, prompt), stream=True,
+                              stream_options={"include_usage": True})
+        return ChunkStream(self._chunks(response, started), response.close)
+
     def _chunks(self, response, started):
         first_at = None
         parts: list[str] = []
@@ -81,7 +91,8 @@ class OpenAIEngine(Engine):
                 if event.usage is not None:
                     usage = event.usage
                 for choice in event.choices:
-                    text = choice.delta.content or "" if choice.delta else ""
+                    delta = getattr(choice, "delta", None)  # chat chunks carry a delta, completion chunks text
+                    text = (delta.content or "") if delta is not None else (getattr(choice, "text", None) or "")
                     if text:
                         first_at = first_at or time.perf_counter()
                         parts.append(text)
@@ -113,7 +124,7 @@ class OpenAIEngine(Engine):
 
     def generate_batch(self, conversations, params=None):
         # The server batches; we only keep several requests in flight.
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             return list(pool.map(lambda m: self.chat(m, params), conversations))
 
     def close(self) -> None:

@@ -30,6 +30,9 @@ class HFCodec:
         added = [t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special]
         return sorted(set(added) | set(self.tokenizer.all_special_tokens))
 
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
 
 class HFDetokenizer(Detokenizer):
     """Decodes a sliding window of ids and emits the new text once it no longer ends in a broken character."""
@@ -130,6 +133,7 @@ class TransformersEngine(LocalEngine):
     def __init__(self, model: ModelRef, chat_format: str | None = None, device: str | None = None,
                  dtype: str | None = None, max_batch: int = 8, **_ignored):
         self.model = model
+        self.parallelism = max_batch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # bf16 on GPU; fp32 on CPU, where bf16 matmuls are slow and less exact.
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
