@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -141,13 +142,14 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
     """The FastAPI app. ``load`` is an engine or a function that loads one (in the background, so
     `/health` can answer 503 meanwhile)."""
     config = config or ServeConfig()
-    server = _Server((lambda: load) if isinstance(load, Engine) else load, config)
+    owns_engine = not isinstance(load, Engine)  # an engine passed in belongs to the caller, who closes it
+    server = _Server(load if owns_engine else (lambda: load), config)
 
     @asynccontextmanager
     async def lifespan(app):
         server.start_loading()
         yield
-        if server.engine is not None:
+        if owns_engine and server.engine is not None:
             server.engine.close()
 
     app = FastAPI(title="taide", version="1", description="OpenAI-compatible API for taide models", lifespan=lifespan)
@@ -280,7 +282,9 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
             yield _sse(opening)
         while True:
             try:
-                chunk = await run_in_threadpool(next, handle, None)
+                # abandon_on_cancel: a client that leaves must not wait for the next token to be noticed;
+                # cleanup cancels the answer and the abandoned thread returns as soon as the engine stops.
+                chunk = await anyio.to_thread.run_sync(next, handle, None, abandon_on_cancel=True)
             except TaideError as e:
                 yield _sse(_error_body(str(e), "server_error"))
                 break
