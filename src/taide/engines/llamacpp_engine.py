@@ -148,16 +148,16 @@ class SlotLoop(DecodeLoop):
                 return
             self.reserved += need
             self.slots.append(_Slot(self.free_ids.pop(0), request, self._sampler(request)))
-        self.stats["active"] = len(self.slots)
+            self.stats["active"] = len(self.slots)
 
-    def _release(self, slot: _Slot, error: Exception | None = None) -> None:
+    def _release(self, slot: _Slot, outcome: str, error: Exception | None = None) -> None:
         self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
         self.lib.llama_sampler_free(slot.sampler)
         self.slots.remove(slot)
         self.free_ids.append(slot.seq_id)
         self.reserved -= slot.need
         self.stats["active"] = len(self.slots)
-        self.retire(slot.request, error)
+        self.retire(slot.request, outcome, error)
 
     def _add(self, n: int, token: int, position: int, seq_id: int, logits: bool) -> None:
         b = self.batch
@@ -167,7 +167,7 @@ class SlotLoop(DecodeLoop):
     def step(self) -> None:
         self._admit()
         for slot in [s for s in self.slots if s.request.cancelled.is_set()]:
-            self._release(slot)
+            self._release(slot, "cancelled")
         if not self.slots:
             return
         n = 0
@@ -201,11 +201,11 @@ class SlotLoop(DecodeLoop):
             self.stats["tokens"] += 1
             slot.next_token = token
             if token in self.eos_ids or slot.request.generated >= slot.request.max_new:
-                self._release(slot)
+                self._release(slot, "finished")
 
     def fail_all(self, error: Exception) -> None:
         for slot in list(self.slots):
-            self._release(slot, error)
+            self._release(slot, "failed", error)
 
     def close(self) -> None:
         super().close()

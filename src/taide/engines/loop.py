@@ -103,14 +103,10 @@ class DecodeLoop(ABC):
             self._pending.appendleft(request)
             self.stats["waiting"] = len(self._pending)
 
-    def retire(self, request: TokenRequest, error: Exception | None = None) -> None:
-        """A request leaves the batch: finished, cancelled or failed."""
-        if error is not None:
-            self.stats["failed"] += 1
-        elif request.cancelled.is_set():
-            self.stats["cancelled"] += 1
-        else:
-            self.stats["finished"] += 1
+    def retire(self, request: TokenRequest, outcome: str, error: Exception | None = None) -> None:
+        """A request leaves the batch; ``outcome`` is "finished" (end of turn or token limit), "cancelled"
+        or "failed"."""
+        self.stats[outcome] += 1
         request.finish(error)
 
     @property

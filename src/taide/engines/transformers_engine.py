@@ -104,27 +104,27 @@ class StaticBatchLoop(DecodeLoop):
                     if request not in self.live:
                         continue
                     if request.cancelled.is_set():
-                        self._drop(request)
+                        self._drop(request, "cancelled")
                         continue
                     request.emit(token)
                     self.stats["tokens"] += 1
                     if token in self.engine.eos_ids or request.generated >= request.max_new:
-                        self._drop(request)
+                        self._drop(request, "finished")
                 if not self.live:
                     break
         finally:
             steps.close()
-        for request in list(self.live):
-            self._drop(request)
+        for request in list(self.live):  # only when the steps ran out early
+            self._drop(request, "finished")
 
-    def _drop(self, request, error=None) -> None:
+    def _drop(self, request, outcome: str, error=None) -> None:
         self.live.remove(request)
         self.stats["active"] = len(self.live)
-        self.retire(request, error)
+        self.retire(request, outcome, error)
 
     def fail_all(self, error: Exception) -> None:
         for request in list(self.live):
-            self._drop(request, error)
+            self._drop(request, "failed", error)
 
 
 class TransformersEngine(LocalEngine):
