@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import wait_for
 
 from taide.engines import GenerationParams
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_transformers_batch_runs_in_one_decode(tiny_engine):
     params = GenerationParams(max_tokens=10, temperature=0)
     before = tiny_engine.stats()
     results = tiny_engine.generate_batch([QUESTION] * 4, params)
-    assert _wait_for(lambda: tiny_engine.stats()["active"] == 0)
+    assert wait_for(lambda: tiny_engine.stats()["active"] == 0)
     after = tiny_engine.stats()
     assert len({r.text for r in results}) == 1
     assert after["steps"] - before["steps"] == 10  # four answers of 10 tokens in 10 steps
@@ -41,8 +34,8 @@ def test_cancel_from_another_thread(tiny_engine):
     rest = list(handle)
     assert rest[-1].completion.finish_reason == "cancelled"
     assert rest[-1].completion.completion_tokens < 180
-    assert _wait_for(lambda: tiny_engine.stats()["cancelled"] == cancelled_before + 1)
-    assert _wait_for(lambda: tiny_engine.stats()["active"] == 0)
+    assert wait_for(lambda: tiny_engine.stats()["cancelled"] == cancelled_before + 1)
+    assert wait_for(lambda: tiny_engine.stats()["active"] == 0)
     assert first.text is not None
 
 
@@ -53,7 +46,7 @@ def test_llamacpp_slots_decode_concurrent_streams_together(smol_llamacpp):
     before = smol_llamacpp.stats()
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda _: smol_llamacpp.chat(QUESTION, params), range(8)))
-    assert _wait_for(lambda: smol_llamacpp.stats()["active"] == 0)
+    assert wait_for(lambda: smol_llamacpp.stats()["active"] == 0)
     after = smol_llamacpp.stats()
     assert {r.text for r in together} == {alone.text}
     tokens = after["tokens"] - before["tokens"]
@@ -84,7 +77,7 @@ def test_llamacpp_cancel_frees_the_slot(smol_llamacpp):
     next(handle)
     handle.cancel()
     list(handle)
-    assert _wait_for(lambda: smol_llamacpp.stats()["active"] == 0)
+    assert wait_for(lambda: smol_llamacpp.stats()["active"] == 0)
     after = smol_llamacpp.stats()
     assert after["cancelled"] == before["cancelled"] + 1
     assert after["tokens"] - before["tokens"] < 200

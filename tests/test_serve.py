@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import openai
 import pytest
-from conftest import LiveServer
+from conftest import LiveServer, wait_for
 
 from taide.chat.presets import TAIDE_SYSTEM_PROMPT
 from taide.engines import load_engine
@@ -19,13 +18,6 @@ from taide.serve import ServeConfig, create_app
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +128,8 @@ def test_client_disconnect_cancels_generation(smol_server, smol_llamacpp):
             for i, _line in enumerate(response.iter_lines()):
                 if i >= 6:
                     break  # leaving the block closes the connection mid-answer
-    assert _wait_for(lambda: smol_llamacpp.stats()["cancelled"] == before["cancelled"] + 1), smol_llamacpp.stats()
-    assert _wait_for(lambda: smol_llamacpp.stats()["active"] == 0)
+    assert wait_for(lambda: smol_llamacpp.stats()["cancelled"] == before["cancelled"] + 1), smol_llamacpp.stats()
+    assert wait_for(lambda: smol_llamacpp.stats()["active"] == 0)
     assert smol_llamacpp.stats()["tokens"] - before["tokens"] < 400
 
 
@@ -154,7 +146,7 @@ def test_full_queue_answers_429_with_retry_after(smol_llamacpp):
                 assert second.status_code == 429 and second.headers["Retry-After"] == "3"
                 assert second.json()["error"]["type"] == "rate_limit_error"
         # once the first has gone, there is room again
-        assert _wait_for(lambda: httpx.post(server.url + "/v1/chat/completions", timeout=60,
+        assert wait_for(lambda: httpx.post(server.url + "/v1/chat/completions", timeout=60,
                                             json={"messages": QUESTION, "max_tokens": 4}).status_code == 200)
 
 
@@ -169,10 +161,10 @@ def test_health_is_503_while_loading(tiny_model_dir):
     server = LiveServer(app)
     server.thread.start()
     try:
-        assert _wait_for(lambda: _status(server.url + "/health") == 503)
+        assert wait_for(lambda: _status(server.url + "/health") == 503)
         assert _status(server.url + "/v1/models") == 503
         release.set()
-        assert _wait_for(lambda: _status(server.url + "/health") == 200)
+        assert wait_for(lambda: _status(server.url + "/health") == 200)
     finally:
         server.__exit__()
 
@@ -222,5 +214,5 @@ def test_gateway_in_front_of_another_taide_serve(smol_server, smol_llamacpp):
             for i, _ in enumerate(response.iter_lines()):
                 if i >= 6:
                     break
-        assert _wait_for(lambda: smol_llamacpp.stats()["cancelled"] == before + 1, timeout=15)
+        assert wait_for(lambda: smol_llamacpp.stats()["cancelled"] == before + 1, timeout=15)
     upstream.close()

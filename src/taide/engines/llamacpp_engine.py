@@ -10,7 +10,6 @@ between steps. The prompt comes from taide's chat format as token ids.
 from __future__ import annotations
 
 import codecs
-import ctypes
 import os
 import random
 from dataclasses import dataclass

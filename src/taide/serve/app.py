@@ -276,10 +276,9 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
             finish()
         return chunks[-1].completion
 
-    async def _stream(handle: ChunkStream, route: str, frame: Callable[[str, str | None], dict], usage_frame,
-                      include_usage: bool, opening: dict | None):
+    async def _stream(handle: ChunkStream, route: str, head: dict, choice, include_usage: bool, opening: dict | None):
         if opening is not None:
-            yield _sse(opening)
+            yield _sse({**head, "choices": [opening]})
         while True:
             try:
                 # abandon_on_cancel: a client that leaves must not wait for the next token to be noticed;
@@ -291,13 +290,39 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
             if chunk is None:
                 break
             if chunk.text:
-                yield _sse(frame(chunk.text, None))
+                yield _sse({**head, "choices": [choice(chunk.text, None, False)]})
             if chunk.completion is not None:
-                yield _sse(frame("", chunk.completion.finish_reason))
+                yield _sse({**head, "choices": [choice("", chunk.completion.finish_reason, False)]})
                 if include_usage:
-                    yield _sse(usage_frame(chunk.completion))
+                    yield _sse({**head, "choices": [], "usage": chunk.completion.usage()})
                 server.metrics.record(route, chunk.completion)
         yield "data: [DONE]\n\n"
+
+    async def _respond(request: Request, body, handle: ChunkStream, route: str, id_prefix: str,
+                       objects: tuple[str, str], choice, opening: dict | None = None):
+        """The answer as a server-sent-event stream or as one JSON body. ``choice(text, finish_reason, whole)``
+        shapes a choice; ``objects`` names the stream's and the whole answer's object type."""
+        finish = _finisher(handle)
+        head = {"id": f"{id_prefix}-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": server.model_name}
+        if body.stream:
+            include = bool(body.stream_options and body.stream_options.include_usage)
+            return _CleanStreamingResponse(
+                _stream(handle, route, {**head, "object": objects[0]}, choice, include, opening),
+                cleanup=finish, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        completion = await _complete(request, handle, finish)
+        server.metrics.record(route, completion)
+        return {**head, "object": objects[1], "choices": [choice(completion.text, completion.finish_reason, True)],
+                "usage": completion.usage()}
+
+    def _chat_choice(text, finish_reason, whole):
+        if whole:
+            return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                    "finish_reason": finish_reason}
+        return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
+                "finish_reason": finish_reason}
+
+    def _text_choice(text, finish_reason, whole):
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
@@ -306,27 +331,9 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
         if system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": system}] + messages
         handle = await _open(body, server.engine.open_stream, messages)
-        finish = _finisher(handle)
-        rid, created, name = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time()), server.model_name
-        head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name}
-        if body.stream:
-            def frame(text, finish_reason):
-                delta = {"content": text} if text else {}
-                return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                             "finish_reason": finish_reason}]}
-
-            opening = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                            "logprobs": None, "finish_reason": None}]}
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            return _CleanStreamingResponse(
-                _stream(handle, "chat", frame, lambda c: {**head, "choices": [], "usage": c.usage()}, include, opening),
-                cleanup=finish, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        completion = await _complete(request, handle, finish)
-        server.metrics.record("chat", completion)
-        return {"id": rid, "object": "chat.completion", "created": created, "model": name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
-                             "logprobs": None, "finish_reason": completion.finish_reason}],
-                "usage": completion.usage()}
+        opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+        return await _respond(request, body, handle, "chat", "chatcmpl", ("chat.completion.chunk", "chat.completion"),
+                              _chat_choice, opening)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -336,23 +343,8 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
                 raise APIError(400, "prompt: give one prompt per request (a string, or a list of one)", param="prompt")
             prompt = prompt[0]
         handle = await _open(body, server.engine.open_completion, prompt)
-        finish = _finisher(handle)
-        rid, created, name = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time()), server.model_name
-        head = {"id": rid, "object": "text_completion", "created": created, "model": name}
-        if body.stream:
-            def frame(text, finish_reason):
-                return {**head, "choices": [{"index": 0, "text": text, "logprobs": None,
-                                             "finish_reason": finish_reason}]}
-
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            return _CleanStreamingResponse(
-                _stream(handle, "completions", frame, lambda c: {**head, "choices": [], "usage": c.usage()},
-                        include, None),
-                cleanup=finish, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        completion = await _complete(request, handle, finish)
-        server.metrics.record("completions", completion)
-        return {**head, "choices": [{"index": 0, "text": completion.text, "logprobs": None,
-                                     "finish_reason": completion.finish_reason}], "usage": completion.usage()}
+        return await _respond(request, body, handle, "completions", "cmpl", ("text_completion", "text_completion"),
+                              _text_choice)
 
     return app
 
