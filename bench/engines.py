@@ -90,7 +90,8 @@ def main():
     fast.chat(PROMPT, GenerationParams(max_tokens=8, temperature=0))  # warm-up
     from llama_cpp import Llama
 
-    raw = Llama(model_path=str(fast.model.path), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)  # as taide
+    raw = Llama(model_path=str(fast.model.path), n_ctx=2048, n_threads=os.cpu_count(), flash_attn=True,
+                verbose=False)  # the engine's settings
     rows = interleaved(args.runs, taide=lambda: run_taide(fast, params),
                        anchor=lambda: run_raw_llamacpp(raw, prompt_ids, args.max_tokens))
     results["taide llamacpp"] = summarize(rows["taide"])

@@ -298,7 +298,7 @@ def anchor_long(llm, prompt_ids: list[int], eos: int) -> tuple[float, int]:
 # --- 3. 8 streams vs 1 ---
 class RawBatch:
     """The ceiling of 3. without a server: llama.cpp's C API in this process, a context set up as the llamacpp
-    engine sets up its own (n_ctx 8192, 8 sequences, unified KV cache, flash attention off, every core), ``k``
+    engine sets up its own (n_ctx 8192, 8 sequences, unified KV cache, flash attention on, every core), ``k``
     sequences prefilled together, then one llama_decode per step with a greedy sampler per sequence."""
 
     def __init__(self, llm, n_ctx: int = 8192, n_seq: int = STREAMS):
@@ -309,7 +309,7 @@ class RawBatch:
         params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = n_ctx, 512, 512, n_seq
         params.kv_unified, params.no_perf = True, True
         params.n_threads = params.n_threads_batch = os.cpu_count()
-        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
         self.ctx = lib.llama_init_from_model(llm._model.model, params)
         if not self.ctx:
             raise RuntimeError("llama.cpp could not create the ceiling's context")
@@ -425,7 +425,8 @@ def main():
         # llama.cpp in-process 1 sequence and 8 (the anchors run while the server idles)
         from llama_cpp import Llama
 
-        llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+        # the engine's settings: every core, flash attention on
+        llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count(), flash_attn=True, verbose=False)
         eos = llm.token_eos()
         anchor_long(llm, prompt_ids, eos)  # warm-up
         raw = RawBatch(llm)
@@ -505,7 +506,8 @@ def main():
             f"**Single stream and batching:** greedy, max_tokens {LONG_MAX_TOKENS}, {len(prompt_ids)} prompt tokens, "
             f"medians of {args.runs} runs, interleaved. Decode tok/s = (tokens − 1) / (last token − first token) "
             f"as the client sees the stream; the anchor is llama-cpp-python's own `generate` on the same GGUF and "
-            f"prompt ids in the client process while the server idles. Aggregate = all tokens / (last token "
+            f"prompt ids, with the engine's settings (every core, flash attention on), in the client process while "
+            f"the server idles. Aggregate = all tokens / (last token "
             f"received − first request sent), {STREAMS} requests sent together vs one alone (a server that answers "
             f"one request at a time stays at 1×; medians of tokens per decode step in the {STREAMS}-stream runs: "
             f"{med(batch8):.2f}). The last row is what llama.cpp itself gains from batching on this machine, measured "

@@ -220,7 +220,7 @@ class LlamaCppEngine(LocalEngine):
 
     def __init__(self, model: ModelRef, chat_format: str | None = None, n_ctx: int | None = None,
                  n_parallel: int = 8, n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
-                 flash_attn: bool = False, **_ignored):
+                 flash_attn: bool = True, **_ignored):
         if model.kind != "gguf":
             raise EngineError(f"the llamacpp engine runs GGUF files; {model.reference} is a {model.kind} model "
                               "(use --engine transformers, or export it to GGUF)")
@@ -247,8 +247,8 @@ class LlamaCppEngine(LocalEngine):
         ends = {i for i in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)}
         ends.update(i for i in (self.codec.token_id(t) for t in self.chat_format.stop_tokens) if i is not None)
         self.eos_ids = ends
-        # Flash attention off by default, as in llama-cpp-python: its sums round differently, and greedy
-        # answers then drift from the transformers reference on near-ties.
+        # Flash attention on, as llama.cpp's own server does: about 10% faster decoding here, single or batched.
+        # Its sums are ordered differently from transformers', so greedy answers can part on near-ties.
         self.loop = SlotLoop(self.llm, ends, self.context_length, n_parallel, n_batch, n_threads or os.cpu_count(),
                              flash_attn)
 

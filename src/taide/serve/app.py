@@ -17,7 +17,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
@@ -132,6 +131,45 @@ class _CleanStreamingResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._cleanup()
+
+
+async def _pumped(handle: ChunkStream):
+    """The engine's chunks, read by one thread for the whole answer and handed to the event loop; yields
+    lists of whatever arrived since the last read. Leaving early cancels the answer."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    def hand_over(item):
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop has closed: nobody is listening any more
+            handle.cancel()
+
+    def pump():
+        try:
+            for chunk in handle:
+                hand_over(chunk)
+        except TaideError as e:
+            hand_over(e)
+        finally:
+            hand_over(done)
+
+    threading.Thread(target=pump, name="taide-answer", daemon=True).start()
+    try:
+        while True:
+            items = [await queue.get()]
+            while not queue.empty():
+                items.append(queue.get_nowait())
+            finished = items[-1] is done
+            if finished:
+                items.pop()
+            if items:
+                yield items
+            if finished:
+                return
+    finally:
+        handle.cancel()
 
 
 def _sse(payload) -> str:
@@ -279,23 +317,20 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
     async def _stream(handle: ChunkStream, route: str, head: dict, choice, include_usage: bool, opening: dict | None):
         if opening is not None:
             yield _sse({**head, "choices": [opening]})
-        while True:
-            try:
-                # abandon_on_cancel: a client that leaves must not wait for the next token to be noticed;
-                # cleanup cancels the answer and the abandoned thread returns as soon as the engine stops.
-                chunk = await anyio.to_thread.run_sync(next, handle, None, abandon_on_cancel=True)
-            except TaideError as e:
-                yield _sse(_error_body(str(e), "server_error"))
-                break
-            if chunk is None:
-                break
-            if chunk.text:
-                yield _sse({**head, "choices": [choice(chunk.text, None, False)]})
-            if chunk.completion is not None:
-                yield _sse({**head, "choices": [choice("", chunk.completion.finish_reason, False)]})
-                if include_usage:
-                    yield _sse({**head, "choices": [], "usage": chunk.completion.usage()})
-                server.metrics.record(route, chunk.completion)
+        async for chunks in _pumped(handle):
+            events = []
+            for chunk in chunks:
+                if isinstance(chunk, TaideError):
+                    events.append(_sse(_error_body(str(chunk), "server_error")))
+                    continue
+                if chunk.text:
+                    events.append(_sse({**head, "choices": [choice(chunk.text, None, False)]}))
+                if chunk.completion is not None:
+                    events.append(_sse({**head, "choices": [choice("", chunk.completion.finish_reason, False)]}))
+                    if include_usage:
+                        events.append(_sse({**head, "choices": [], "usage": chunk.completion.usage()}))
+                    server.metrics.record(route, chunk.completion)
+            yield "".join(events)  # pieces that came while the last write was going out leave together
         yield "data: [DONE]\n\n"
 
     async def _respond(request: Request, body, handle: ChunkStream, route: str, id_prefix: str,
