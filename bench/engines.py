@@ -10,9 +10,13 @@ costs or saves, and how much faster llama.cpp is than transformers on this CPU.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import statistics
 import time
+from pathlib import Path
 
 from bench.report import write_section
 from taide.engines import GenerationParams, load_engine
@@ -70,6 +74,32 @@ def interleaved(runs, **contenders):
     return rows
 
 
+def llamacpp_worker(contender: str, max_tokens: int) -> None:
+    """One llama.cpp measurement in a process of its own: two llama.cpp contexts in one process slow each
+    other down (their compute threads contend), which would spoil both figures."""
+    params = GenerationParams(max_tokens=max_tokens, temperature=0, stop=["\x00"])
+    engine = load_engine("smollm2-135m", "llamacpp", n_ctx=2048)
+    engine.chat(PROMPT, GenerationParams(max_tokens=8, temperature=0))  # warm-up
+    if contender == "taide":
+        row = run_taide(engine, params)
+    else:
+        from llama_cpp import Llama
+
+        prompt_ids, path = engine.prompt_ids(PROMPT), str(engine.model.path)
+        engine.close()
+        raw = Llama(model_path=path, n_ctx=2048, n_threads=os.cpu_count(), flash_attn=True,
+                    verbose=False)  # the engine's settings
+        run_raw_llamacpp(raw, prompt_ids, 8)  # warm-up
+        row = run_raw_llamacpp(raw, prompt_ids, max_tokens)
+    print(json.dumps(row))
+
+
+def llamacpp_in_subprocess(contender: str, max_tokens: int):
+    out = subprocess.run([sys.executable, "-m", "bench.engines", "--worker", contender, "--max-tokens", str(max_tokens)],
+                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def summarize(rows):
     ttft = statistics.median(r[0] for r in rows)
     tps = statistics.median(r[1] for r in rows)
@@ -81,25 +111,20 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--worker", choices=["taide", "anchor"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return llamacpp_worker(args.worker, args.max_tokens)
     params = GenerationParams(max_tokens=args.max_tokens, temperature=0, stop=["\x00"])  # greedy
 
     results = {}
-    fast = load_engine("smollm2-135m", "llamacpp", n_ctx=2048)
-    prompt_ids = fast.prompt_ids(PROMPT)
-    fast.chat(PROMPT, GenerationParams(max_tokens=8, temperature=0))  # warm-up
-    from llama_cpp import Llama
-
-    raw = Llama(model_path=str(fast.model.path), n_ctx=2048, n_threads=os.cpu_count(), flash_attn=True,
-                verbose=False)  # the engine's settings
-    rows = interleaved(args.runs, taide=lambda: run_taide(fast, params),
-                       anchor=lambda: run_raw_llamacpp(raw, prompt_ids, args.max_tokens))
+    rows = interleaved(args.runs, taide=lambda: llamacpp_in_subprocess("taide", args.max_tokens),
+                       anchor=lambda: llamacpp_in_subprocess("anchor", args.max_tokens))
     results["taide llamacpp"] = summarize(rows["taide"])
     results["llama-cpp-python generate (anchor)"] = summarize(rows["anchor"])
-    fast.close()
-    raw.close()
 
     ref = load_engine("smollm2-135m", "transformers")
+    prompt_ids = ref.prompt_ids(PROMPT)
     ref.chat(PROMPT, GenerationParams(max_tokens=8, temperature=0))  # warm-up
     rows = interleaved(args.runs, taide=lambda: run_taide(ref, params),
                        anchor=lambda: run_raw_transformers(ref.lm, prompt_ids, args.max_tokens))
@@ -119,9 +144,11 @@ def main():
     print(table)
     body = (f"## Engines: embedded default (SmolLM2-135M-Instruct Q4_1), CPU\n\n"
             f"Greedy, {args.max_tokens} new tokens, {len(prompt_ids)} prompt tokens, median of {args.runs} runs "
-            f"interleaved with the anchor's, after a warm-up; time to first token includes the prompt's prefill. taide's llamacpp engine decodes "
-            f"through its own batched slot loop (llama_decode), the anchor through llama-cpp-python's one-sequence "
-            f"generate. transformers runs the GGUF dequantized to float32.\n\n{table}\n\n"
+            f"interleaved with the anchor's, after a warm-up; time to first token includes the prompt's prefill. "
+            f"taide's llamacpp engine decodes through its own batched slot loop (llama_decode), the anchor through "
+            f"llama-cpp-python's one-sequence generate with the same settings (every core, flash attention on); each "
+            f"llama.cpp run is a process of its own, since two llama.cpp contexts in one process slow each other. "
+            f"transformers runs the GGUF dequantized to float32, both contenders in this process.\n\n{table}\n\n"
             f"Reproduce: `.venv/bin/python -m bench.engines --runs {args.runs} --max-tokens {args.max_tokens}`\n")
     if not args.no_write:
         write_section("engines", body)
