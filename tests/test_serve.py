@@ -205,6 +205,9 @@ def test_gateway_in_front_of_another_taide_serve(smol_server, smol_llamacpp):
             model="smollm2-135m", messages=QUESTION, temperature=0, max_tokens=24, stream=True) if e.choices)
         assert streamed == direct.choices[0].message.content
         assert httpx.get(gateway.url + "/v1/models").status_code == 401
+        with pytest.raises(openai.BadRequestError, match="2048"):  # the upstream's 400 comes through as a 400
+            client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "word " * 2500}],
+                                           max_tokens=16)
         # a client leaving the gateway mid-stream stops the upstream's generation too
         before = smol_llamacpp.stats()["cancelled"]
         body = {"messages": [{"role": "user", "content": "Write a very long story."}], "max_tokens": 1500,

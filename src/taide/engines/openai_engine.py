@@ -34,7 +34,9 @@ class OpenAIEngine(Engine):
         except self._openai.APIConnectionError as e:
             raise EngineError(f"cannot reach the endpoint {self.client.base_url}: {e}") from e
         except self._openai.APIStatusError as e:
-            raise EngineError(f"the endpoint {self.client.base_url} answered HTTP {e.status_code}: {e.message}") from e
+            error = EngineError(f"the endpoint {self.client.base_url} answered HTTP {e.status_code}: {e.message}")
+            error.status = e.status_code  # a gateway passes the upstream's 4xx on as it came
+            raise error from e
 
     def _first_served_model(self) -> str:
         models = self._call(self.client.models.list).data

@@ -116,6 +116,9 @@ def _engine_error(e: TaideError) -> APIError:
         return APIError(400, str(e), param="messages", code="context_length_exceeded")
     if isinstance(e, ChatFormatError):
         return APIError(400, str(e), param="messages")
+    upstream_status = getattr(e, "status", None)  # from an upstream endpoint (gateway mode)
+    if upstream_status and 400 <= upstream_status < 500:
+        return APIError(upstream_status, str(e))
     return APIError(500, str(e), "server_error")
 
 
