@@ -97,6 +97,7 @@ def test_pii_glued_to_chinese_is_found(text, expected, kind):
     "民國113年1月2日、新臺幣1,200,000元、第 12 條、20240101",  # dates, amounts, articles
     "ISBN 978-986-123-456-7、版本1.2.3.4.5、999.1.1.1",  # ISBN, version strings, octet > 255
     "依第三百零二條規定，罰金新臺幣三萬元。",
+    "89.12.12.衛署藥字第 0890035812 號之相關規定",  # a document number (字號)
 ])
 def test_non_pii_numbers_are_left_alone(text):
     assert redact_pii(text) == (text, {})

@@ -360,6 +360,37 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
         run_server(target, engine, host=host, port=port, config=config, **options)
 
 
+data_app = typer.Typer(help="Corpus preprocessing: the card's cleaning steps for Taiwan text.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("clean")
+def data_clean(inputs: Annotated[list[Path], typer.Argument(help="JSONL files (.jsonl or .jsonl.gz).")],
+               out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for part-*.jsonl, stats.json, stats.md.")],
+               config: Annotated[Optional[Path], typer.Option("--config", help="YAML with 'pipeline:', a list of "
+                                 "stages (name, or {stage, enabled, options...}) in order.")] = None,
+               text_field: Annotated[str, typer.Option("--text-field", help="The field holding the text.")] = "text",
+               keep_rejected: Annotated[Optional[Path], typer.Option("--keep-rejected",
+                                        help="Also write removed documents, with stage and reason, here.")] = None):
+    """Clean a corpus: normalize characters, join layout line breaks, redact PII, drop short and duplicate
+    documents. Every input record is accounted for in stats.md.
+
+    Example: `taide data clean laws.jsonl.gz -o cleaned/ --keep-rejected cleaned/rejected`
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from taide.data import clean as run_clean
+
+    with _errors():
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err) as progress:
+            bar = progress.add_task("reading", total=None)
+            report = run_clean(inputs, out_dir, config, text_field, keep_rejected,
+                               on_progress=lambda n: progress.update(bar, description=f"{n} documents read"))
+        removed = sum(report["removed"].values())
+        out.print(f"{report['read']} read = {report['kept']} kept + {removed} removed + {report['unreadable']} "
+                  f"unreadable → {out_dir} (accounting per stage and source in stats.md)")
+
+
 def main():
     app()
 

@@ -1,2 +1,10 @@
-"""Corpus preprocessing for Taiwan text (the card's list). So far: the text transforms that the
-pipeline's stages will wrap — character normalization, layout line-break joining, PII redaction."""
+"""Corpus preprocessing for Taiwan text (the card's list), as a pipeline of small stages.
+
+Built so far: JSONL input, the stages normalize → line_breaks → pii → min_length → exact_dedup, JSONL
+shards and a stats report in which every input record is accounted for.
+"""
+
+from taide.data.clean import clean
+from taide.data.pipeline import DEFAULT_PIPELINE, STAGES, DataError, Document, Rejected, Stage, build_pipeline
+
+__all__ = ["DEFAULT_PIPELINE", "STAGES", "DataError", "Document", "Rejected", "Stage", "build_pipeline", "clean"]

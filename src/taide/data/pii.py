@@ -18,10 +18,10 @@ PLACEHOLDERS = {"email": "<EMAIL>", "phone": "<PHONE>", "id": "<ID>", "business_
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])")
 _SEP = r"[-\s.]?"
 _PHONE = re.compile(
-    r"(?<![\dA-Za-z+])(?:"
+    r"(?<![\dA-Za-z+])(?<!第)(?<!第 )(?:"  # 第 0890035812 號 is a document number, not a phone
     rf"(?:\+886{_SEP}|0)9\d{{2}}{_SEP}\d{{3}}{_SEP}\d{{3}}"  # mobile: 0912-345-678, +886 912 345 678
     rf"|(?:\+886{_SEP}\(?|\(0|0)[2-8]\d?\)?{_SEP}\d{{3,4}}{_SEP}\d{{4}}"  # landline: (02)2345-6789, 02-2345-6789, 07 123 4567
-    r")(?![\d])")
+    r")(?![\d])(?!\s?號)")
 # First letter -> two-digit code of the national ID / resident certificate checksum.
 _LETTER = {c: v for c, v in zip("ABCDEFGHJKLMNPQRSTUVXYWZIO", range(10, 36))}
 _ID = re.compile(r"(?<![A-Za-z0-9])([A-Z])([1289A-D])(\d{8})(?![0-9])")
