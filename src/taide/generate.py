@@ -18,6 +18,7 @@ from taide.chat.presets import default_system_prompt
 from taide.chat.traditional import TraditionalGuard
 from taide.engines import Engine, GenerationParams
 from taide.errors import ChatFormatError, InputError
+from taide.jsonl import iter_jsonl
 
 
 @dataclass
@@ -34,16 +35,10 @@ class GenerateReport:
 def read_conversations(path: Path) -> list[tuple[str, dict, list[dict]]]:
     """(id, record, messages) for every line; any bad line is an InputError naming file, line and field."""
     items, seen = [], {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})") from e
-            if not isinstance(record, dict):
-                raise InputError(path, lineno, "expected a JSON object")
+    try:
+        for lineno, record, problem in iter_jsonl(path):
+            if problem:
+                raise InputError(path, lineno, problem)
             rid = str(record["id"]) if "id" in record else f"line-{lineno}"
             if rid in seen:
                 raise InputError(path, lineno, f"field 'id': {rid!r} repeats line {seen[rid]}")
@@ -60,6 +55,8 @@ def read_conversations(path: Path) -> list[tuple[str, dict, list[dict]]]:
             if messages[-1]["role"] == "assistant":
                 raise InputError(path, lineno, "field 'messages': the last message is the assistant's; nothing to answer")
             items.append((rid, record, messages))
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, f"not UTF-8 at byte {e.start}") from e
     return items
 
 

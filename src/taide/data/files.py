@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from taide.data.pipeline import DataError, Document, Rejected, RunStats, Stage
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", errors="strict")
-    return path.open(encoding="utf-8", errors="strict")
+from taide.jsonl import iter_jsonl
 
 
 def read_jsonl(path: Path, text_field: str = "text") -> Iterator[Document | tuple[str, str]]:
@@ -21,20 +15,14 @@ def read_jsonl(path: Path, text_field: str = "text") -> Iterator[Document | tupl
     ``(source, "file:line: why")`` so it is counted, not lost."""
     source = path.name
     try:
-        with _open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield source, f"{path}:{lineno}: not valid JSON ({e.msg})"
-                    continue
-                text = record.get(text_field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    yield source, f"{path}:{lineno}: field {text_field!r} missing or not a string"
-                    continue
-                yield Document(str(record.get("id", f"{source}:{lineno}")), text, source, record)
+        for lineno, record, problem in iter_jsonl(path):
+            text = record.get(text_field) if record is not None else None
+            if problem is None and not isinstance(text, str):
+                problem = f"field {text_field!r} missing or not a string"
+            if problem:
+                yield source, f"{path}:{lineno}: {problem}"
+                continue
+            yield Document(str(record.get("id", f"{source}:{lineno}")), text, source, record)
     except UnicodeDecodeError as e:
         yield source, f"{path}: not UTF-8 at byte {e.start}; the rest of the file was not read"
 
