@@ -152,7 +152,6 @@ def main():
             f"Reproduce: `.venv/bin/python -m bench.engines --runs {args.runs} --max-tokens {args.max_tokens}`\n")
     if not args.no_write:
         write_section("engines", body)
-        print("wrote BENCHMARKS.md")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,4 @@ def write_section(name: str, body: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS.write_text(text, encoding="utf-8")
+    print(f"wrote the '{name}' section of {BENCHMARKS.name}")

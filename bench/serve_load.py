@@ -517,7 +517,6 @@ def main():
             f"Reproduce: `{command}`\n")
     if not args.no_write:
         write_section("serve", body)
-        print("wrote BENCHMARKS.md")
 
 
 if __name__ == "__main__":

@@ -124,7 +124,6 @@ def chat(model: Model = "smollm2-135m", engine: EngineOpt = "auto", system: Syst
 
     Example: `taide chat smollm2-135m --temperature 0.3`
     """
-    from taide.chat.presets import default_system_prompt
     from taide.chat.session import ChatSession
     from taide.chat.traditional import TraditionalGuard
     from taide.tasks import stream_guarded
@@ -132,8 +131,7 @@ def chat(model: Model = "smollm2-135m", engine: EngineOpt = "auto", system: Syst
     with _errors():
         params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
         eng = _load(model, engine, chat_format, n_ctx, api_key)
-        fmt = eng.chat_format.name if eng.chat_format else None
-        session = ChatSession(_system(system) if system else default_system_prompt(fmt))
+        session = ChatSession(_system(system) if system else eng.default_system_prompt)
         err.print("[dim]/reset · /system TEXT · /save FILE · /exit[/]")
         while True:
             try:

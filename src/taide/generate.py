@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taide.chat.formats import validate_messages
-from taide.chat.presets import default_system_prompt
 from taide.chat.traditional import TraditionalGuard
 from taide.engines import Engine, GenerationParams
 from taide.errors import ChatFormatError, InputError
@@ -93,7 +92,7 @@ def generate_file(engine: Engine, input_path: str | Path, output_path: str | Pat
     items = read_conversations(input_path)
     done = _done_ids(output_path)
     todo = [it for it in items if it[0] not in done]
-    system = system if system is not None else default_system_prompt(engine.chat_format.name if engine.chat_format else None)
+    system = system if system is not None else engine.default_system_prompt
     guard = TraditionalGuard() if traditional else None
     output_path.parent.mkdir(parents=True, exist_ok=True)
     started, tokens, finished = time.perf_counter(), 0, len(items) - len(todo)

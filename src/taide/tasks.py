@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from taide.chat.presets import TASKS, default_system_prompt, task_messages
+from taide.chat.presets import TASKS, task_messages
 from taide.chat.traditional import TraditionalGuard
 from taide.engines import Chunk, Completion, Engine, GenerationParams, load_engine
 
@@ -27,14 +27,10 @@ def stream_guarded(engine: Engine, messages: list[dict], params: GenerationParam
             yield Chunk(text, final)
 
 
-def task_system_prompt(engine: Engine, system: str | None) -> str | None:
-    return system if system is not None else default_system_prompt(engine.chat_format.name if engine.chat_format else None)
-
-
 def run_task(engine: Engine, task: str, text: str, params: GenerationParams | None = None, system: str | None = None,
              guard: TraditionalGuard | None = None) -> Iterator[Chunk]:
     """Stream the answer to one office task (article, letter, summary, zh2en, en2zh) for ``text``."""
-    return stream_guarded(engine, task_messages(task, text, task_system_prompt(engine, system)), params, guard)
+    return stream_guarded(engine, task_messages(task, text, system if system is not None else engine.default_system_prompt), params, guard)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from taide.chat.formats import ChatFormat, TokenCodec, validate_messages
+from taide.chat.presets import default_system_prompt
 from taide.engines.loop import DecodeLoop, TokenRequest
 from taide.errors import ContextLengthError, EngineError
 from taide.models import ModelRef
@@ -137,6 +138,11 @@ class Engine(ABC):
     def stats(self) -> dict:
         """Counters for metrics: requests submitted, active, waiting, cancelled, tokens, decode steps."""
         return {}
+
+    @property
+    def default_system_prompt(self) -> str | None:
+        """The system prompt used when a conversation has none: TAIDE's for TAIDE-format models."""
+        return default_system_prompt(self.chat_format.name if self.chat_format else None)
 
     def describe(self) -> dict:
         """What this engine runs, for logs, `taide info` and the server's model list."""

@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taide.chat.presets import SYSTEM_PRESETS, TASKS, default_system_prompt
+from taide.chat.presets import SYSTEM_PRESETS, TASKS
 from taide.engines import ChunkStream, Engine
 from taide.errors import ChatFormatError, ContextLengthError, EngineError, TaideError
 from taide.serve.admission import Admission, QueueFull
@@ -87,7 +87,7 @@ class _Server:
     @property
     def system_prompt(self) -> str | None:
         if self.config.system_prompt == "auto":
-            return default_system_prompt(self.engine.chat_format.name if self.engine.chat_format else None)
+            return self.engine.default_system_prompt
         return self.config.system_prompt
 
     def require_engine(self) -> Engine:
