@@ -5,6 +5,7 @@ shards and a stats report in which every input record is accounted for.
 """
 
 from taide.data.clean import clean
-from taide.data.pipeline import DEFAULT_PIPELINE, STAGES, DataError, Document, Rejected, Stage, build_pipeline
+from taide.data.base import DataError, DedupStage, Document, Rejected, Stage
+from taide.data.pipeline import DEFAULT_PIPELINE, STAGES, build_pipeline
 
-__all__ = ["DEFAULT_PIPELINE", "STAGES", "DataError", "Document", "Rejected", "Stage", "build_pipeline", "clean"]
+__all__ = ["DEFAULT_PIPELINE", "STAGES", "DataError", "DedupStage", "Document", "Rejected", "Stage", "build_pipeline", "clean"]

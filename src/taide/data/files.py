@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from taide.data.pipeline import DataError, Document, Rejected, RunStats, Stage
+from taide.data.base import DataError, Document, Rejected, Stage
+from taide.data.pipeline import RunStats
 from taide.jsonl import iter_jsonl
 
 

@@ -5,6 +5,7 @@ items (一、 （二） 3.) or article headings (第 5 條), and after a line sh
 (a heading or the end of a paragraph — layout-broken lines all run to the same width)."""
 
 from __future__ import annotations
+from taide.data.base import Stage
 
 import re
 import unicodedata
@@ -40,3 +41,16 @@ def join_layout_breaks(text: str, min_width: int = 8) -> tuple[str, int]:
                 out += "\n" + line
         paragraphs.append(out)
     return "".join(paragraphs), joined
+
+
+class JoinLayoutBreaks(Stage):
+    name = "line_breaks"
+
+    def __init__(self, min_width: int = 8):
+        super().__init__()
+        self.min_width = min_width
+
+    def process(self, doc):
+        doc.text, joined = join_layout_breaks(doc.text, self.min_width)
+        self.counters["breaks_joined"] += joined
+        return doc

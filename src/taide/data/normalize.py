@@ -4,6 +4,7 @@ punctuation (，。、；：？！「」『』（）) stays full-width; zero-wid
 whitespace tidied without touching line structure."""
 
 from __future__ import annotations
+from taide.data.base import Stage
 
 import re
 import unicodedata
@@ -56,3 +57,13 @@ def normalize_text(text: str) -> tuple[str, NormalizeCounts]:
     text = re.sub(r" *\n *", "\n", text)
     text = re.sub(r"\n{3,}", "\n\n", text)
     return text.strip(), counts
+
+
+class Normalize(Stage):
+    name = "normalize"
+
+    def process(self, doc):
+        doc.text, counts = normalize_text(doc.text)
+        self.counters.update({"fullwidth_to_halfwidth": counts.width, "compat_unified": counts.compat,
+                              "invisible_removed": counts.invisible})
+        return doc

@@ -8,6 +8,7 @@ Dates, amounts, law article numbers and ISBNs are left alone.
 """
 
 from __future__ import annotations
+from taide.data.base import DataError, Stage
 
 import re
 from collections import Counter
@@ -98,3 +99,19 @@ def redact_pii(text: str, kinds: tuple[str, ...] = tuple(PLACEHOLDERS)) -> tuple
     sub(_PHONE, "phone")
     sub(_IP, "ip", lambda m: _valid_ip(m.group(1)))
     return text, counts
+
+
+class RedactPII(Stage):
+    name = "pii"
+
+    def __init__(self, kinds: list[str] | None = None):
+        super().__init__()
+        unknown = set(kinds or []) - set(PLACEHOLDERS)
+        if unknown:
+            raise DataError(f"pii.kinds: unknown {sorted(unknown)}; choose from {', '.join(PLACEHOLDERS)}")
+        self.kinds = tuple(kinds or PLACEHOLDERS)
+
+    def process(self, doc):
+        doc.text, counts = redact_pii(doc.text, self.kinds)
+        self.counters.update({f"redacted_{k}": v for k, v in counts.items()})
+        return doc

@@ -5,118 +5,16 @@ the run accounts for every input record: kept + removed per reason + unreadable 
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from taide.data.linebreaks import join_layout_breaks
-from taide.data.normalize import normalize_text
-from taide.data.pii import PLACEHOLDERS, redact_pii
-from taide.errors import TaideError
-
-
-class DataError(TaideError):
-    """A corpus input or pipeline configuration that cannot be used."""
-
-
-@dataclass
-class Document:
-    id: str
-    text: str
-    source: str  # the input file it came from
-    record: dict = field(repr=False)  # every field of the input record, carried through
-
-    def output(self, text_field: str) -> dict:
-        return {**self.record, "id": self.id, text_field: self.text}
-
-
-@dataclass
-class Rejected:
-    reason: str
-    detail: str = ""
-
-
-class Stage:
-    """One step. Subclasses set ``name`` and implement :meth:`process`; options are constructor arguments."""
-
-    name = "stage"
-
-    def __init__(self):
-        self.counters: Counter = Counter()
-
-    def process(self, doc: Document) -> Document | Rejected:
-        raise NotImplementedError
-
-
-class Normalize(Stage):
-    name = "normalize"
-
-    def process(self, doc):
-        doc.text, counts = normalize_text(doc.text)
-        self.counters.update({"fullwidth_to_halfwidth": counts.width, "compat_unified": counts.compat,
-                              "invisible_removed": counts.invisible})
-        return doc
-
-
-class JoinLayoutBreaks(Stage):
-    name = "line_breaks"
-
-    def __init__(self, min_width: int = 8):
-        super().__init__()
-        self.min_width = min_width
-
-    def process(self, doc):
-        doc.text, joined = join_layout_breaks(doc.text, self.min_width)
-        self.counters["breaks_joined"] += joined
-        return doc
-
-
-class RedactPII(Stage):
-    name = "pii"
-
-    def __init__(self, kinds: list[str] | None = None):
-        super().__init__()
-        unknown = set(kinds or []) - set(PLACEHOLDERS)
-        if unknown:
-            raise DataError(f"pii.kinds: unknown {sorted(unknown)}; choose from {', '.join(PLACEHOLDERS)}")
-        self.kinds = tuple(kinds or PLACEHOLDERS)
-
-    def process(self, doc):
-        doc.text, counts = redact_pii(doc.text, self.kinds)
-        self.counters.update({f"redacted_{k}": v for k, v in counts.items()})
-        return doc
-
-
-class MinLength(Stage):
-    """Too-short documents go. Length is in characters without whitespace: one Chinese character counts
-    as one, so Chinese is not undercounted the way word counts undercount it."""
-
-    name = "min_length"
-
-    def __init__(self, min_chars: int = 50):
-        super().__init__()
-        self.min_chars = min_chars
-
-    def process(self, doc):
-        length = sum(not ch.isspace() for ch in doc.text)
-        return doc if length >= self.min_chars else Rejected("too_short", f"{length} < {self.min_chars} characters")
-
-
-class ExactDedup(Stage):
-    """The first document with a given text is kept; later copies go (run after normalization, so
-    copies that differ only in width or whitespace count as the same)."""
-
-    name = "exact_dedup"
-
-    def __init__(self):
-        super().__init__()
-        self.seen: dict[bytes, str] = {}
-
-    def process(self, doc):
-        digest = hashlib.blake2b(doc.text.encode("utf-8"), digest_size=16).digest()
-        first = self.seen.setdefault(digest, doc.id)
-        return doc if first == doc.id else Rejected("duplicate", f"same text as {first}")
+from taide.data.base import DataError, Document, Rejected, Stage
+from taide.data.dedup import ExactDedup
+from taide.data.linebreaks import JoinLayoutBreaks
+from taide.data.noise import MinLength
+from taide.data.normalize import Normalize
+from taide.data.pii import RedactPII
 
 
 STAGES: dict[str, type[Stage]] = {s.name: s for s in (Normalize, JoinLayoutBreaks, RedactPII, MinLength, ExactDedup)}
