@@ -41,7 +41,7 @@ def test_every_record_is_accounted_for(tmp_path):
     assert kept["a"]["source_url"] == "https://example.tw/a" and kept["a"]["year"] == 2024  # carried through
     assert kept["b"]["text"].startswith("ABC123 ")
     assert "<PHONE>" in kept["e"]["text"] and "<EMAIL>" in kept["e"]["text"]
-    assert report["stages"]["pii"] == {"in": 5, "redacted_phone": 1, "redacted_email": 1}
+    assert report["stages"]["pii"] == {"in": 4, "redacted_phone": 1, "redacted_email": 1}
     rejected = [json.loads(l) for l in (tmp_path / "rejected/rejected-00000.jsonl").read_text().splitlines()]
     assert {(r["id"], r["reason"]) for r in rejected} == {("c", "duplicate"), ("d", "too_short")}
     assert "corpus.jsonl:6" in report["unreadable_examples"][0] and "corpus.jsonl:7" in report["unreadable_examples"][1]
@@ -78,13 +78,6 @@ def test_bad_yaml_names_the_line(tmp_path):
         clean([_corpus(tmp_path / "c.jsonl")], tmp_path / "out", config=config)
 
 
-def test_non_utf8_input_is_counted_not_lost(tmp_path):
-    src = tmp_path / "big5.jsonl"
-    src.write_bytes(json.dumps({"id": "x", "text": LONG}, ensure_ascii=False).encode("big5") + b"\n")
-    report = clean([src], tmp_path / "out")
-    assert report["read"] == 1 and report["unreadable"] == 1 and "not UTF-8" in report["unreadable_examples"][0]
-
-
 def test_cli_clean(tmp_path):
     src = _corpus(tmp_path / "corpus.jsonl")
     gz = tmp_path / "corpus.jsonl.gz"
@@ -105,3 +98,100 @@ def test_law_corpus_loses_at_most_one_percent_outside_dedup(tmp_path):
     assert report["balanced"] and report["unreadable"] == 0
     outside_dedup = sum(v for k, v in report["removed"].items() if not k.startswith("exact_dedup"))
     assert outside_dedup <= 0.01 * report["read"]
+
+
+def _big_corpus(path: Path, n: int, seed: int = 0) -> Path:
+    """``n`` distinct documents, with some copies and short ones, so every phase has work."""
+    import random
+
+    rng = random.Random(seed)
+    clauses = ["颱風帶來豪雨", "捷運延長營運時間", "健保署調整給付", "夜市攤商準備開張", "半導體出口創新高",
+               "立法院今天審查預算", "棒球隊贏得冠軍", "縣市政府發布停班停課", "民眾排隊購買車票", "學校舉辦畢業典禮"]
+    lines = []
+    for i in range(n):
+        text = "，".join(rng.choice(clauses) for _ in range(rng.randint(6, 30))) + f"。編號{i}。"
+        if i % 17 == 0:
+            text = "太短。"
+        lines.append(json.dumps({"id": f"d{i}", "text": text, "n": i}, ensure_ascii=False))
+        if i % 23 == 0:
+            lines.append(json.dumps({"id": f"copy{i}", "text": text, "n": i}, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _outputs(directory: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(directory.glob("*")) if p.is_file()}
+
+
+def test_interrupted_run_resumes_to_the_same_output(tmp_path):
+    src = _big_corpus(tmp_path / "c.jsonl", 600)
+    whole = clean([src], tmp_path / "whole", keep_rejected=tmp_path / "whole-rej", workers=1, batch_docs=50)
+
+    class Killed(Exception):
+        pass
+
+    def die_after_three(done):
+        if done >= 150:
+            raise Killed
+
+    with pytest.raises(Killed):
+        clean([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1, batch_docs=50,
+              on_progress=die_after_three)
+    assert not (tmp_path / "again/stats.json").exists()
+    seen = []
+    resumed = clean([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1, batch_docs=50,
+                    on_progress=seen.append)
+    assert seen[0] > 150  # finished batches were not redone
+    assert resumed == whole and resumed["balanced"] and resumed["removed"]["exact_dedup:duplicate"] == 25  # copies of short ones go as short
+    assert _outputs(tmp_path / "again") == _outputs(tmp_path / "whole")
+    assert _outputs(tmp_path / "again-rej") == _outputs(tmp_path / "whole-rej")
+    # Done is done: a third run returns the report without work; other settings are refused.
+    assert clean([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1, batch_docs=50) == whole
+    with pytest.raises(DataError, match="another configuration"):
+        clean([src], tmp_path / "again", config=None, text_field="n", workers=1, batch_docs=50)
+
+
+def test_killed_process_resumes_to_the_same_output(tmp_path):
+    """A real SIGKILL in the middle of the job, then the same command again."""
+    import signal
+    import time
+
+    src = _big_corpus(tmp_path / "c.jsonl", 30000, seed=1)
+    taide = str(Path(sys.executable).with_name("taide"))
+    command = [taide, "data", "clean", str(src), "-o", str(tmp_path / "out"), "--workers", "2", "--shard-docs", "5000"]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while len(list((tmp_path / "out/.work").glob("batch-*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    assert not (tmp_path / "out/stats.json").exists(), "the job finished before it could be killed"
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    whole = clean([src], tmp_path / "whole", workers=1, shard_docs=5000)
+    assert json.loads((tmp_path / "out/stats.json").read_text()) == whole
+    assert _outputs(tmp_path / "out") == _outputs(tmp_path / "whole")
+
+
+def test_parallel_workers_write_what_one_writes(tmp_path):
+    src = _big_corpus(tmp_path / "c.jsonl", 400)
+    one = clean([src], tmp_path / "one", workers=1, batch_docs=40)
+    two = clean([src], tmp_path / "two", workers=2, batch_docs=40)
+    assert one == two and _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
+
+
+def test_parquet_shards_keep_every_field(tmp_path):
+    import pyarrow.parquet as pq
+
+    src = _big_corpus(tmp_path / "c.jsonl", 120)
+    report = clean([src], tmp_path / "out", output_format="parquet", shard_docs=50, workers=1)
+    tables = [pq.read_table(tmp_path / "out" / name) for name in report["shards"]]
+    assert [t.num_rows for t in tables] == [50, 50, report["kept"] - 100]
+    assert tables[0].column_names == ["id", "text", "n"]
+
+
+def test_ray_executor_writes_what_local_writes(tmp_path):
+    pytest.importorskip("ray")
+    src = _big_corpus(tmp_path / "c.jsonl", 300)
+    local = clean([src], tmp_path / "local", workers=1, batch_docs=40)
+    on_ray = clean([src], tmp_path / "ray", executor="ray", workers=2, batch_docs=40)
+    assert on_ray == local and _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")

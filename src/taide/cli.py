@@ -363,27 +363,37 @@ app.add_typer(data_app, name="data")
 
 
 @data_app.command("clean")
-def data_clean(inputs: Annotated[list[Path], typer.Argument(help="JSONL files (.jsonl or .jsonl.gz).")],
-               out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for part-*.jsonl, stats.json, stats.md.")],
+def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or directories: JSONL/JSON, Parquet, CSV/TSV, "
+                                                      ".txt, .html (optionally .gz or .zst). Any charset.")],
+               out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for part-*, stats.json, stats.md.")],
                config: Annotated[Optional[Path], typer.Option("--config", help="YAML with 'pipeline:', a list of "
                                  "stages (name, or {stage, enabled, options...}) in order.")] = None,
-               text_field: Annotated[str, typer.Option("--text-field", help="The field holding the text.")] = "text",
+               text_field: Annotated[str, typer.Option("--text-field", help="The field (or column) holding the text.")] = "text",
                keep_rejected: Annotated[Optional[Path], typer.Option("--keep-rejected",
-                                        help="Also write removed documents, with stage and reason, here.")] = None):
-    """Clean a corpus: normalize characters, join layout line breaks, redact PII, drop short and duplicate
-    documents. Every input record is accounted for in stats.md.
+                                        help="Also write removed documents, with stage and reason, here.")] = None,
+               workers: Annotated[Optional[int], typer.Option("--workers", min=1,
+                                  help="Worker processes (default: one per core; with ray, one per cluster CPU).")] = None,
+               executor: Annotated[str, typer.Option("--executor", help="local (processes here) or ray "
+                                   "(a local Ray, or the cluster at --ray-address / RAY_ADDRESS).")] = "local",
+               ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster.")] = None,
+               output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet shards.")] = "jsonl",
+               shard_docs: Annotated[int, typer.Option("--shard-docs", min=1, help="Documents per output shard.")] = 100_000):
+    """Clean a corpus the card's way: HTML to text, mojibake repair, character normalization, Simplified
+    to Taiwan Traditional, layout line breaks, PII, gambling/porn spam, quality, exact and near dedup.
+    Every input record is accounted for in stats.md. Killed? Run the same command again: it resumes.
 
-    Example: `taide data clean laws.jsonl.gz -o cleaned/ --keep-rejected cleaned/rejected`
+    Example: `taide data clean laws.jsonl.gz pages/ -o cleaned/ --keep-rejected cleaned/rejected`
     """
-    from rich.progress import Progress, SpinnerColumn, TextColumn
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from taide.data import clean as run_clean
 
     with _errors():
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), console=err) as progress:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
             bar = progress.add_task("reading", total=None)
-            report = run_clean(inputs, out_dir, config, text_field, keep_rejected,
-                               on_progress=lambda n: progress.update(bar, description=f"{n} documents read"))
+            report = run_clean(inputs, out_dir, config, text_field, keep_rejected, shard_docs, output_format, workers,
+                               executor, ray_address,
+                               on_progress=lambda n: progress.update(bar, description=f"{n} documents cleaned"))
         removed = sum(report["removed"].values())
         out.print(f"{report['read']} read = {report['kept']} kept + {removed} removed + {report['unreadable']} "
                   f"unreadable → {out_dir} (accounting per stage and source in stats.md)")

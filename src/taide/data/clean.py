@@ -1,14 +1,36 @@
-"""`taide data clean`: inputs → stages → JSONL shards + stats (+ rejected documents for audit)."""
+"""`taide data clean`: inputs → stages → shards + stats, resumable.
+
+Three phases, each restartable:
+1. The driver cuts the inputs into numbered batches of raw records; an executor runs the per-document
+   stages on each and the driver saves every finished batch under ``OUT/.work/`` (kept records,
+   rejections, dedup signatures, counts — the counts file last, so a batch with counts is complete).
+   A rerun skips complete batches.
+2. The dedup stages see every signature in input order and choose what to remove.
+3. The kept records are written as shards in batch order; the report adds up the batches.
+Batches are cut the same way on every run, so a killed and resumed run writes exactly what an
+uninterrupted one would, whatever the number of workers.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from taide.data.files import ShardWriter, read_inputs, rejected_record, write_report
-from taide.data.pipeline import DataError, RunStats, build_pipeline, run_pipeline
+from taide.data.base import DataError, DedupStage, Rejected
+from taide.data.executors import run_batches
+from taide.data.pipeline import BatchCounts, BatchResult, build_pipeline
+from taide.data.readers import Raw, Unreadable, input_files, read_inputs
+from taide.data.writers import ShardWriter, write_report
+
+WORK = ".work"
+BATCH_DOCS = 1000
+BATCH_BYTES = 4 << 20
 
 
 def load_config(path: Path | None) -> dict:
@@ -22,35 +44,173 @@ def load_config(path: Path | None) -> dict:
         raise DataError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from e
     if not isinstance(config, dict):
         raise DataError(f"{path}: expected a mapping with 'pipeline:' (a list of stages)")
+    unknown = set(config) - {"pipeline", "text_field"}
+    if unknown:
+        raise DataError(f"{path}: unknown keys {sorted(unknown)}; expected 'pipeline' and 'text_field'")
     return config
 
 
+def _size(raw: Raw | Unreadable) -> int:
+    payload = getattr(raw, "payload", b"")
+    return len(payload) if isinstance(payload, bytes) else len(json.dumps(payload, ensure_ascii=False, default=str))
+
+
+def _batches(raws: Iterator[Raw | Unreadable], batch_docs: int) -> Iterator[tuple[int, list]]:
+    batch, size, index = [], 0, 0
+    for raw in raws:
+        batch.append(raw)
+        size += _size(raw)
+        if len(batch) >= batch_docs or size >= BATCH_BYTES:
+            yield index, batch
+            batch, size, index = [], 0, index + 1
+    if batch:
+        yield index, batch
+
+
+def _fingerprint(files: list[Path], pipeline, text_field: str, keep_rejected: bool, batch_docs: int) -> str:
+    """What phase 1's batches depend on; a rerun with anything else changed must not reuse them."""
+    stats = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    key = [stats, pipeline, text_field, keep_rejected, batch_docs, BATCH_BYTES]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _replace(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary name, so a killed run never leaves half a file under the real name."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _save_batch(work: Path, result: BatchResult) -> None:
+    stem = work / f"batch-{result.index:06d}"
+    _replace(stem.with_suffix(".kept.jsonl"), lambda p: p.write_text("".join(l + "\n" for l in result.kept), "utf-8"))
+    _replace(stem.with_suffix(".rejected.jsonl"),
+             lambda p: p.write_text("".join(l + "\n" for l in result.rejected), "utf-8"))
+    arrays = {"ids": np.array(result.ids, dtype=str), "sources": np.array(result.sources, dtype=str),
+              **{f"sig_{name}": sig for name, sig in result.signatures.items()}}
+
+    def write_npz(path):
+        with path.open("wb") as f:
+            np.savez(f, **arrays)
+
+    _replace(stem.with_suffix(".npz"), write_npz)
+    _replace(stem.with_suffix(".json"), lambda p: p.write_text(json.dumps(result.counts.to_json()), "utf-8"))
+
+
+def _load_npz(work: Path, index: int) -> dict[str, np.ndarray]:
+    with np.load(work / f"batch-{index:06d}.npz", allow_pickle=False) as data:
+        return dict(data)
+
+
+def _find_duplicates(work: Path, batches: int, dedup: list[DedupStage]) -> dict[int, tuple[str, Rejected]]:
+    """Phase 2: positions (in input order, over documents kept by the per-document stages) to remove."""
+    removed: dict[int, tuple[str, Rejected]] = {}
+    for stage in dedup:
+        def items():
+            position = 0
+            for index in range(batches):
+                data = _load_npz(work, index)
+                signatures = data.get(f"sig_{stage.name}")
+                for j, doc_id in enumerate(data["ids"]):
+                    if position not in removed:
+                        yield position, str(doc_id), signatures[j]
+                    position += 1
+
+        for position, rejection in stage.duplicates(items()).items():
+            removed[position] = (stage.name, rejection)
+    return removed
+
+
 def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str = "text",
-          keep_rejected: str | Path | None = None, shard_docs: int = 100_000,
-          on_progress: Callable[[int], None] | None = None) -> dict:
-    """Clean ``inputs`` into ``out``; returns the report (also written as stats.json and stats.md)."""
+          keep_rejected: str | Path | None = None, shard_docs: int = 100_000, output_format: str = "jsonl",
+          workers: int | None = None, executor: str = "local", ray_address: str | None = None,
+          batch_docs: int = BATCH_DOCS, on_progress: Callable[[int], None] | None = None) -> dict:
+    """Clean ``inputs`` (files or directories) into ``out``; returns the report (also stats.json and
+    stats.md). Running it again after a kill finishes the job; after a complete run it returns the report."""
     settings = load_config(Path(config) if config else None)
-    stages = build_pipeline(settings.get("pipeline"))
+    pipeline = settings.get("pipeline")
     text_field = settings.get("text_field", text_field)
+    stages = build_pipeline(pipeline)
+    files, skipped = input_files([Path(p) for p in inputs])
     out = Path(out)
-    writer = ShardWriter(out, text_field, shard_docs)
-    rejects = ShardWriter(Path(keep_rejected), text_field, shard_docs, "rejected") if keep_rejected else None
-    stats = RunStats()
+    work = out / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    manifest_path = work / "manifest.json"
+    fingerprint = _fingerprint(files, pipeline, text_field, keep_rejected is not None, batch_docs)
+    write_settings = {"shard_docs": shard_docs, "output_format": output_format,
+                      "keep_rejected": str(keep_rejected) if keep_rejected else None}
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"fingerprint": fingerprint}
+    if manifest["fingerprint"] != fingerprint:
+        raise DataError(f"{out} holds a run over other inputs or another configuration; "
+                        "choose a new output directory or delete this one")
+    if manifest.get("complete") == write_settings and (out / "stats.json").is_file():
+        return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    manifest.pop("complete", None)
+    _replace(manifest_path, lambda p: p.write_text(json.dumps(manifest)))
 
-    def on_rejected(doc, stage, rejection):
-        if rejects:
-            rejects.write(rejected_record(doc, text_field, stage, rejection))
+    # Phase 1: per-document stages, batch by batch, skipping the batches a previous run finished.
+    done_docs = 0
+    total_batches = 0
 
-    try:
-        for i, doc in enumerate(run_pipeline(read_inputs([Path(p) for p in inputs], text_field), stages, stats,
-                                             on_rejected), start=1):
-            writer.write(doc.output(text_field))
-            if on_progress and i % 1000 == 0:
-                on_progress(stats.read)
-    finally:
-        writer.close()
+    def todo():
+        nonlocal done_docs, total_batches
+        for index, raws in _batches(read_inputs(files, text_field), batch_docs):
+            total_batches = index + 1
+            if (work / f"batch-{index:06d}.json").is_file():
+                done_docs += len(raws)
+                continue
+            yield index, raws
+
+    worker_settings = (pipeline, text_field, keep_rejected is not None)
+    for result in run_batches(todo(), worker_settings, executor, workers, ray_address):
+        _save_batch(work, result)
+        done_docs += result.counts.read
+        if on_progress:
+            on_progress(done_docs)
+
+    # Phase 2: corpus-wide dedup.
+    dedup = [s for s in stages if isinstance(s, DedupStage)]
+    removed = _find_duplicates(work, total_batches, dedup)
+
+    # Phase 3: shards and report, rewritten whole (they are quick and deterministic).
+    for old in out.glob("part-*"):
+        old.unlink()
+    rejects = None
+    if keep_rejected:
+        for old in Path(keep_rejected).glob("rejected-*"):
+            old.unlink()
+        rejects = ShardWriter(Path(keep_rejected), shard_docs, "rejected")
+    writer = ShardWriter(out, shard_docs, "part", output_format)
+    totals = BatchCounts()
+    position = 0
+    for index in range(total_batches):
+        stem = work / f"batch-{index:06d}"
+        totals.add(BatchCounts.from_json(json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))))
         if rejects:
-            rejects.close()
-    if on_progress:
-        on_progress(stats.read)
-    return write_report(out, stats, stages)
+            for line in stem.with_suffix(".rejected.jsonl").read_text(encoding="utf-8").splitlines():
+                rejects.write_line(line)
+        sources = _load_npz(work, index)["sources"]
+        for j, line in enumerate(stem.with_suffix(".kept.jsonl").read_text(encoding="utf-8").splitlines()):
+            if position in removed:
+                stage, rejection = removed[position]
+                totals.kept -= 1
+                totals.removed[f"{stage}:{rejection.reason}"] += 1
+                totals.source(str(sources[j])).update(kept=-1, removed=1)
+                if rejects:
+                    record = {**json.loads(line), "removed_by": stage, "reason": rejection.reason,
+                              "detail": rejection.detail}
+                    rejects.write_line(json.dumps(record, ensure_ascii=False))
+            else:
+                writer.write_line(line)
+            position += 1
+    writer.close()
+    if rejects:
+        rejects.close()
+    for stage in dedup:
+        totals.stages[stage.name] = stage.counters
+    report = write_report(out, totals, [s.name for s in stages],
+                          {"shards": [p.name for p in writer.written], "output_format": output_format,
+                           "skipped_files": [str(p) for p in skipped]})
+    manifest["complete"] = write_settings
+    _replace(manifest_path, lambda p: p.write_text(json.dumps(manifest)))
+    return report

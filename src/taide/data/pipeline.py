@@ -1,36 +1,45 @@
 """A corpus pipeline is a list of small stages, each with one job, its own configuration and its own
-counters (datatrove's shape). A stage keeps a document (possibly changed) or rejects it with a reason;
-the run accounts for every input record: kept + removed per reason + unreadable = read.
+counters (datatrove's shape). Per-document stages run in any worker, in order; corpus-wide dedup
+stages come last. :func:`process_batch` is the whole per-worker job: raw records in, kept documents,
+rejections, dedup signatures and counts out — the same function under every executor.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from taide.data.base import DataError, Document, Rejected, Stage
+import numpy as np
+
+from taide.data.base import DataError, DedupStage, Document, Stage
 from taide.data.dedup import ExactDedup
 from taide.data.linebreaks import JoinLayoutBreaks
-from taide.data.noise import MinLength
+from taide.data.noise import FixMojibake, HtmlToText, MinLength, NonStandardChars
 from taide.data.normalize import Normalize
 from taide.data.pii import RedactPII
+from taide.data.readers import Raw, Unreadable, to_document
 
-
-STAGES: dict[str, type[Stage]] = {s.name: s for s in (Normalize, JoinLayoutBreaks, RedactPII, MinLength, ExactDedup)}
-DEFAULT_PIPELINE = ["normalize", "line_breaks", "pii", "min_length", "exact_dedup"]
+STAGES: dict[str, type[Stage]] = {s.name: s for s in (
+    HtmlToText, FixMojibake, NonStandardChars, MinLength, Normalize, JoinLayoutBreaks, RedactPII, ExactDedup)}
+# The card's order: noise removal, character normalization, layout breaks, PII, content, quality, dedup.
+DEFAULT_PIPELINE = ["html", "mojibake", "non_standard", "min_length", "normalize", "line_breaks", "pii",
+                    "exact_dedup"]
 
 
 def build_pipeline(config: list | None = None) -> list[Stage]:
     """Stages from a YAML-style list: names, or ``{"stage": name, "enabled": bool, **options}``, in order."""
-    stages = []
-    for i, entry in enumerate(config or DEFAULT_PIPELINE):
+    stages: list[Stage] = []
+    for i, entry in enumerate(DEFAULT_PIPELINE if config is None else config):
         spec = {"stage": entry} if isinstance(entry, str) else dict(entry)
         name = spec.pop("stage", None)
         if name not in STAGES:
             raise DataError(f"pipeline[{i}].stage: {name!r} is not one of {', '.join(STAGES)}")
         if not spec.pop("enabled", True):
             continue
+        if stages and isinstance(stages[-1], DedupStage) and not issubclass(STAGES[name], DedupStage):
+            raise DataError(f"pipeline[{i}] ({name}): per-document stages must come before the dedup stages "
+                            f"({stages[-1].name} is above it)")
         try:
             stages.append(STAGES[name](**spec))
         except TypeError as e:
@@ -39,49 +48,104 @@ def build_pipeline(config: list | None = None) -> list[Stage]:
 
 
 @dataclass
-class RunStats:
+class BatchCounts:
+    """What one batch (or the whole run) did to its records: read = kept + removed + unreadable."""
+
     read: int = 0
-    unreadable: int = 0
     kept: int = 0
+    unreadable: int = 0
     removed: Counter = field(default_factory=Counter)  # "stage:reason" -> documents
-    by_source: dict = field(default_factory=dict)  # source -> Counter(read, kept, removed, unreadable)
+    sources: dict = field(default_factory=dict)  # source -> Counter(read, kept, removed, unreadable)
+    stages: dict = field(default_factory=dict)  # stage name -> Counter
     unreadable_examples: list = field(default_factory=list)
+
+    def source(self, name: str) -> Counter:
+        return self.sources.setdefault(name, Counter())
+
+    def add(self, other: BatchCounts) -> None:
+        self.read += other.read
+        self.kept += other.kept
+        self.unreadable += other.unreadable
+        self.removed.update(other.removed)
+        for name, counts in other.sources.items():
+            self.source(name).update(counts)
+        for name, counts in other.stages.items():
+            self.stages.setdefault(name, Counter()).update(counts)
+        self.unreadable_examples += other.unreadable_examples[:max(0, 20 - len(self.unreadable_examples))]
 
     def balanced(self) -> bool:
         return self.read == self.kept + sum(self.removed.values()) + self.unreadable
 
+    def to_json(self) -> dict:
+        return {"read": self.read, "kept": self.kept, "unreadable": self.unreadable, "removed": dict(self.removed),
+                "sources": {k: dict(v) for k, v in self.sources.items()},
+                "stages": {k: dict(v) for k, v in self.stages.items()},
+                "unreadable_examples": self.unreadable_examples}
 
-def run_pipeline(documents: Iterable[Document | tuple[str, str]], stages: list[Stage], stats: RunStats,
-                 on_rejected: Callable[[Document, str, Rejected], None] | None = None) -> Iterator[Document]:
-    """Pass documents through the stages; yields the kept ones. Items that are ``(source, problem)``
-    tuples are unreadable input, counted as such. ``on_rejected(doc, stage, rejection)`` sees removals."""
-    for item in documents:
-        stats.read += 1
-        if isinstance(item, tuple):
-            source, problem = item
-            per = stats.by_source.setdefault(source, Counter())
-            per["read"] += 1
-            per["unreadable"] += 1
-            stats.unreadable += 1
-            if len(stats.unreadable_examples) < 20:
-                stats.unreadable_examples.append(problem)
+    @classmethod
+    def from_json(cls, data: dict) -> BatchCounts:
+        return cls(data["read"], data["kept"], data["unreadable"], Counter(data["removed"]),
+                   {k: Counter(v) for k, v in data["sources"].items()},
+                   {k: Counter(v) for k, v in data["stages"].items()}, data["unreadable_examples"])
+
+
+@dataclass
+class BatchResult:
+    """Plain data, so it crosses process (and machine) boundaries."""
+
+    index: int
+    counts: BatchCounts
+    kept: list[str]  # output records as JSON lines
+    ids: list[str]
+    sources: list[str]
+    signatures: dict[str, np.ndarray]  # dedup stage name -> one row per kept document
+    rejected: list[str]  # removed documents as JSON lines, when asked for
+
+
+def rejected_record(doc: Document, text_field: str, stage: str, reason: str, detail: str) -> dict:
+    return {**doc.output(text_field), "removed_by": stage, "reason": reason, "detail": detail}
+
+
+def process_batch(index: int, raws: list[Raw | Unreadable], stages: list[Stage], text_field: str,
+                  keep_rejected: bool) -> BatchResult:
+    counts = BatchCounts()
+    for stage in stages:
+        stage.counters = Counter()
+    per_doc = [s for s in stages if not isinstance(s, DedupStage)]
+    dedup = [s for s in stages if isinstance(s, DedupStage)]
+    kept, ids, sources, rejected = [], [], [], []
+    signatures: dict[str, list] = {s.name: [] for s in dedup}
+    for raw in raws:
+        counts.read += 1
+        doc = raw if isinstance(raw, Unreadable) else to_document(raw, text_field)
+        per_source = counts.source(doc.source)
+        per_source["read"] += 1
+        if isinstance(doc, Unreadable):
+            counts.unreadable += 1
+            per_source["unreadable"] += 1
+            if len(counts.unreadable_examples) < 20:
+                counts.unreadable_examples.append(doc.problem)
             continue
-        per = stats.by_source.setdefault(item.source, Counter())
-        per["read"] += 1
-        doc = item
-        for stage in stages:
+        for stage in per_doc:
             stage.counters["in"] += 1
             result = stage.process(doc)
-            if isinstance(result, Rejected):
+            if not isinstance(result, Document):
                 stage.counters[f"removed_{result.reason}"] += 1
-                stats.removed[f"{stage.name}:{result.reason}"] += 1
-                per["removed"] += 1
-                if on_rejected:
-                    on_rejected(doc, stage.name, result)
-                doc = None
+                counts.removed[f"{stage.name}:{result.reason}"] += 1
+                per_source["removed"] += 1
+                if keep_rejected:
+                    record = rejected_record(doc, text_field, stage.name, result.reason, result.detail)
+                    rejected.append(json.dumps(record, ensure_ascii=False))
                 break
             doc = result
-        if doc is not None:
-            stats.kept += 1
-            per["kept"] += 1
-            yield doc
+        else:
+            counts.kept += 1  # so far: the driver's dedup may still remove it
+            per_source["kept"] += 1
+            kept.append(json.dumps(doc.output(text_field), ensure_ascii=False))
+            ids.append(doc.id)
+            sources.append(doc.source)
+            for stage in dedup:
+                signatures[stage.name].append(stage.signature(doc))
+    counts.stages = {s.name: Counter(s.counters) for s in per_doc}
+    arrays = {name: np.array(values) for name, values in signatures.items()}
+    return BatchResult(index, counts, kept, ids, sources, arrays, rejected)
