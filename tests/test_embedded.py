@@ -69,3 +69,17 @@ def test_llamacpp_context_window(smol_llamacpp):
 
     with pytest.raises(ContextLengthError, match="context window is 2048"):
         smol_llamacpp.chat([{"role": "user", "content": "word " * 3000}], GenerationParams(max_tokens=8))
+
+
+def test_both_engines_score_continuations_alike(smol_llamacpp, smol_transformers):
+    """Log-likelihoods (multiple-choice evaluation) agree across engines and prefer the likely answer."""
+    messages = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
+    options = ["Paris", "Banana", "The capital of France is Paris."]
+    by_llama = smol_llamacpp.loglikelihood(messages, options)
+    by_hf = smol_transformers.loglikelihood(messages, options)
+    assert by_hf[0] > by_hf[1] and by_llama[0] > by_llama[1]
+    assert all(v < 0 for v in by_hf)
+    for a, b in zip(by_llama, by_hf):
+        assert abs(a - b) < 0.05 * abs(b) + 0.05
+    raw = smol_transformers.loglikelihood("The capital of France is", [" Paris", " Tokyo"])
+    assert raw[0] > raw[1]

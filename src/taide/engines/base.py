@@ -144,6 +144,11 @@ class Engine(ABC):
         """The system prompt used when a conversation has none: TAIDE's for TAIDE-format models."""
         return default_system_prompt(self.chat_format.name if self.chat_format else None)
 
+    def loglikelihood(self, context: str | list[dict], continuations: list[str]) -> list[float]:
+        """log P(continuation | context) for each continuation; engines that hold the weights can say."""
+        raise EngineError(f"the {self.name} engine cannot score continuations; multiple choice over an endpoint "
+                          "is answered by generation instead")
+
     def describe(self) -> dict:
         """What this engine runs, for logs, `taide info` and the server's model list."""
         return {"engine": self.name, "model": self.model.name, "reference": self.model.reference,
@@ -315,6 +320,21 @@ class LocalEngine(Engine):
         requests = [self._request(m, params) for m in conversations]  # every prompt checked before any runs
         self.loop.submit(*requests)
         return [list(self._answer(r, started))[-1].completion for r in requests]
+
+    def loglikelihood(self, context: str | list[dict], continuations: list[str]) -> list[float]:
+        """The log-probability of each continuation after ``context`` (a raw prompt, or messages rendered
+        with the chat format and the assistant's header), summed over the continuation's tokens."""
+        prefix = self.prompt_ids(context) if isinstance(context, list) else self.codec.encode_prompt(context)
+        requests = []
+        for i, continuation in enumerate(continuations):
+            ids = self.codec.encode_text(continuation)
+            if not ids or not prefix:
+                raise EngineError(f"continuations[{i}]: empty" if prefix else "context: empty")
+            if len(prefix) + len(ids) > self.context_length:
+                raise ContextLengthError(len(prefix), len(ids), self.context_length)
+            requests.append(TokenRequest(prefix + ids, GenerationParams(), 0, score_from=len(prefix)))
+        self.loop.submit(*requests)
+        return [next(iter(r)) for r in requests]
 
     def stats(self) -> dict:
         return dict(self.loop.stats)

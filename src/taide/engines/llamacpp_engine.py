@@ -14,6 +14,8 @@ import os
 import random
 from dataclasses import dataclass
 
+import numpy as np
+
 from taide.chat.formats import chat_format_for
 from taide.engines.base import Detokenizer, LocalEngine
 from taide.engines.loop import DecodeLoop, TokenRequest
@@ -72,6 +74,8 @@ class _Slot:
     prefilled: int = 0  # prompt tokens already in the KV cache
     next_token: int | None = None  # the sampled token to feed at the next step
     batch_index: int = -1  # where this slot's logits are in the current batch (-1: none)
+    score: float = 0.0  # scoring requests: log-probability summed so far
+    score_rows: list = None  # scoring requests: (batch index, next token) whose logits this step scores
 
     @property
     def position(self) -> int:
@@ -146,12 +150,14 @@ class SlotLoop(DecodeLoop):
                 self.put_back(request)  # waits until running answers free their cells
                 return
             self.reserved += need
-            self.slots.append(_Slot(self.free_ids.pop(0), request, self._sampler(request)))
+            sampler = self._sampler(request) if request.score_from is None else None
+            self.slots.append(_Slot(self.free_ids.pop(0), request, sampler))
             self.stats["active"] = len(self.slots)
 
     def _release(self, slot: _Slot, outcome: str, error: Exception | None = None) -> None:
         self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
-        self.lib.llama_sampler_free(slot.sampler)
+        if slot.sampler is not None:
+            self.lib.llama_sampler_free(slot.sampler)
         self.slots.remove(slot)
         self.free_ids.append(slot.seq_id)
         self.reserved -= slot.need
@@ -180,10 +186,15 @@ class SlotLoop(DecodeLoop):
             if slot.next_token is not None or n >= self.n_batch:
                 continue
             take = min(len(prompt) - slot.prefilled, self.n_batch - n)
+            scoring = slot.request.score_from
+            slot.score_rows = []
             for i in range(slot.prefilled, slot.prefilled + take):
                 last = i == len(prompt) - 1
-                self._add(n, prompt[i], i, slot.seq_id, last)
-                if last:
+                scored = scoring is not None and scoring - 1 <= i < len(prompt) - 1
+                self._add(n, prompt[i], i, slot.seq_id, scored or (last and scoring is None))
+                if scored:
+                    slot.score_rows.append((n, prompt[i + 1]))
+                elif last and scoring is None:
                     slot.batch_index = n
                 n += 1
             slot.prefilled += take
@@ -193,6 +204,9 @@ class SlotLoop(DecodeLoop):
             raise EngineError(f"llama_decode returned {status} for a batch of {n} tokens")
         self.stats["steps"] += 1
         for slot in list(self.slots):
+            if slot.request.score_from is not None:
+                self._score(slot)
+                continue
             if slot.batch_index < 0:
                 continue
             token = self.lib.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
@@ -201,6 +215,15 @@ class SlotLoop(DecodeLoop):
             slot.next_token = token
             if token in self.eos_ids or slot.request.generated >= slot.request.max_new:
                 self._release(slot, "finished")
+
+    def _score(self, slot: _Slot) -> None:
+        for index, token in slot.score_rows:
+            logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
+            top = logits.max()
+            slot.score += float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+        if slot.prefilled == len(slot.request.prompt_ids):
+            slot.request.emit(slot.score)
+            self._release(slot, "finished")
 
     def fail_all(self, error: Exception) -> None:
         for slot in list(self.slots):

@@ -30,6 +30,9 @@ class TokenRequest:
     tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     generated: int = 0  # loop side: tokens emitted so far
+    # Scoring instead of generating: the loop emits one float, the summed log-probability of
+    # prompt_ids[score_from:] given what precedes it, then finishes.
+    score_from: int | None = None
 
     def cancel(self) -> None:
         self.cancelled.set()

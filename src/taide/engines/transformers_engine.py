@@ -91,6 +91,10 @@ class StaticBatchLoop(DecodeLoop):
 
     def step(self) -> None:
         batch = self.take(self.max_batch, wait=True)
+        for request in [r for r in batch if r.score_from is not None]:
+            batch.remove(request)
+            request.emit(self.engine.score(request.prompt_ids, request.score_from))
+            self.retire(request, "finished")
         if not batch:
             return
         self.live = list(batch)
@@ -161,6 +165,13 @@ class TransformersEngine(LocalEngine):
 
     def detokenizer(self) -> Detokenizer:
         return HFDetokenizer(self.tokenizer)
+
+    @torch.inference_mode()
+    def score(self, ids: list[int], score_from: int) -> float:
+        """log P(ids[score_from:] | ids[:score_from])."""
+        logits = self.lm(input_ids=torch.tensor([ids], device=self.device)).logits[0, score_from - 1:-1].float()
+        targets = torch.tensor(ids[score_from:], device=self.device)
+        return float(torch.log_softmax(logits, -1).gather(-1, targets[:, None]).sum())
 
     @torch.inference_mode()
     def token_steps(self, prompts: list[list[int]], params: list[GenerationParams], max_new: int) -> Iterator[list[int]]:
