@@ -195,3 +195,19 @@ def test_ray_executor_writes_what_local_writes(tmp_path):
     local = clean([src], tmp_path / "local", workers=1, batch_docs=40)
     on_ray = clean([src], tmp_path / "ray", executor="ray", workers=2, batch_docs=40)
     assert on_ray == local and _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")
+
+
+def test_line_separators_inside_text_survive(tmp_path):
+    """U+2028, U+0085 and form feeds are not line ends in JSONL (str.splitlines thinks they are)."""
+    text = LONG + "\u2028第二行\x85第三行\u2029" + LONG
+    src = tmp_path / "c.jsonl"
+    src.write_text(json.dumps({"id": "a", "text": text}, ensure_ascii=False) + "\n", encoding="utf-8")
+    clean([src], tmp_path / "out", config=_write(tmp_path / "p.yaml", "pipeline: [min_length, exact_dedup]\n"),
+          workers=1)
+    (line,) = (tmp_path / "out/part-00000.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
+    assert json.loads(line)["text"] == text
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -97,13 +97,34 @@ def _save_batch(work: Path, result: BatchResult) -> None:
     _replace(stem.with_suffix(".json"), lambda p: p.write_text(json.dumps(result.counts.to_json()), "utf-8"))
 
 
+def _lines(path: Path) -> list[str]:
+    """A batch file's JSON lines. Split on "\n" only: str.splitlines() also splits inside a line at
+    U+2028, U+0085 and the like, which JSON text may hold unescaped."""
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
 def _load_npz(work: Path, index: int) -> dict[str, np.ndarray]:
     with np.load(work / f"batch-{index:06d}.npz", allow_pickle=False) as data:
         return dict(data)
 
 
-def _find_duplicates(work: Path, batches: int, dedup: list[DedupStage]) -> dict[int, tuple[str, Rejected]]:
+def _find_duplicates(work: Path, batches: int, dedup: list[DedupStage],
+                     text_field: str) -> dict[int, tuple[str, Rejected]]:
     """Phase 2: positions (in input order, over documents kept by the per-document stages) to remove."""
+    sizes = [len(_load_npz(work, index)["ids"]) for index in range(batches)]
+    starts = np.cumsum([0] + sizes)
+
+    def texts(positions: list[int]) -> dict[int, str]:
+        """Texts read back from the batches, for the few documents a dedup stage must compare exactly."""
+        found = {}
+        wanted = sorted(positions)
+        for index in sorted(set(np.searchsorted(starts, wanted, side="right") - 1)):
+            lines = _lines(work / f"batch-{index:06d}.kept.jsonl")
+            for p in wanted:
+                if starts[index] <= p < starts[index + 1]:
+                    found[p] = json.loads(lines[p - starts[index]])[text_field]
+        return found
+
     removed: dict[int, tuple[str, Rejected]] = {}
     for stage in dedup:
         def items():
@@ -116,7 +137,7 @@ def _find_duplicates(work: Path, batches: int, dedup: list[DedupStage]) -> dict[
                         yield position, str(doc_id), signatures[j]
                     position += 1
 
-        for position, rejection in stage.duplicates(items()).items():
+        for position, rejection in stage.duplicates(items(), texts=texts).items():
             removed[position] = (stage.name, rejection)
     return removed
 
@@ -170,7 +191,7 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
 
     # Phase 2: corpus-wide dedup.
     dedup = [s for s in stages if isinstance(s, DedupStage)]
-    removed = _find_duplicates(work, total_batches, dedup)
+    removed = _find_duplicates(work, total_batches, dedup, text_field)
 
     # Phase 3: shards and report, rewritten whole (they are quick and deterministic).
     for old in out.glob("part-*"):
@@ -187,10 +208,10 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
         stem = work / f"batch-{index:06d}"
         totals.add(BatchCounts.from_json(json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))))
         if rejects:
-            for line in stem.with_suffix(".rejected.jsonl").read_text(encoding="utf-8").splitlines():
+            for line in _lines(stem.with_suffix(".rejected.jsonl")):
                 rejects.write_line(line)
         sources = _load_npz(work, index)["sources"]
-        for j, line in enumerate(stem.with_suffix(".kept.jsonl").read_text(encoding="utf-8").splitlines()):
+        for j, line in enumerate(_lines(stem.with_suffix(".kept.jsonl"))):
             if position in removed:
                 stage, rejection = removed[position]
                 totals.kept -= 1

@@ -13,18 +13,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taide.data.base import DataError, DedupStage, Document, Stage
-from taide.data.dedup import ExactDedup
+from taide.data.content import Inappropriate
+from taide.data.dedup import ExactDedup, MinHashDedup
 from taide.data.linebreaks import JoinLayoutBreaks
 from taide.data.noise import FixMojibake, HtmlToText, MinLength, NonStandardChars
 from taide.data.normalize import Normalize
 from taide.data.pii import RedactPII
+from taide.data.quality import Quality
 from taide.data.readers import Raw, Unreadable, to_document
+from taide.data.script import Simplified
 
 STAGES: dict[str, type[Stage]] = {s.name: s for s in (
-    HtmlToText, FixMojibake, NonStandardChars, MinLength, Normalize, JoinLayoutBreaks, RedactPII, ExactDedup)}
+    HtmlToText, FixMojibake, NonStandardChars, MinLength, Normalize, Simplified, JoinLayoutBreaks, RedactPII,
+    Inappropriate, Quality, ExactDedup, MinHashDedup)}
 # The card's order: noise removal, character normalization, layout breaks, PII, content, quality, dedup.
-DEFAULT_PIPELINE = ["html", "mojibake", "non_standard", "min_length", "normalize", "line_breaks", "pii",
-                    "exact_dedup"]
+DEFAULT_PIPELINE = list(STAGES)
 
 
 def build_pipeline(config: list | None = None) -> list[Stage]:
