@@ -9,7 +9,7 @@ depend on the number of workers). Dedup stages come after all per-document stage
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from taide.errors import TaideError
@@ -58,8 +58,14 @@ class DedupStage(Stage):
         """A small value summarizing ``doc`` (bytes or a numpy array); it travels between processes."""
         raise NotImplementedError
 
-    def duplicates(self, items: Iterable[tuple[int, str, object]]) -> dict[int, Rejected]:
+    def duplicates(self, items: Iterable[tuple[int, str, object]],
+                   texts: Callable[[list[int]], dict[int, str]] | None = None) -> dict[int, Rejected]:
         """``items`` are ``(position, document id, signature)`` in input order (positions increase but
         may skip); returns the positions to remove, each with its rejection naming the earlier document
-        it duplicates. The first document of a group is kept. Update ``self.counters`` here."""
+        it duplicates. The first document of a group is kept. Update ``self.counters`` here.
+
+        ``texts``, when the driver can read documents back, returns the (normalized) texts of the
+        documents at the given positions, for a stage that must compare a few of them exactly. Ask only
+        for the documents needed, a bounded number per call: each call reads from disk, and what the
+        stage holds must stay bounded by its candidates, not by the corpus. ``None``: signatures only."""
         raise NotImplementedError
