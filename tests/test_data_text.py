@@ -114,7 +114,7 @@ def test_checksums():
 
 def test_layout_breaks_next_to_digits_and_latin_join_but_english_and_labels_stay():
     wrapped = ("教育部公布最新大專校院新生註冊率統計，今年有19\n所學校註冊率低於六成，其中有5所已連續兩年未達標準\n"
-               "，將被列為專案輔導學校，詳細名單請洽承辦人信箱abc\n@example.com.tw。")
+               "，將被列為專案輔導學校，詳細名單請洽承辦人信箱\nabc@example.com.tw。")
     text, joined = join_layout_breaks(wrapped)
     assert joined == 3 and "\n" not in text and "有19所" in text and "信箱abc@example" in text
     header = "臺灣臺北地方法院民事簡易判決　113年度北簡字第4321號\n原告　陳○華\n被告　張○傑"
