@@ -9,6 +9,14 @@ letters of any script
 (Latin, kana, Hangul), so English documents, which belong in the corpus, pass the letter check just as
 Chinese ones do; nothing here asks for Chinese in particular.
 
+Text in Latin script (English) is also checked for keyword stuffing ("vpn taiwan free, cheap vpn taiwan,
+fast vpn asia, cheap vpn taiwan, ..."): the share of its word characters in phrases — runs of at least
+two words between punctuation or line breaks, table rows left out as layout — that repeat an earlier
+phrase. Prose rarely says the same phrase twice; statutes do ("alteration of items recorded on a
+license", in every item of a list), so the limit sits well above what English law reaches (at most 0.48
+in the translated Taiwan statutes, against 0.86 for a keyword list). Character n-grams cannot see this
+in English: a word is several characters, and a list of ten phrases has no dominant 4-gram.
+
 Characters are classified with one code-point lookup table (numpy), and n-grams are counted by sorting
 packed integer keys, so a document is measured without a Python loop over its characters.
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from functools import lru_cache
 
 import numpy as np
@@ -103,9 +112,31 @@ def _duplicate_share(parts: list[str], layout: list[str] = ()) -> float:
     return dup / total if total else 0.0
 
 
-def measure(text: str, ngrams: tuple[int, ...] = (2, 3, 4), min_ngram_chars: int = 0) -> dict[str, float]:
+# Where a phrase ends: punctuation of either script, brackets, quotes, slashes, bars, bullets, dashes and
+# other separators, line breaks (and a hyphen between spaces, "Baccarat - Slots - Live dealer", replaced
+# by a comma first). A list of them, not "anything but a letter": that is a class the regex engine can
+# skip ahead with, 2x faster.
+_PHRASE_BREAK = re.compile(r"[,;:.!?()\[\]{}<>\"“”|/\\•·*#=~_–—、，；：。！？（）「」【】《》\n\t]+")
+
+
+def _dup_phrase_share(text: str) -> float:
+    """Word characters in phrases of two or more words that repeat an earlier phrase (in any case), as a
+    share of the word characters of the text."""
+    phrases = Counter([p.strip() for p in _PHRASE_BREAK.split(text.lower().replace(" - ", ","))])
+    total = dup = 0
+    for phrase, n in phrases.items():
+        chars = len(phrase) - phrase.count(" ")
+        total += chars * n
+        if n > 1 and " " in phrase:
+            dup += chars * (n - 1)
+    return dup / total if total else 0.0
+
+
+def measure(text: str, ngrams: tuple[int, ...] = (2, 3, 4), min_ngram_chars: int = 0,
+            min_phrase_words: int = 50) -> dict[str, float]:
     """Every signal of :class:`Quality` for one text; n-gram shares are 0 below ``min_ngram_chars``
-    visible characters."""
+    visible characters, and the repeated-phrase share is 0 unless the text is mostly letters of other
+    scripts than Chinese (English) and has ``min_phrase_words`` words."""
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     classes = char_classes()[codes]
     counts = np.bincount(classes, minlength=8)
@@ -125,7 +156,11 @@ def measure(text: str, ngrams: tuple[int, ...] = (2, 3, 4), min_ngram_chars: int
         "symbols": counts[SYMBOL] / visible,
         "digits": counts[DIGIT] / visible,
         "letters": (counts[CJK] + counts[LETTER]) / visible,
+        "dup_phrase_chars": 0.0,
     }
+    if counts[LETTER] > counts[CJK] and len(text.split(None, min_phrase_words)) >= min_phrase_words:
+        # Lines only: a table's rows (their Latin names of pesticides, say) are layout here as well.
+        signals["dup_phrase_chars"] = _dup_phrase_share("\n".join(lines))
     nonspace = classes != SPACE
     dense, dense_classes = codes[nonspace], classes[nonspace]
     rule = np.concatenate(([0], np.cumsum(dense_classes == RULE)))
@@ -148,30 +183,34 @@ class Quality(Stage):
     ``min_ngram_chars``: below this many visible characters the n-gram check is skipped, since one name
     said twice in a two-line notice (內政部消防署編制表) is a quarter of its 4-grams.
 
-    Reasons: repetition_paragraphs, repetition_lines, top_ngram, symbols, digits, few_letters.
+    Reasons: repetition_paragraphs, repetition_lines, repetition_phrases, top_ngram, symbols, digits,
+    few_letters.
     """
 
     name = "quality"
 
     def __init__(self, max_dup_line_chars: float = 0.35, max_dup_paragraph_chars: float = 0.35,
                  max_top_ngram: dict | None = None, max_symbols: float = 0.15, max_digits: float = 0.35,
-                 min_letters: float = 0.5, min_chars: int = 50, min_ngram_chars: int = 200):
+                 min_letters: float = 0.5, min_chars: int = 50, min_ngram_chars: int = 200,
+                 max_dup_phrase_chars: float = 0.6, min_phrase_words: int = 50):
         super().__init__()
         self.max_dup_line_chars, self.max_dup_paragraph_chars = max_dup_line_chars, max_dup_paragraph_chars
         self.max_top_ngram = {int(n): float(v) for n, v in (max_top_ngram or {2: 0.3, 3: 0.3, 4: 0.3}).items()}
         self.max_symbols, self.max_digits, self.min_letters = max_symbols, max_digits, min_letters
         self.min_chars, self.min_ngram_chars = min_chars, min_ngram_chars
+        self.max_dup_phrase_chars, self.min_phrase_words = max_dup_phrase_chars, min_phrase_words
         char_classes()  # build now, not inside the first document's timing
 
     def check(self, text: str) -> Rejected | None:
         """The first failed signal as a rejection, or None."""
         if len(text) < self.min_chars:
             return None
-        s = measure(text, tuple(self.max_top_ngram), self.min_ngram_chars)
+        s = measure(text, tuple(self.max_top_ngram), self.min_ngram_chars, self.min_phrase_words)
         # Paragraphs before lines: a repeated paragraph also repeats its lines, and is the better name.
         over = [("repetition_paragraphs", "duplicate-paragraph share", s["dup_paragraph_chars"],
                  self.max_dup_paragraph_chars),
                 ("repetition_lines", "duplicate-line share", s["dup_line_chars"], self.max_dup_line_chars),
+                ("repetition_phrases", "duplicate-phrase share", s["dup_phrase_chars"], self.max_dup_phrase_chars),
                 *(("top_ngram", f"top {n}-gram share", s[f"top_{n}gram"], limit)
                   for n, limit in sorted(self.max_top_ngram.items())),
                 ("symbols", "symbol share", s["symbols"], self.max_symbols),
