@@ -83,3 +83,15 @@ def test_both_engines_score_continuations_alike(smol_llamacpp, smol_transformers
         assert abs(a - b) < 0.05 * abs(b) + 0.05
     raw = smol_transformers.loglikelihood("The capital of France is", [" Paris", " Tokyo"])
     assert raw[0] > raw[1]
+
+
+def test_scoring_long_prompts_that_fill_the_batch(smol_llamacpp, smol_transformers):
+    """A prompt longer than llama.cpp's batch (512 tokens) is scored across several steps, for one-token
+    choices (one pass) and for longer continuations (one sequence each), alike on both engines."""
+    context = "台灣的法律規定如下。" * 120 + "問題：以下哪一個是正確答案？答案："
+    for options in (["A", "B", "C", "D"], ["甲選項", "乙選項"]):
+        by_llama = smol_llamacpp.loglikelihood(context, options)
+        by_hf = smol_transformers.loglikelihood(context, options)
+        assert len(by_llama) == len(options)
+        for a, b in zip(by_llama, by_hf):
+            assert abs(a - b) < 0.05 * abs(b) + 0.1

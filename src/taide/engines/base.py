@@ -325,14 +325,17 @@ class LocalEngine(Engine):
         """The log-probability of each continuation after ``context`` (a raw prompt, or messages rendered
         with the chat format and the assistant's header), summed over the continuation's tokens."""
         prefix = self.prompt_ids(context) if isinstance(context, list) else self.codec.encode_prompt(context)
-        requests = []
-        for i, continuation in enumerate(continuations):
-            ids = self.codec.encode_text(continuation)
+        encoded = [self.codec.encode_text(c) for c in continuations]
+        for i, ids in enumerate(encoded):
             if not ids or not prefix:
                 raise EngineError(f"continuations[{i}]: empty" if prefix else "context: empty")
             if len(prefix) + len(ids) > self.context_length:
                 raise ContextLengthError(len(prefix), len(ids), self.context_length)
-            requests.append(TokenRequest(prefix + ids, GenerationParams(), 0, score_from=len(prefix)))
+        if all(len(ids) == 1 for ids in encoded):  # choices of one token (A/B/C/D): one pass over the prefix
+            request = TokenRequest(prefix, GenerationParams(), 0, candidates=[ids[0] for ids in encoded])
+            self.loop.submit(request)
+            return next(iter(request))
+        requests = [TokenRequest(prefix + ids, GenerationParams(), 0, score_from=len(prefix)) for ids in encoded]
         self.loop.submit(*requests)
         return [next(iter(r)) for r in requests]
 

@@ -74,7 +74,7 @@ class _Slot:
     prefilled: int = 0  # prompt tokens already in the KV cache
     next_token: int | None = None  # the sampled token to feed at the next step
     batch_index: int = -1  # where this slot's logits are in the current batch (-1: none)
-    score: float = 0.0  # scoring requests: log-probability summed so far
+    score: float | list = 0.0  # scoring requests: log-probability summed so far, or the candidates' ones
     score_rows: list = None  # scoring requests: (batch index, next token) whose logits this step scores
 
     @property
@@ -150,7 +150,7 @@ class SlotLoop(DecodeLoop):
                 self.put_back(request)  # waits until running answers free their cells
                 return
             self.reserved += need
-            sampler = self._sampler(request) if request.score_from is None else None
+            sampler = None if request.scoring else self._sampler(request)
             self.slots.append(_Slot(self.free_ids.pop(0), request, sampler))
             self.stats["active"] = len(self.slots)
 
@@ -182,19 +182,22 @@ class SlotLoop(DecodeLoop):
                 self._add(n, slot.next_token, slot.position, slot.seq_id, True)
                 slot.batch_index, n = n, n + 1
         for slot in self.slots:  # prompts: chunks in whatever room is left
+            slot.score_rows = []
             prompt = slot.request.prompt_ids
             if slot.next_token is not None or n >= self.n_batch:
                 continue
             take = min(len(prompt) - slot.prefilled, self.n_batch - n)
-            scoring = slot.request.score_from
-            slot.score_rows = []
+            request = slot.request
             for i in range(slot.prefilled, slot.prefilled + take):
                 last = i == len(prompt) - 1
-                scored = scoring is not None and scoring - 1 <= i < len(prompt) - 1
-                self._add(n, prompt[i], i, slot.seq_id, scored or (last and scoring is None))
+                if request.candidates is not None:  # next-token choices: the last position's logits
+                    scored = last
+                else:
+                    scored = request.score_from is not None and request.score_from - 1 <= i < len(prompt) - 1
+                self._add(n, prompt[i], i, slot.seq_id, scored or (last and not request.scoring))
                 if scored:
-                    slot.score_rows.append((n, prompt[i + 1]))
-                elif last and scoring is None:
+                    slot.score_rows.append((n, None if request.candidates is not None else prompt[i + 1]))
+                elif last and not request.scoring:
                     slot.batch_index = n
                 n += 1
             slot.prefilled += take
@@ -204,7 +207,7 @@ class SlotLoop(DecodeLoop):
             raise EngineError(f"llama_decode returned {status} for a batch of {n} tokens")
         self.stats["steps"] += 1
         for slot in list(self.slots):
-            if slot.request.score_from is not None:
+            if slot.request.scoring:
                 self._score(slot)
                 continue
             if slot.batch_index < 0:
@@ -220,7 +223,11 @@ class SlotLoop(DecodeLoop):
         for index, token in slot.score_rows:
             logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
             top = logits.max()
-            slot.score += float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+            logprobs = logits - top - np.log(np.exp(logits - top).sum())
+            if token is None:
+                slot.score = [float(logprobs[c]) for c in slot.request.candidates]
+            else:
+                slot.score += float(logprobs[token])
         if slot.prefilled == len(slot.request.prompt_ids):
             slot.request.emit(slot.score)
             self._release(slot, "finished")

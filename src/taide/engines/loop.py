@@ -30,9 +30,15 @@ class TokenRequest:
     tokens: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     generated: int = 0  # loop side: tokens emitted so far
-    # Scoring instead of generating: the loop emits one float, the summed log-probability of
-    # prompt_ids[score_from:] given what precedes it, then finishes.
+    # Scoring instead of generating, then finishing: with score_from, the loop emits the summed
+    # log-probability of prompt_ids[score_from:] given what precedes it; with candidates, the list of
+    # each candidate token's log-probability as the next token after prompt_ids.
     score_from: int | None = None
+    candidates: list[int] | None = None
+
+    @property
+    def scoring(self) -> bool:
+        return self.score_from is not None or self.candidates is not None
 
     def cancel(self) -> None:
         self.cancelled.set()

@@ -91,9 +91,9 @@ class StaticBatchLoop(DecodeLoop):
 
     def step(self) -> None:
         batch = self.take(self.max_batch, wait=True)
-        for request in [r for r in batch if r.score_from is not None]:
+        for request in [r for r in batch if r.scoring]:
             batch.remove(request)
-            request.emit(self.engine.score(request.prompt_ids, request.score_from))
+            request.emit(self.engine.score(request.prompt_ids, request.score_from, request.candidates))
             self.retire(request, "finished")
         if not batch:
             return
@@ -167,8 +167,11 @@ class TransformersEngine(LocalEngine):
         return HFDetokenizer(self.tokenizer)
 
     @torch.inference_mode()
-    def score(self, ids: list[int], score_from: int) -> float:
-        """log P(ids[score_from:] | ids[:score_from])."""
+    def score(self, ids: list[int], score_from: int | None, candidates: list[int] | None = None) -> float | list[float]:
+        """log P(ids[score_from:] | ids[:score_from]), or each candidate's log P as the token after ids."""
+        if candidates is not None:
+            logits = self.lm(input_ids=torch.tensor([ids], device=self.device), logits_to_keep=1).logits[0, -1]
+            return torch.log_softmax(logits.float(), -1)[candidates].tolist()
         logits = self.lm(input_ids=torch.tensor([ids], device=self.device)).logits[0, score_from - 1:-1].float()
         targets = torch.tensor(ids[score_from:], device=self.device)
         return float(torch.log_softmax(logits, -1).gather(-1, targets[:, None]).sum())
