@@ -399,6 +399,99 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                   f"unreadable → {out_dir} (accounting per stage and source in stats.md)")
 
 
+train_app = typer.Typer(help="Continued pretraining and instruction tuning with the card's recipe.",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+TrainModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Base model: HF directory, .gguf, or 'smollm2-135m'.")]
+TrainData = Annotated[Optional[list[str]], typer.Option("--data", "-d", help="Input files or directories; repeatable. "
+                      "CP sources to mix are named: --data legal=cleaned/laws --data news=cleaned/news.")]
+TrainOut = Annotated[Optional[str], typer.Option("--out", "-o", help="Run directory: model/, checkpoints/, metrics, loss.png.")]
+Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; its keys are the long flag names "
+                   "with underscores (flags given here override it).")]
+
+
+def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs, max_steps,
+           lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from taide.train import load_recipe, train
+
+    with _errors():
+        sources = None
+        if data:
+            named = [d.split("=", 1) for d in data if "=" in d and not Path(d).exists()]
+            sources = dict(named) if len(named) == len(data) else list(data)
+        weights = None
+        if mix:
+            try:
+                weights = {k: float(v) for k, v in (m.split("=", 1) for m in mix)}
+            except ValueError:
+                raise typer.BadParameter("--mix takes source=weight, e.g. legal=3") from None
+        lora = {"r": lora_r, "alpha": 2 * lora_r} if lora_r else None
+        config = load_recipe(recipe, mode=mode, model=model, data=sources, out=out_dir, mix=weights, seq_len=seq_len,
+                             global_batch_tokens=global_batch_tokens, micro_batch_size=micro_batch_size,
+                             epochs=epochs, max_steps=max_steps, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
+                             eval_every=eval_every, checkpoint_every=checkpoint_every, lora=lora,
+                             activation_checkpointing=activation_checkpointing or None, seed=seed)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                      TimeRemainingColumn(), console=err) as progress:
+            bar = progress.add_task(f"train {mode}", total=None, info="loading")
+
+            def on_step(step, total, values):
+                info = f"loss {values['loss']:.3f}  lr {values['lr']:.2e}  {values['tokens_per_second']:.0f} tok/s"
+                if "mfu" in values:
+                    info += f"  MFU {values['mfu']:.1%}"
+                if "eval_loss" in values:
+                    info += f"  held-out {values['eval_loss']:.3f}"
+                progress.update(bar, completed=step, total=total, info=info)
+
+            result = train(config, resume=resume, on_step=on_step)
+        before = f"{math.exp(result.heldout_loss_before):.2f} → " if result.heldout_loss_before is not None else ""
+        ppl = f"; held-out perplexity {before}{result.heldout_perplexity:.2f}" if result.heldout_loss is not None else ""
+        out.print(f"{result.steps} steps, {result.tokens:,} tokens{ppl}\nmodel: {result.out}\n"
+                  f"loss curve: {Path(config.out) / 'loss.png'}\nchat with it: taide chat {result.out}")
+
+
+def _train_command(mode: str, example: str, defaults: str):
+    def command(model: TrainModel = None, data: TrainData = None, out_dir: TrainOut = None, recipe: Recipe = None,
+                mix: Annotated[Optional[list[str]], typer.Option("--mix", help="CP source weight, e.g. legal=3; repeatable.")] = None,
+                seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per sequence.")] = None,
+                global_batch_tokens: Annotated[Optional[int], typer.Option("--global-batch-tokens",
+                                               help="Tokens per optimizer step, all processes together.")] = None,
+                micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size",
+                                            help="Sequences per forward pass per process.")] = None,
+                epochs: Annotated[Optional[float], typer.Option("--epochs")] = None,
+                max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many steps.")] = None,
+                lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (AdamW).")] = None,
+                schedule: Annotated[Optional[str], typer.Option("--schedule", help="cosine or wsd.")] = None,
+                warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps")] = None,
+                eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Held-out loss every N steps.")] = None,
+                checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every")] = None,
+                lora_r: Annotated[Optional[int], typer.Option("--lora-r", help="Train LoRA adapters of this rank "
+                                  "(merged into the saved model).")] = None,
+                activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing")] = False,
+                seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+                resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False):
+        _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs,
+               max_steps, lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing,
+               seed, resume)
+
+    command.__doc__ = (f"{defaults}\n\nRuns as one process, or under torchrun on many GPUs/nodes (FSDP2). Writes an "
+                       f"HF directory (OUT/model), checkpoints, metrics.jsonl, TensorBoard logs and loss.png.\n\n"
+                       f"Example: `{example}`")
+    return command
+
+
+train_app.command("cp")(_train_command(
+    "cp", "taide train cp -m smollm2-135m -d cleaned/ -o runs/cp --seq-len 512 --global-batch-tokens 8192",
+    "Continued pretraining on cleaned corpus shards (the card: AdamW, lr 1e-4, 1M-token batches, 1 epoch, 8K context)."))
+train_app.command("sft")(_train_command(
+    "sft", "taide train sft -m runs/cp/model -d conversations.jsonl -o runs/sft",
+    "Instruction tuning on {\"messages\": [...]} JSONL; only assistant tokens are trained "
+    "(the card: AdamW, lr 5e-5, 256K-token batches, 3 epochs)."))
+
+
 def main():
     app()
 

@@ -92,6 +92,40 @@ class ChatFormat(ABC):
     def render_ids(self, messages: list[dict], codec: TokenCodec, add_generation_prompt: bool = True) -> list[int]:
         """The prompt as token ids, with message text unable to inject control tokens."""
 
+    def render_ids_with_mask(self, messages: list[dict], codec: TokenCodec) -> tuple[list[int], list[bool]]:
+        """The conversation's ids, exactly ``render_ids(messages, codec, add_generation_prompt=False)``, and a mask
+        that is True on the tokens a model learns in SFT: each assistant message's content and the end-of-turn
+        token(s) that close it; never headers, system or user text.
+
+        This generic version renders prefixes: the tokens of assistant message ``i`` are those between
+        ``messages[:i]`` with the generation prompt and ``messages[:i + 1]``, up to its last stop token (so a
+        template's newline after ``<|im_end|>`` is not learned; generation stops before it). Both prefixes must
+        be prefixes of the whole conversation's ids; a template that renders earlier turns differently once later
+        ones follow cannot be masked this way, and is refused."""
+        msgs = validate_messages(messages)
+        ids = self.render_ids(msgs, codec, add_generation_prompt=False)
+        mask = [False] * len(ids)
+        stops = {i for i in (codec.token_id(t) for t in self.stop_tokens) if i is not None}
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                continue
+            if i == 0:
+                raise ChatFormatError(f"messages[0]: the {self.name} chat format can only mask an assistant message "
+                                      "that follows another message; start the conversation with a user message")
+            head = self.render_ids(msgs[:i], codec, add_generation_prompt=True)
+            upto = self.render_ids(msgs[:i + 1], codec, add_generation_prompt=False)
+            for prefix, what in ((head, f"messages[:{i}] with the generation prompt"), (upto, f"messages[:{i + 1}]")):
+                if ids[:len(prefix)] != prefix:
+                    raise ChatFormatError(
+                        f"messages[{i}]: the {self.name} chat template is not prefix-consistent: {what} does not "
+                        "render to a prefix of the whole conversation, so the assistant's tokens cannot be located")
+            if len(upto) <= len(head):
+                raise ChatFormatError(f"messages[{i}]: the {self.name} chat template renders no tokens for this "
+                                      "assistant message after its generation prompt; it cannot be masked")
+            last = max((j for j in range(len(head), len(upto)) if ids[j] in stops), default=len(upto) - 1)
+            mask[len(head):last + 1] = [True] * (last + 1 - len(head))
+        return ids, mask
+
     def _require(self, codec: TokenCodec, token: str) -> int:
         token_id = codec.token_id(token)
         if token_id is None:
@@ -115,14 +149,42 @@ class Llama3Format(ChatFormat):
         return "".join(out)
 
     def render_ids(self, messages, codec, add_generation_prompt=True):
+        return self._render(messages, codec, add_generation_prompt)[0]
+
+    def render_ids_with_mask(self, messages, codec):
+        """As :meth:`ChatFormat.render_ids_with_mask`, marking the spans directly while building the ids."""
+        return self._render(messages, codec, add_generation_prompt=False)
+
+    def _render(self, messages, codec, add_generation_prompt):
         bos, start, end, eot = (self._require(codec, t) for t in (self.BOS, self.START, self.END, self.EOT))
-        ids = [bos]
+        ids, mask = [bos], [False]
+
+        def add(tokens, learn=False):
+            ids.extend(tokens)
+            mask.extend([learn] * len(tokens))
+
         for m in validate_messages(messages):
             # The reference template trims content; "\n\n" + content is one text span, as in the rendered string.
-            ids += [start, *codec.encode_text(m["role"]), end, *codec.encode_text("\n\n" + m["content"].strip()), eot]
+            add([start, *codec.encode_text(m["role"]), end])
+            body = codec.encode_text("\n\n" + m["content"].strip())
+            learn = m["role"] == "assistant"
+            lead = self._header_newlines(body, m["content"].strip(), codec) if learn else len(body)
+            add(body[:lead])
+            add(body[lead:], learn)
+            add([eot], learn)
         if add_generation_prompt:
-            ids += [start, *codec.encode_text("assistant"), end, *codec.encode_text("\n\n")]
-        return ids
+            add([start, *codec.encode_text("assistant"), end, *codec.encode_text("\n\n")])
+        return ids, mask
+
+    @staticmethod
+    def _header_newlines(body: list[int], content: str, codec) -> int:
+        """How many leading tokens of ``encode_text("\\n\\n" + content)`` are the header's "\\n\\n" (not learned):
+        the content's own tokens are a suffix when the tokenizer splits at the newlines (Llama 3 does), else the
+        newline tokens a prefix; if neither, the tokens are merged and all of them are learned."""
+        own, newline = codec.encode_text(content), codec.encode_text("\n\n")
+        if len(own) <= len(body) and body[len(body) - len(own):] == own:
+            return len(body) - len(own)
+        return len(newline) if body[:len(newline)] == newline else 0
 
 
 # Content placeholders: private-use characters no tokenizer gives meaning to and no template alters.

@@ -1,0 +1,114 @@
+"""A training run's settings: one dataclass, filled from a YAML recipe and then from command-line flags
+of the same names. The batch is given in tokens, as the card gives it (1M tokens for continued
+pretraining, 256K for instruction tuning); gradient accumulation follows from it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from taide.errors import TaideError
+
+
+class TrainError(TaideError):
+    """A training recipe, dataset or run that cannot be used."""
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class TrainConfig:
+    mode: str  # "cp" (continued pretraining) or "sft" (instruction tuning)
+    model: str  # a model reference: embedded name, HF directory or GGUF file
+    data: list[str] | dict[str, list[str] | str]  # files/dirs, or {source: files} mixed by `mix`
+    out: str
+    mix: dict[str, float] | None = None  # source -> weight (CP)
+    text_field: str = "text"
+    seq_len: int = 8192
+    global_batch_tokens: int = 1 << 20
+    micro_batch_size: int = 1  # sequences per forward pass on each process
+    epochs: float = 1.0
+    max_steps: int | None = None  # stop earlier (demos, smoke tests)
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1  # the schedule ends at lr × this
+    schedule: str = "cosine"  # "cosine" or "wsd" (warmup-stable-decay)
+    warmup_steps: int | None = None  # default: 3% of the steps, at least 1
+    decay_fraction: float = 0.2  # wsd: the share of steps spent decaying
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    holdout_fraction: float = 0.01  # documents (CP) or conversations (SFT) kept out for evaluation
+    eval_every: int = 0  # steps; 0: only at the end
+    eval_batches: int = 8
+    checkpoint_every: int = 0  # steps; 0: only at the end
+    log_every: int = 1
+    on_bad_record: str = "skip"  # SFT: "skip" (report and go on) or "error"
+    dtype: str = "auto"  # "auto": bf16 autocast on GPU, fp32 on CPU; or "float32", "bfloat16"
+    activation_checkpointing: bool = False
+    compile: bool = False
+    lora: LoraConfig | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in ("cp", "sft"):
+            raise TrainError(f"mode: {self.mode!r} is not cp or sft")
+        if self.schedule not in ("cosine", "wsd"):
+            raise TrainError(f"schedule: {self.schedule!r} is not cosine or wsd")
+        if self.on_bad_record not in ("skip", "error"):
+            raise TrainError(f"on_bad_record: {self.on_bad_record!r} is not skip or error")
+        for name in ("seq_len", "global_batch_tokens", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if isinstance(self.lora, dict):
+            self.lora = LoraConfig(**self.lora)
+        self.betas = tuple(self.betas)
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each process, so that a step sees global_batch_tokens."""
+        per_micro = self.micro_batch_size * self.seq_len * world_size
+        steps, rest = divmod(self.global_batch_tokens, per_micro)
+        if steps < 1 or rest:
+            raise TrainError(
+                f"global_batch_tokens {self.global_batch_tokens:,} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size} × seq_len {self.seq_len} × {world_size} processes = {per_micro:,} tokens; "
+                f"try {max(1, round(self.global_batch_tokens / per_micro)) * per_micro:,}")
+        return steps
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_recipe(path: str | Path | None, **overrides) -> TrainConfig:
+    """A recipe YAML (its keys are TrainConfig's fields), with ``overrides`` (flags given on the command
+    line; None means not given) on top."""
+    settings = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise TrainError(f"{path}: cannot read the recipe ({e})") from e
+        if not isinstance(settings, dict):
+            raise TrainError(f"{path}: a recipe is a mapping of settings")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise TrainError(f"{path}: unknown settings {unknown}; known: {', '.join(sorted(known))}")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    missing = [k for k in ("mode", "model", "data", "out") if k not in settings]
+    if missing:
+        raise TrainError(f"missing settings: {', '.join(missing)} (give them in the recipe or as flags)")
+    try:
+        return TrainConfig(**settings)
+    except TypeError as e:
+        raise TrainError(f"recipe: {e}") from e

@@ -1,0 +1,106 @@
+"""Training metrics: FLOPs per token and MFU (torchtitan's accounting), and where the numbers go — the
+console, a JSONL file, TensorBoard, and a loss-curve PNG at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+# Dense bf16 peak FLOP/s of common accelerators (no sparsity), by a substring of the device name.
+PEAK_BF16 = {"H200": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12, "H800": 989e12,
+             "GH200": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12, "L4": 121e12, "A10G": 125e12,
+             "RTX 4090": 165e12, "MI300X": 1307e12, "MI250X": 383e12}
+
+
+def flops_per_token(model, seq_len: int) -> float:
+    """6 × parameters (forward + backward, input embedding excluded: a lookup, not a matmul) plus the
+    attention term 12 × layers × heads × head_dim × seq_len, as torchtitan counts. Llama 3 8B at 8K
+    context: 6 × 7.50e9 + 1.29e10 ≈ 5.8e10."""
+    config = model.config
+    embedding = model.get_input_embeddings().weight.numel()
+    params = sum(p.numel() for p in model.parameters()) - embedding
+    if getattr(config, "tie_word_embeddings", False):
+        params += embedding  # the tied matrix still does the output projection's matmul
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 6 * params + 12 * config.num_hidden_layers * config.num_attention_heads * head_dim * seq_len
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak, or None when unknown (CPUs: MFU is not reported)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, value in PEAK_BF16.items():
+        if key in name:
+            return value
+    return None
+
+
+class MetricsLog:
+    """Writes every logged step to ``metrics.jsonl`` and TensorBoard (when installed); ``plot()`` draws
+    the loss curves."""
+
+    def __init__(self, directory: Path, enabled: bool = True, resume: bool = False):
+        self.path = directory / "metrics.jsonl"
+        self.enabled = enabled
+        self.board = None
+        if not enabled:
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        if not resume and self.path.exists():
+            self.path.unlink()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(directory / "tensorboard"))
+        except ImportError:
+            pass
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.board is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.board.add_scalar(key, value, step)
+
+    def records(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+
+    def plot(self, png: Path, title: str) -> Path | None:
+        """Training and held-out loss against the step."""
+        records = self.records()
+        if not self.enabled or not records:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+        train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+        held = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+        if train:
+            ax.plot(*zip(*train), label="training loss", linewidth=1.2)
+        if held:
+            ax.plot(*zip(*held), "o-", label="held-out loss", linewidth=1.2)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss (nats/token)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(png)
+        plt.close(fig)
+        return png
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
