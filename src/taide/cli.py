@@ -472,10 +472,12 @@ def _train_command(mode: str, example: str, defaults: str):
                                   "(merged into the saved model).")] = None,
                 activation_checkpointing: Annotated[bool, typer.Option("--activation-checkpointing")] = False,
                 seed: Annotated[Optional[int], typer.Option("--seed")] = None,
-                resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False):
+                resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
+                resume_if_any: Annotated[bool, typer.Option("--resume-if-any", help="Continue if there is a "
+                                         "checkpoint, else start (for requeued cluster jobs).")] = False):
         _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs,
                max_steps, lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing,
-               seed, resume)
+               seed, "if_any" if resume_if_any else resume)
 
     command.__doc__ = (f"{defaults}\n\nRuns as one process, or under torchrun on many GPUs/nodes (FSDP2). Writes an "
                        f"HF directory (OUT/model), checkpoints, metrics.jsonl, TensorBoard logs and loss.png.\n\n"

@@ -85,9 +85,10 @@ def evaluate(model, batches, world: World, autocast) -> float | None:
     return total / count if count else None
 
 
-def train(config: TrainConfig, resume: bool = False,
+def train(config: TrainConfig, resume: bool | str = False,
           on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
-    """Run ``config``; with ``resume``, continue from the newest checkpoint under ``OUT/checkpoints``."""
+    """Run ``config``; with ``resume``, continue from the newest checkpoint under ``OUT/checkpoints``
+    (``resume="if_any"``: when there is one, else start)."""
     from taide.train.model import apply_lora, load_for_training, save_hf_directory
     from taide.train.datasets import build_datasets
 
@@ -120,7 +121,7 @@ def train(config: TrainConfig, resume: bool = False,
         checkpoints = out / "checkpoints"
         step = 0
         found = latest_checkpoint(checkpoints) if resume else None
-        if resume and found is None:
+        if resume is True and found is None:
             raise TrainError(f"--resume: no checkpoint under {checkpoints}")
         if found is not None:
             progress = load_checkpoint(found, model, optimizer, world, trainable_only=config.lora is not None)
