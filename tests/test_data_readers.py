@@ -79,7 +79,12 @@ def test_unknown_or_missing_inputs_fail_before_work(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d/a.jsonl").write_text("")
     (tmp_path / "d/_SUCCESS").write_text("")
-    assert input_files([tmp_path / "d"]) == ([tmp_path / "d/a.jsonl"], [tmp_path / "d/_SUCCESS"])
+    (tmp_path / "d/html").mkdir()
+    (tmp_path / "d/html/p.html").write_text("<p>x</p>")
+    files, skipped = input_files([tmp_path / "d"])
+    assert [(f.path, f.source) for f in files] == [(tmp_path / "d/a.jsonl", "a.jsonl"),
+                                                   (tmp_path / "d/html/p.html", "html/")]
+    assert skipped == [tmp_path / "d/_SUCCESS"]
     (tmp_path / "t.csv").write_text("id,content\n1,x\n")
     with pytest.raises(DataError, match=r"t\.csv: no column 'text'; columns are id, content"):
         _docs(tmp_path / "t.csv")

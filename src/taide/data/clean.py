@@ -67,9 +67,9 @@ def _batches(raws: Iterator[Raw | Unreadable], batch_docs: int) -> Iterator[tupl
         yield index, batch
 
 
-def _fingerprint(files: list[Path], pipeline, text_field: str, keep_rejected: bool, batch_docs: int) -> str:
+def _fingerprint(files: list, pipeline, text_field: str, keep_rejected: bool, batch_docs: int) -> str:
     """What phase 1's batches depend on; a rerun with anything else changed must not reuse them."""
-    stats = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    stats = [[str(f.path.resolve()), f.source, f.path.stat().st_size, f.path.stat().st_mtime_ns] for f in files]
     key = [stats, pipeline, text_field, keep_rejected, batch_docs, BATCH_BYTES]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

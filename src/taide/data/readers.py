@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from taide.data.base import DataError, Document
 
@@ -95,10 +96,10 @@ def detect_encoding(sample: bytes, html: bool = False) -> str:
     return best.encoding if best is not None else "utf_8"
 
 
-def read_raw(path: Path, text_field: str = "text") -> Iterator[Raw | Unreadable]:
-    """Cut one input file into raw records, in file order."""
+def read_raw(path: Path, text_field: str = "text", source: str | None = None) -> Iterator[Raw | Unreadable]:
+    """Cut one input file into raw records, in file order; ``source`` names it in the accounting."""
     fmt, compression = _split_name(path)
-    source = path.name
+    source = source or path.name
     with _open_bytes(path, compression) as f:
         if fmt == "jsonl":
             first = f.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
@@ -184,28 +185,35 @@ def to_document(raw: Raw, text_field: str = "text") -> Document | Unreadable:
     return Document(str(doc_id) if doc_id is not None else raw.where, text, raw.source, record)
 
 
-def input_files(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """The files to read, in order, and the files skipped: directories are read recursively (sorted),
-    skipping hidden files and files of unknown formats; a named file of unknown format is an error."""
+class InputFile(NamedTuple):
+    path: Path
+    source: str  # the name its documents are counted under
+
+
+def input_files(paths: list[Path]) -> tuple[list[InputFile], list[Path]]:
+    """The files to read, in order, and the files skipped. Directories are read recursively (sorted),
+    skipping hidden files and files of unknown formats; a named file of unknown format is an error.
+    A file is counted under its name, or under its top folder inside a given directory (html/)."""
     files, skipped = [], []
     for path in map(Path, paths):
         if path.is_dir():
             for p in sorted(path.rglob("*")):
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts):
+                parts = p.relative_to(path).parts
+                if p.is_file() and not any(part.startswith(".") for part in parts):
                     try:
                         _split_name(p)
-                        files.append(p)
+                        files.append(InputFile(p, parts[0] + "/" if len(parts) > 1 else p.name))
                     except DataError:
                         skipped.append(p)
         elif path.is_file():
             _split_name(path)
-            files.append(path)
+            files.append(InputFile(path, path.name))
         else:
             raise DataError(f"{path}: no such file")
     return files, skipped
 
 
-def read_inputs(files: list[Path], text_field: str = "text") -> Iterator[Raw | Unreadable]:
+def read_inputs(files: list[InputFile], text_field: str = "text") -> Iterator[Raw | Unreadable]:
     """Raw records of every file, in order."""
-    for path in files:
-        yield from read_raw(path, text_field)
+    for file in files:
+        yield from read_raw(file.path, text_field, file.source)

@@ -80,8 +80,9 @@ def write_report(directory: Path, counts: BatchCounts, stage_names: list[str], e
     if not counts.removed:
         lines.append("| (none) | | 0 | 0% |")
     lines += ["", "| stage | what it did |", "|---|---|"]
-    lines += [f"| {name} | {', '.join(f'{k} {v}' for k, v in sorted(report['stages'][name].items()) if v)} |"
-              for name in stage_names]
+    for name in stage_names:  # documents in first, then what the stage did, alphabetically
+        counters = sorted(report["stages"][name].items(), key=lambda kv: (kv[0] != "in", kv[0]))
+        lines.append(f"| {name} | {', '.join(f'{k} {v}' for k, v in counters if v)} |")
     lines += ["", "| source | read | kept | removed | unreadable |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {src} | {c.get('read', 0)} | {c.get('kept', 0)} | {c.get('removed', 0)} | {c.get('unreadable', 0)} |"
               for src, c in sorted(counts.sources.items())]
