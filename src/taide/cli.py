@@ -494,6 +494,251 @@ train_app.command("sft")(_train_command(
     "(the card: AdamW, lr 5e-5, 256K-token batches, 3 epochs)."))
 
 
+eval_app = typer.Typer(help="Evaluate like the card: the office-task bench graded by an LLM judge, multiple-choice "
+                            "exams (TMMLU), and reports across runs.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+EvalOut = Annotated[Path, typer.Option("--out", "-o", help="Output directory (created; a rerun resumes).")]
+
+
+def _print_scores(report: dict) -> None:
+    from taide.eval.report import CARD_TASKS, TASK_LABELS, score_rows
+
+    table = Table(title="taide-bench: mean judge score (1–10)")
+    for col in ("model", *(TASK_LABELS[t] for t in CARD_TASKS), "平均 average"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in score_rows(report):
+        table.add_row(*row)
+    out.print(table)
+    for r in report["runs"]:
+        metrics = []
+        for t, m in r["reference_metrics"].items():
+            if m.get("chrf") is not None:
+                metrics.append(f"{t} chrF {m['chrf']:.1f} BLEU {m['bleu']:.1f}")
+            elif m.get("rouge_l") is not None:
+                metrics.append(f"{t} ROUGE-L {m['rouge_l']:.3f}")
+        wrong = [f"{t} {s['wrong_language_share']:.0%}" for t, s in r["fidelity"].items() if s.get("n")]
+        simp = [f"{t} {s['simplified_share_overall']:.1%}" for t, s in r["fidelity"].items() if s.get("n")]
+        out.print(f"[dim]{r['name']}: {'; '.join(metrics) or 'no reference metrics'}\n"
+                  f"  wrong language: {', '.join(wrong)}\n  Simplified share: {', '.join(simp)}[/]")
+    for w in report["warnings"]:
+        out.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
+
+
+def _write_and_show_report(report: dict, out_dir: Path | None) -> None:
+    from taide.eval.report import write_report
+
+    _print_scores(report)
+    if out_dir is not None:
+        paths = write_report(report, out_dir)
+        out.print(f"report: {paths['markdown']} · {paths['json']} · {paths['png']}")
+
+
+@eval_app.command("bench")
+def eval_bench(
+        out_dir: EvalOut,
+        model: Annotated[Optional[str], typer.Option("--model", "-m", help="Local model to evaluate: HF directory, "
+                         ".gguf, or 'smollm2-135m'.")] = None,
+        endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="Or an OpenAI-compatible URL serving "
+                            "the model to evaluate (vLLM, `taide serve`, ...).")] = None,
+        served_model: Annotated[Optional[str], typer.Option("--served-model", help="Model name at --endpoint "
+                                "(default: the first it lists).")] = None,
+        api_key: ApiKey = None,
+        engine: EngineOpt = "auto",
+        data: Annotated[Optional[Path], typer.Option("--data", help="Bench directory: {essay,letter,summary,zh2en,"
+                        "en2zh}.jsonl with {qid, prompt, reference} rows. Default: the shipped 20-item sample.")] = None,
+        judge_endpoint: Annotated[Optional[str], typer.Option("--judge-endpoint", help="OpenAI-compatible URL of "
+                                  "the judge.")] = None,
+        judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="The judge's model name at "
+                               "--judge-endpoint; without an endpoint, a local judge model (HF dir, .gguf, "
+                               "'smollm2-135m').")] = None,
+        judge_api_key: Annotated[Optional[str], typer.Option("--judge-api-key", envvar="TAIDE_JUDGE_API_KEY",
+                                 help="Key for the judge endpoint.")] = None,
+        judge_concurrency: Annotated[Optional[int], typer.Option("--judge-concurrency", min=1,
+                                     help="Judge requests in flight (default: --concurrency, else 8).")] = None,
+        judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1,
+                                    help="Most tokens per judge reply.")] = 512,
+        system: System = None,
+        tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="Tasks to run, comma-separated or "
+                         "repeated: article (essay), letter, summary, zh2en, en2zh. Default: all in --data.")] = None,
+        generate_only: Annotated[bool, typer.Option("--generate-only", help="Answer only; judge later by rerunning "
+                                 "with a judge (answers already there are kept).")] = False,
+        concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Prompts answered together "
+                               "(local batch, or requests in flight to --endpoint).")] = None,
+        max_tokens: MaxTokens = 1024,
+        timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds per request to an endpoint "
+                           "(model or judge) before it is retried.")] = 600.0,
+        n_ctx: NCtx = None):
+    """Run the card's office-task bench: answer every prompt, have a judge grade each answer 1–10 against
+    the reference, and print the card's table (per-task means and their average) beside the card's
+    published rows, with judge-free reference metrics and Traditional-Chinese fidelity.
+
+    Writes `resp_*.jsonl`, `judge_*.jsonl`, `eval_*.json`, `bench_summary.json`, `bench_run.json` and
+    `report.md` / `report.json` / `report.png` in OUT. Interrupted? Run the same command again: it resumes.
+    A judge that is the evaluated model, or the embedded smollm2-135m, is flagged: its scores mean nothing.
+    `--system none` sends no system prompt.
+
+    Example: `taide eval bench --endpoint http://gpu:8000/v1 --judge-endpoint https://api.openai.com/v1
+    --judge-model gpt-4o --system taide -o runs/taide-8b`
+    """
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from taide.engines import GenerationParams, load_engine
+    from taide.eval.bench import SAMPLE_BENCH, load_bench, run_bench
+    from taide.eval.judge import Judge, load_endpoint
+    from taide.eval.report import build_report
+
+    with _errors():
+        if (model is None) == (endpoint is None):
+            raise TaideError("pass the model to evaluate as --model M (local) or --endpoint URL, not both")
+        if not generate_only and not (judge_endpoint or judge_model):
+            raise TaideError("no judge: pass --judge-endpoint URL --judge-model NAME (or a local --judge-model), "
+                             "or --generate-only")
+        task_list = [t.strip() for spec in tasks or [] for t in spec.split(",") if t.strip()] or None
+        data_dir = data or SAMPLE_BENCH
+        load_bench(data_dir, task_list)  # bad data fails here, before any model loads
+        params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
+        if endpoint:
+            with err.status(f"Connecting to {endpoint} …"):
+                eng = load_endpoint(endpoint, served_model, api_key, timeout, max_concurrency=concurrency or 8)
+        else:
+            eng = _load(model, engine, n_ctx=n_ctx)
+        judge = None
+        if not generate_only:
+            options = {"concurrency": judge_concurrency or concurrency, "max_tokens": judge_max_tokens}
+            if judge_endpoint:
+                with err.status(f"Connecting to the judge at {judge_endpoint} …"):
+                    judge = Judge.from_endpoint(judge_endpoint, judge_model, judge_api_key, timeout, **options)
+            else:
+                with err.status(f"Loading the judge {judge_model} …"):
+                    judge = Judge(load_engine(judge_model, "auto"), **options)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if system and system.lower() == "none":
+            system_text = False
+        else:
+            system_text = _system(system) if system else (eng.default_system_prompt or False)
+        started = time.perf_counter()
+        with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err) as progress:
+            bars: dict[tuple[str, str], object] = {}
+
+            def on_progress(stage, task_name, done, total):
+                key = (stage, task_name)
+                if key not in bars:
+                    bars[key] = progress.add_task(f"{stage} {task_name}", total=total)
+                progress.update(bars[key], completed=done, total=total)
+
+            result = run_bench(eng, out_dir, data_dir, judge, task_list, params, system_text, concurrency,
+                               on_progress=on_progress)
+        wall = time.perf_counter() - started
+        meta = {"model": eng.describe(), "judge": judge.describe() if judge else None, "data": str(data_dir),
+                "tasks": list(result["generation"]), "system": system_text or None, "params": params.to_dict(),
+                "concurrency": concurrency, "wall_s": round(wall, 1), "argv": sys.argv[1:]}
+        (out_dir / "bench_run.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        failed = sum(len(g["failed"]) for g in result["generation"].values())
+        if failed:
+            err.print(f"[yellow]{failed} prompts got no answer (listed in the report); rerun to retry them[/]")
+        eng.close()
+        if judge:
+            judge.engine.close()
+        _write_and_show_report(build_report(out_dir), out_dir)
+        out.print(f"[dim]{wall:.0f} s[/]")
+
+
+@eval_app.command("mc")
+def eval_mc(model: Model,
+            paths: Annotated[list[Path], typer.Argument(help="Exam files or directories (every .csv/.jsonl under "
+                             "them). TMMLU: subjects/<科目>/data.csv with header ',content.A,content.Q' (options "
+                             "(A)…(D) inside the question); TMMLU+/TMLU: question,A,B,C,D,answer as CSV or JSONL.")],
+            out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for mc_records.jsonl and "
+                               "mc_summary.json (overwritten).")],
+            shots: Annotated[int, typer.Option("--shots", "-k", min=0, help="Answered examples from the same "
+                             "subject before each question (not scored).")] = 0,
+            limit_per_subject: Annotated[Optional[int], typer.Option("--limit-per-subject", min=1,
+                                         help="Score at most this many items per subject.")] = None,
+            method: Annotated[str, typer.Option("--method", help="auto (log-likelihood when the engine can score, "
+                              "else generation), loglikelihood, or generate.")] = "auto",
+            engine: EngineOpt = "auto", system: System = None, api_key: ApiKey = None, n_ctx: NCtx = None,
+            max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length when generating.")] = 32):
+    """Multiple-choice exams (TMMLU, TMMLU+, TMLU): accuracy per subject and overall, beside chance.
+
+    Writes `mc_records.jsonl` (one line per question: gold, predicted, letter scores or the answer text) and
+    `mc_summary.json` in OUT, and prints which letters the model picks (a model near chance often just
+    picks one).
+
+    Example: `taide eval mc smollm2-135m data/tmmlu/subjects --limit-per-subject 20 -o runs/mc-smol`
+    """
+    from collections import Counter
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from taide.eval.mc import METHODS, load_mc, run_mc, write_records
+
+    with _errors():
+        if method not in METHODS:
+            raise TaideError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+        data = load_mc(paths)  # bad paths fail before the model loads
+        eng = _load(model, engine, n_ctx=n_ctx, api_key=api_key)
+        with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err) as progress:
+            bar = progress.add_task("mc", total=None)
+            result = run_mc(eng, data, shots=shots, limit_per_subject=limit_per_subject, method=method,
+                            system=_system(system) if system else None, max_tokens=max_tokens,
+                            progress=lambda done, total: progress.update(bar, completed=done, total=total))
+        eng.close()
+        records = result.pop("records")
+        predicted = Counter(r["predicted"] or "none" for r in records)
+        gold = Counter(r["gold"] for r in records)
+        top, top_n = predicted.most_common(1)[0]
+        result["predicted_letters"] = dict(sorted(predicted.items()))
+        result["gold_letters"] = dict(sorted(gold.items()))
+        result["top_letter_share"] = top_n / len(records)
+        result["model"] = eng.describe()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_records(records, out_dir / "mc_records.jsonl")
+        (out_dir / "mc_summary.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n",
+                                                 encoding="utf-8")
+        table = Table(title=f"{result['model']['model']} · {result['method']} · {shots}-shot")
+        for col in ("subject", "n", "correct", "accuracy", "chance", "no answer"):
+            table.add_column(col, justify="left" if col == "subject" else "right")
+        for name, s in result["subjects"].items():
+            table.add_row(name, str(s["n"]), str(s["correct"]), f"{s['accuracy']:.1%}", f"{s['chance']:.1%}",
+                          str(s["extraction_failures"] + s["errors"]))
+        o = result["overall"]
+        table.add_row("overall (micro)", str(o["n"]), str(o["correct"]), f"{o['micro_accuracy']:.1%}",
+                      f"{o['micro_chance']:.1%}", str(o["extraction_failures"] + o["errors"]), style="bold")
+        table.add_row("overall (macro)", "", "", f"{o['macro_accuracy']:.1%}", f"{o['macro_chance']:.1%}", "")
+        out.print(table)
+        share = ", ".join(f"{k} {v / len(records):.0%}" for k, v in sorted(predicted.items()))
+        gold_share = ", ".join(f"{k} {v / len(records):.0%}" for k, v in sorted(gold.items()))
+        out.print(f"predicted letters: {share} (gold: {gold_share})")
+        if result["top_letter_share"] >= 0.9:
+            out.print(f"[yellow]the model answers {top} {result['top_letter_share']:.0%} of the time: it just picks "
+                      "one letter[/]")
+        if result["bad_rows"]:
+            out.print(f"[dim]{len(result['bad_rows'])} rows could not be used (listed in mc_summary.json)[/]")
+        out.print(f"{o['n']} questions in {result['elapsed']:.0f} s → {out_dir / 'mc_records.jsonl'}, "
+                  f"{out_dir / 'mc_summary.json'}")
+
+
+@eval_app.command("compare")
+def eval_compare(runs: Annotated[list[Path], typer.Argument(help="Bench output directories (of `taide eval bench`).")],
+                 out_dir: Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write report.md, "
+                                    "report.json and report.png here.")] = None,
+                 no_published: Annotated[bool, typer.Option("--no-published", help="Leave out the card's "
+                                         "published rows.")] = False):
+    """The card's table across bench runs, with the card's published rows, reference metrics and fidelity.
+
+    Example: `taide eval compare runs/smol runs/taide-8b -o runs/compare`
+    """
+    from taide.eval.report import compare
+
+    with _errors():
+        _write_and_show_report(compare(runs, published=not no_published), out_dir)
+
+
 def main():
     app()
 
