@@ -87,9 +87,9 @@ class HtmlToText(Stage):
         return doc
 
 
-# Characters mojibake is made of: Latin-1 and CP1252 letters and symbols (not × and ÷, common in
+# Characters mojibake is made of: Latin-1 and CP1252 letters and symbols (not × ÷ … •, common in
 # Chinese text). Clean Chinese text rarely contains them, so ftfy (slow, pure Python) only looks at documents that do.
-_MOJIBAKE_HINT = re.compile("[\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]")
+_MOJIBAKE_HINT = re.compile("[\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc\u2030\u2039\u203a\u20ac\u2122]")
 
 
 class FixMojibake(Stage):
