@@ -1,0 +1,157 @@
+"""`taide build`: the stages data → cp → sft → export → eval → card, each an artifact directory with a
+manifest (command, settings, input hash, versions, counts). A stage whose inputs did not change since its
+complete manifest is skipped; a changed one reruns, and so does everything after it (their inputs include
+its result); a killed stage resumes (cleaning and training resume by themselves)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from taide.build import stages as stage_functions
+from taide.build.card import write_card
+from taide.build.plan import gpu_hours, model_shape
+from taide.build.recipe import STAGES, BuildError, Recipe, load_build_recipe
+
+RUNNERS = {"data": stage_functions.run_data, "cp": stage_functions.run_cp, "sft": stage_functions.run_sft,
+           "export": stage_functions.run_export, "eval": stage_functions.run_eval}
+PLAN_ONLY = ("expected_tokens",)  # recipe keys that inform the plan, not the stage
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    found = {}
+    for package in ("taide", "torch", "transformers", "llama-cpp-python", "gguf"):
+        try:
+            found[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return found
+
+
+def _files_fingerprint(paths) -> list:
+    found = []
+    for path in map(Path, paths if isinstance(paths, list) else [paths]):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        found += [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files if p.exists()]
+    return found
+
+
+def stage_settings(recipe: Recipe, stage: str) -> dict | None:
+    value = {"data": recipe.data, "cp": recipe.cp, "sft": recipe.sft, "export": recipe.export,
+             "eval": recipe.eval, "card": {"name": recipe.name, "description": recipe.description}}[stage]
+    if value is None:
+        return None
+    return {k: v for k, v in recipe.resolve(value).items() if k not in PLAN_ONLY}
+
+
+def enabled_stages(recipe: Recipe) -> list[str]:
+    return [s for s in STAGES if stage_settings(recipe, s) is not None]
+
+
+def input_hash(recipe: Recipe, stage: str, upstream_hashes: dict) -> str:
+    settings = stage_settings(recipe, stage)
+    files = []
+    if stage == "data":
+        files = _files_fingerprint(settings.get("inputs", [recipe.resolve("sample:data")]))
+    elif stage == "sft":
+        files = _files_fingerprint(settings.get("data", [recipe.resolve("sample:sft")]))
+    key = {"stage": stage, "settings": settings, "base": recipe.base_model, "upstream": upstream_hashes,
+           "files": files, "taide": _versions().get("taide")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_plan(recipe: Recipe) -> dict:
+    """What would run, with token counts and, for GPU recipes, the estimated GPU-hours."""
+    shape, shape_source = model_shape(recipe.base_model, recipe.base_shape)
+    compute = recipe.compute or {}
+    rows = []
+    for stage in enabled_stages(recipe):
+        row = {"stage": stage}
+        settings = stage_settings(recipe, stage)
+        if stage == "data":
+            inputs = settings.get("inputs", [recipe.resolve("sample:data")])
+            size = sum(f[1] for f in _files_fingerprint(inputs))
+            row.update(inputs=inputs, input_bytes=size)
+        if stage in ("cp", "sft"):
+            raw = recipe.resolve(getattr(recipe, stage))
+            seq_len = raw.get("seq_len", 8192)
+            if raw.get("expected_tokens"):
+                tokens, how = float(raw["expected_tokens"]), "given in the recipe"
+            elif raw.get("max_steps"):
+                tokens, how = float(raw["max_steps"] * raw.get("global_batch_tokens", 1 << 20)), "max_steps × batch"
+            else:
+                tokens, how = None, "counted when the stage runs"
+            flops = shape.flops_per_token(seq_len)
+            row.update(tokens=tokens, tokens_from=how, seq_len=seq_len, flops_per_token=flops)
+            if tokens and compute.get("device"):
+                row["gpu_hours"] = gpu_hours(tokens * raw.get("epochs", 1), flops, compute["device"],
+                                             compute.get("mfu", 0.3))
+        rows.append(row)
+    total = sum(r.get("gpu_hours", 0) for r in rows)
+    return {"recipe": str(recipe.source), "name": recipe.name, "base_model": recipe.base_model,
+            "parameters": shape.parameters, "shape_from": shape_source, "out": recipe.out, "stages": rows,
+            "compute": compute, "gpu_hours": total or None}
+
+
+def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run: bool = False,
+          from_stage: str | None = None, until_stage: str | None = None,
+          on_event: Callable[[str, str, dict], None] | None = None) -> dict:
+    """Run the recipe (the default one when None). Returns the plan (dry run) or every stage's result."""
+    recipe = load_build_recipe(recipe_path, out)
+    plan = make_plan(recipe)
+    if dry_run:
+        return plan
+    stages = enabled_stages(recipe)
+    for name, value in (("--from", from_stage), ("--until", until_stage)):
+        if value is not None and value not in stages:
+            raise BuildError(f"{name} {value}: not a stage of this recipe ({', '.join(stages)})")
+    first = stages.index(from_stage) if from_stage else 0
+    last = stages.index(until_stage) if until_stage else len(stages) - 1
+    root = Path(recipe.out)
+    root.mkdir(parents=True, exist_ok=True)
+    results, hashes = {}, {}
+    event = on_event or (lambda *_: None)
+    for index, stage in enumerate(stages):
+        if index > last:
+            break
+        directory = root / stage
+        manifest_path = directory / "manifest.json"
+        digest = input_hash(recipe, stage, dict(hashes))
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        done = bool(manifest and manifest.get("complete") and manifest.get("inputs_hash") == digest)
+        redo = from_stage is not None and index >= first
+        if done and not redo:
+            results[stage], hashes[stage] = manifest["result"], digest
+            event("skip", stage, manifest)
+            continue
+        if index < first:
+            raise BuildError(f"--from {from_stage}: the earlier stage {stage} has no complete result for these "
+                             "inputs; run without --from first")
+        started = directory / "started.json"
+        resumable = started.is_file() and json.loads(started.read_text()).get("inputs_hash") == digest
+        if directory.exists() and (redo or not resumable):
+            shutil.rmtree(directory)  # other inputs, or asked to redo: nothing of the old run is reused
+        directory.mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps({"inputs_hash": digest}))
+        event("start", stage, {})
+        began = time.perf_counter()
+        if stage == "card":
+            result = write_card(recipe, directory, results, plan)
+        else:
+            result = RUNNERS[stage](recipe, directory, results)
+        manifest = {"stage": stage, "inputs_hash": digest, "complete": True, "command": sys.argv,
+                    "settings": stage_settings(recipe, stage), "upstream": dict(hashes), "versions": _versions(),
+                    "seconds": round(time.perf_counter() - began, 1), "result": result}
+        tmp = directory / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+        tmp.replace(manifest_path)
+        results[stage], hashes[stage] = result, digest
+        event("done", stage, manifest)
+    return {"plan": plan, "results": results, "out": str(root)}

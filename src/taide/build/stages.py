@@ -1,0 +1,193 @@
+"""The build's stages. Each takes the recipe and the earlier stages' results, does its work in its own
+directory by calling the component that owns it (data, train, export, eval), and returns counts for its
+manifest. Nothing here re-implements those components."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+from pathlib import Path
+
+from taide.build.recipe import Recipe
+
+
+def run_data(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+    from taide.data import clean
+
+    settings = recipe.resolve(recipe.data)
+    report = clean(settings.get("inputs", ["sample:data"]), directory / "cleaned", config=settings.get("config"),
+                   keep_rejected=directory / "rejected", workers=settings.get("workers"),
+                   executor=settings.get("executor", "local"), ray_address=settings.get("ray_address"))
+    return {"read": report["read"], "kept": report["kept"], "unreadable": report["unreadable"],
+            "removed": report["removed"], "stages": report["stages"], "sources": report["sources"],
+            "output": str(directory / "cleaned")}
+
+
+def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, directory: Path) -> dict:
+    from taide.train import TrainConfig, train
+
+    settings = dict(recipe.resolve(settings))
+    settings.setdefault("data", data)
+    config = TrainConfig(mode=mode, model=model, out=str(directory), **settings)
+    result = train(config, resume="if_any")
+    heldout_tokens = None
+    data_summary = directory / "data.json"
+    if data_summary.is_file():
+        heldout_tokens = json.loads(data_summary.read_text()).get("heldout_rows")
+    return {"model": str(result.out), "steps": result.steps, "tokens": result.tokens,
+            "final_loss": result.final_loss, "heldout_loss_before": result.heldout_loss_before,
+            "heldout_loss": result.heldout_loss, "heldout_rows": heldout_tokens,
+            "hyperparameters": {k: v for k, v in config.to_dict().items() if k not in ("data", "out", "model")}}
+
+
+def run_cp(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+    return _train(recipe, "cp", recipe.cp, recipe.base_model, [upstream["data"]["output"]], directory)
+
+
+def run_sft(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+    model = upstream["cp"]["model"] if "cp" in upstream else recipe.base_model
+    return _train(recipe, "sft", recipe.sft, model, ["sample:sft"], directory)
+
+
+def built_model(upstream: dict, recipe: Recipe) -> str:
+    for stage in ("sft", "cp"):
+        if stage in upstream:
+            return upstream[stage]["model"]
+    return recipe.base_model
+
+
+def run_export(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+    from taide.export import export_model
+
+    settings = recipe.export
+    result = export_model(built_model(upstream, recipe), fmt=settings.get("format", "gguf"),
+                          quant=settings.get("quant", "q8_0"), out=directory, verify=settings.get("verify", True),
+                          overwrite=True)
+    report = result.to_dict()
+    return {"path": str(result.path), "format": result.format, "quant": result.quant, "size_bytes": result.size_bytes,
+            "bits_per_weight": result.bits_per_weight, "modelfile": report.get("modelfile"),
+            "verification": report.get("verification")}
+
+
+# --- evaluation: the built model against the base on what the build never trained on ---------------
+
+def _bootstrap(a: list[float], b: list[float], metric, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of metric(b) - metric(a) over items resampled with replacement."""
+    rng = random.Random(seed)
+    n = len(a)
+    diffs = []
+    for _ in range(rounds):
+        pick = [rng.randrange(n) for _ in range(n)]
+        diffs.append(metric([b[i] for i in pick]) - metric([a[i] for i in pick]))
+    diffs.sort()
+    return diffs[int(0.025 * rounds)], diffs[int(0.975 * rounds) - 1]
+
+
+def _heldout_losses(recipe: Recipe, upstream: dict, models: dict[str, str]) -> dict:
+    """Per-document-row held-out loss of each model on the CP held-out split (the same rows for all)."""
+    import torch
+
+    from taide.train import TrainConfig
+    from taide.train.datasets import build_datasets
+    from taide.train.model import load_for_training
+    from taide.train.parallel import World
+    from taide.train.trainer import token_loss_sum
+
+    world = World(0, 1, 0, torch.device("cpu"))
+    settings = dict(recipe.resolve(recipe.cp))
+    settings.pop("max_steps", None)
+    config = TrainConfig(mode="cp", model=recipe.base_model, data=[upstream["data"]["output"]],
+                         out=str(Path(upstream["cp"]["model"]).parent), **settings)
+    rows = {}
+    for name, reference in models.items():
+        model, tokenizer, chat_format = load_for_training(reference, world.device)
+        model.eval()
+        data = build_datasets(config, tokenizer, chat_format, world)
+        losses, counts = [], []
+        with torch.no_grad():
+            for batch in data.heldout(10_000):
+                loss, n = token_loss_sum(model, batch, contextlib.nullcontext)
+                losses.append(float(loss))
+                counts.append(n)
+        rows[name] = (losses, counts)
+        del model
+    return rows
+
+
+def _generate(reference: str, prompts: list[list[dict]], max_tokens: int) -> list[str]:
+    from taide.engines import GenerationParams, load_engine
+
+    with load_engine(reference) as engine:
+        answers = engine.generate_batch(prompts, GenerationParams(max_tokens=max_tokens, temperature=0.0))
+    return [a.text for a in answers]
+
+
+def run_eval(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+    from taide.chat.presets import task_messages
+    from taide.eval.metrics import sentence_chrf
+
+    settings = recipe.resolve(recipe.eval)
+    max_tokens = settings.get("max_tokens", 128)
+    built_gguf = upstream.get("export", {}).get("path") if upstream.get("export", {}).get("format") == "gguf" else None
+    models = {"base": recipe.base_model, "built": built_gguf or built_model(upstream, recipe)}
+    proof: dict = {}
+
+    # 1. Perplexity on held-out corpus documents.
+    if "cp" in upstream and "data" in upstream:
+        losses = _heldout_losses(recipe, upstream, {"base": recipe.base_model, "built": built_model(upstream, recipe)})
+        (base_l, base_n), (built_l, _) = losses["base"], losses["built"]
+        per_row_base = [l / n for l, n in zip(base_l, base_n) if n]
+        per_row_built = [l / n for l, n in zip(built_l, base_n) if n]
+        ppl = lambda ls, ns: math.exp(sum(ls) / sum(ns))  # noqa: E731
+        low, high = _bootstrap(per_row_base, per_row_built, lambda xs: sum(xs) / len(xs))
+        proof["heldout_perplexity"] = {"base": ppl(base_l, base_n), "built": ppl(built_l, base_n),
+                                       "rows": len(base_l), "tokens": sum(base_n),
+                                       "loss_diff_95": [low, high], "within_noise": low <= 0 <= high}
+
+    # 2. chrF on held-out translation pairs.
+    pairs_file = Path(settings.get("heldout_pairs") or recipe.resolve("sample:pairs"))
+    pairs = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    prompts = [task_messages(p["task"], p["source"]) for p in pairs]
+    scores = {}
+    for name, reference in models.items():
+        outputs = _generate(reference, prompts, max_tokens)
+        scores[name] = [sentence_chrf(o, p["reference"]) for o, p in zip(outputs, pairs)]
+        (directory / f"translations-{name}.jsonl").write_text(
+            "".join(json.dumps({"id": p["id"], "task": p["task"], "source": p["source"], "reference": p["reference"],
+                                "output": o}, ensure_ascii=False) + "\n" for p, o in zip(pairs, outputs)), "utf-8")
+    low, high = _bootstrap(scores["base"], scores["built"], lambda xs: sum(xs) / len(xs))
+    proof["heldout_chrf"] = {"base": sum(scores["base"]) / len(pairs), "built": sum(scores["built"]) / len(pairs),
+                             "pairs": len(pairs), "diff_95": [low, high], "within_noise": low <= 0 <= high}
+
+    # 3. taide-bench: answers of both models, judge-free metrics and fidelity, and the judge's scores.
+    bench = _run_bench(settings, models, directory, max_tokens)
+    result = {"proof": proof, "bench": bench, "models": models}
+    (directory / "proof.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    return result
+
+
+def _run_bench(settings: dict, models: dict[str, str], directory: Path, max_tokens: int) -> dict:
+    from taide.engines import GenerationParams, load_engine
+    from taide.eval.bench import generate_responses, judge_responses
+    from taide.eval.judge import Judge
+    from taide.eval.report import compare, write_report
+
+    data_dir = settings.get("bench")  # None: the shipped sample
+    runs = []
+    for name, reference in models.items():
+        run = directory / f"bench-{name}"
+        with load_engine(reference) as engine:
+            generate_responses(engine, run, data_dir, tasks=settings.get("tasks"),
+                               params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
+                               system_prompt=settings.get("system_prompt", False))
+            if settings.get("judge_endpoint"):
+                judge = Judge.from_endpoint(settings["judge_endpoint"], settings.get("judge_model"))
+                judge_responses(run, judge, data_dir, tasks=settings.get("tasks"))
+            elif settings.get("judge_model") == "self":
+                judge_responses(run, Judge(engine), data_dir, tasks=settings.get("tasks"))
+        runs.append(run)
+    report = compare(runs)
+    files = write_report(report, directory / "report")
+    return {"report": {k: str(v) for k, v in files.items()}, "runs": [str(r) for r in runs]}

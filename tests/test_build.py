@@ -1,0 +1,125 @@
+"""`taide build`: the plan's arithmetic, and the chain on a tiny model — skip, rerun and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taide.build.plan import gpu_hours, model_shape
+from taide.build.recipe import BuildError
+from taide.build.runner import build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_cards_recipe_plans_the_cards_compute():
+    """8.03B parameters, 8K context, 43B tokens → ≈ 5.8e10 FLOPs per token → ≈ 2,336 H100-hours at 30% MFU."""
+    plan = build(ROOT / "recipes/llama3-taide-8b.yaml", dry_run=True)
+    assert abs(plan["parameters"] - 8.03e9) < 0.01e9
+    cp = next(s for s in plan["stages"] if s["stage"] == "cp")
+    # by hand: 6 × (8.030e9 − 128256 × 4096) + 12 × 32 layers × 32 heads × 128 × 8192
+    by_hand = 6 * (8_030_261_248 - 128_256 * 4096) + 12 * 32 * 32 * 128 * 8192
+    assert cp["flops_per_token"] == by_hand and abs(by_hand - 5.79e10) < 0.01e10
+    assert abs(cp["gpu_hours"] - 43e9 * by_hand / (989e12 * 0.30) / 3600) < 1e-6
+    assert abs(cp["gpu_hours"] - 2336) / 2336 < 0.01
+    assert [s["stage"] for s in plan["stages"]] == ["data", "cp", "sft", "export", "eval", "card"]
+
+
+def test_shapes_agree_with_a_real_config(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    from taide.train.metrics import flops_per_token
+
+    shape, _ = model_shape(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert shape.parameters == sum(p.numel() for p in model.parameters())
+    assert shape.flops_per_token(256) == flops_per_token(model, 256)
+    with pytest.raises(Exception, match="not one of"):
+        gpu_hours(1e9, 1e9, "tpu", 0.3)
+
+
+def _write_once(path: Path, text: str) -> Path:
+    if not path.exists():  # a rewritten input (new mtime) counts as changed, as in make
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _tiny_recipe(tmp_path: Path, model_dir: Path, **changes) -> Path:
+    texts = ["臺灣的夜市文化源遠流長，從士林到六合，各地攤商以小吃與人情味吸引遊客。" * 3,
+             "颱風來襲前，中央氣象署提醒民眾做好防颱準備，並留意山區豪雨與土石流。" * 3,
+             "捷運新路線通車後，通勤時間縮短，沿線商圈也帶動了周邊的房地產市場。" * 3]
+    corpus = _write_once(tmp_path / "raw.jsonl", "".join(
+        json.dumps({"id": f"d{i}", "text": f"{i}號：" + texts[i % 3] + f"第{i}篇。"}, ensure_ascii=False) + "\n"
+        for i in range(40)))
+    sft = _write_once(tmp_path / "sft.jsonl", "".join(
+        json.dumps({"messages": [{"role": "user", "content": f"請介紹第{i}個景點。"},
+                                 {"role": "assistant", "content": f"第{i}個景點在花蓮，風景優美。"}]}, ensure_ascii=False)
+        + "\n" for i in range(24)))
+    pairs = _write_once(tmp_path / "pairs.jsonl", "".join(
+        json.dumps({"id": f"p{i}", "task": "zh2en", "source": "今天天氣很好。", "reference": "The weather is nice today."})
+        + "\n" for i in range(3)))
+    recipe = {"name": "tiny", "base_model": str(model_dir), "out": str(tmp_path / "build"),
+              "data": {"inputs": [str(corpus)], "workers": 1},
+              "cp": {"seq_len": 64, "global_batch_tokens": 256, "micro_batch_size": 4, "max_steps": 3,
+                     "holdout_fraction": 0.2, "eval_batches": 2, "lr": 1e-3},
+              "sft": {"data": [str(sft)], "seq_len": 128, "global_batch_tokens": 256, "micro_batch_size": 2,
+                      "max_steps": 3, "holdout_fraction": 0.2, "eval_batches": 1, "lr": 1e-3},
+              "export": {"format": "gguf", "quant": "f16", "verify": False},
+              "eval": {"max_tokens": 8, "heldout_pairs": str(pairs), "tasks": ["zh2en"]}}
+    for key, value in changes.items():
+        recipe[key] = {**recipe[key], **value} if isinstance(value, dict) else value
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_chain_skips_reruns_and_resumes(tmp_path, tiny_model_dir):
+    events = []
+    record = lambda kind, stage, _: events.append((kind, stage))  # noqa: E731
+    first = build(_tiny_recipe(tmp_path, tiny_model_dir), on_event=record)
+    stages = ["data", "cp", "sft", "export", "eval", "card"]
+    assert [s for k, s in events if k == "done"] == stages
+    card = Path(first["results"]["card"]["card"]).read_text(encoding="utf-8")
+    for heading in ("## 模型簡介", "## 模型參數", "## 特色", "## 使用說明", "## 訓練方法", "## 訓練資料", "## 模型評測",
+                    "## 免責聲明"):
+        assert heading in card
+    proof = first["results"]["eval"]["proof"]
+    assert proof["heldout_perplexity"]["rows"] > 0 and "within_noise" in proof["heldout_chrf"]
+    manifest = json.loads((tmp_path / "build/cp/manifest.json").read_text())
+    assert manifest["complete"] and manifest["versions"]["torch"] and manifest["result"]["steps"] == 3
+
+    events.clear()  # nothing changed: everything is skipped
+    build(_tiny_recipe(tmp_path, tiny_model_dir), on_event=record)
+    assert [k for k, _ in events] == ["skip"] * 6
+
+    events.clear()  # a changed SFT setting reruns SFT and what follows, not data or CP
+    build(_tiny_recipe(tmp_path, tiny_model_dir, sft={"lr": 5e-4}), on_event=record)
+    assert [s for k, s in events if k == "skip"] == ["data", "cp"]
+    assert [s for k, s in events if k == "done"] == ["sft", "export", "eval", "card"]
+
+    events.clear()  # killed during export: the next run resumes there
+
+    def die_at_export(kind, stage, manifest):
+        record(kind, stage, manifest)
+        if (kind, stage) == ("start", "export"):
+            raise KeyboardInterrupt
+
+    recipe = _tiny_recipe(tmp_path, tiny_model_dir, export={"quant": "q8_0"})
+    with pytest.raises(KeyboardInterrupt):
+        build(recipe, on_event=die_at_export)
+    events.clear()
+    build(recipe, on_event=record)
+    assert [s for k, s in events if k == "skip"] == ["data", "cp", "sft"]
+    assert [s for k, s in events if k == "done"] == ["export", "eval", "card"]
+
+
+def test_bad_recipes_are_named(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("name: x\nbase_model: smollm2-135m\ncp_steps: 3\n")
+    with pytest.raises(BuildError, match=r"r.yaml: unknown keys \['cp_steps'\]"):
+        build(bad, dry_run=True)
+    with pytest.raises(BuildError, match="--from train: not a stage"):
+        build(None, from_stage="train", out=str(tmp_path / "o"))
