@@ -1,0 +1,13 @@
+"""`taide build`: one recipe from raw corpus to an evaluated, exported model and its model card.
+
+- ``recipe``: the YAML recipe and the shipped samples it can name
+- ``plan``: parameters, FLOPs per token and GPU-hours before anything runs (``--dry-run``)
+- ``stages``: each stage calls the component that owns the work (data, train, export, eval)
+- ``runner``: manifests, skip / rerun / resume
+- ``card``: the model card, from the build's own artifacts
+"""
+
+from taide.build.recipe import BuildError, Recipe, load_build_recipe
+from taide.build.runner import build, make_plan
+
+__all__ = ["BuildError", "Recipe", "build", "load_build_recipe", "make_plan"]

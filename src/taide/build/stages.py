@@ -85,8 +85,9 @@ def _bootstrap(a: list[float], b: list[float], metric, rounds: int = 1000, seed:
     return diffs[int(0.025 * rounds)], diffs[int(0.975 * rounds) - 1]
 
 
-def _heldout_losses(recipe: Recipe, upstream: dict, models: dict[str, str]) -> dict:
-    """Per-document-row held-out loss of each model on the CP held-out split (the same rows for all)."""
+def _heldout_losses(recipe: Recipe, upstream: dict, models: dict[str, str], rows_wanted: int) -> dict:
+    """Per-row held-out loss of each model on the first ``rows_wanted`` rows of the CP held-out split
+    (the same rows for every model)."""
     import torch
 
     from taide.train import TrainConfig
@@ -107,7 +108,7 @@ def _heldout_losses(recipe: Recipe, upstream: dict, models: dict[str, str]) -> d
         data = build_datasets(config, tokenizer, chat_format, world)
         losses, counts = [], []
         with torch.no_grad():
-            for batch in data.heldout(10_000):
+            for batch in data.heldout(max(1, rows_wanted // config.micro_batch_size)):
                 loss, n = token_loss_sum(model, batch, contextlib.nullcontext)
                 losses.append(float(loss))
                 counts.append(n)
@@ -136,7 +137,8 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict) -> dict:
 
     # 1. Perplexity on held-out corpus documents.
     if "cp" in upstream and "data" in upstream:
-        losses = _heldout_losses(recipe, upstream, {"base": recipe.base_model, "built": built_model(upstream, recipe)})
+        losses = _heldout_losses(recipe, upstream, {"base": recipe.base_model, "built": built_model(upstream, recipe)},
+                                 settings.get("heldout_rows", 32))
         (base_l, base_n), (built_l, _) = losses["base"], losses["built"]
         per_row_base = [l / n for l, n in zip(base_l, base_n) if n]
         per_row_built = [l / n for l, n in zip(built_l, base_n) if n]
