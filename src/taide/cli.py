@@ -506,7 +506,10 @@ def _print_scores(report: dict) -> None:
 
     table = Table(title="taide-bench: mean judge score (1–10)")
     for col in ("model", *(TASK_LABELS[t] for t in CARD_TASKS), "平均 average"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        if col == "model":
+            table.add_column(col, overflow="fold", min_width=14)
+        else:
+            table.add_column(col.replace(" ", "\n"), justify="right", no_wrap=True)
     for row in score_rows(report):
         table.add_row(*row)
     out.print(table)
@@ -523,6 +526,22 @@ def _print_scores(report: dict) -> None:
                   f"  wrong language: {', '.join(wrong)}\n  Simplified share: {', '.join(simp)}[/]")
     for w in report["warnings"]:
         out.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
+
+
+def _check_endpoint(engine, what: str) -> None:
+    """Fail now, not after the whole generation, when an endpoint is unreachable or refuses the key: list
+    its models (cheap). Endpoints that do not list models (HTTP 404/405) are let through."""
+    from taide.errors import EngineError
+
+    client = getattr(engine, "client", None)
+    if client is None:
+        return
+    try:
+        engine._call(client.models.list)
+    except EngineError as e:
+        status = getattr(e, "status", None)
+        if status is None or status in (401, 403):
+            raise EngineError(f"{what}: {e}") from e
 
 
 def _write_and_show_report(report: dict, out_dir: Path | None) -> None:
@@ -600,20 +619,21 @@ def eval_bench(
         data_dir = data or SAMPLE_BENCH
         load_bench(data_dir, task_list)  # bad data fails here, before any model loads
         params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
+        judge = None
+        judge_options = {"concurrency": judge_concurrency or concurrency, "max_tokens": judge_max_tokens}
+        if not generate_only and judge_endpoint:  # a wrong judge URL or key fails before the model loads
+            with err.status(f"Connecting to the judge at {judge_endpoint} …"):
+                judge = Judge.from_endpoint(judge_endpoint, judge_model, judge_api_key, timeout, **judge_options)
+                _check_endpoint(judge.engine, "the judge")
         if endpoint:
             with err.status(f"Connecting to {endpoint} …"):
                 eng = load_endpoint(endpoint, served_model, api_key, timeout, max_concurrency=concurrency or 8)
+                _check_endpoint(eng, "the model endpoint")
         else:
             eng = _load(model, engine, n_ctx=n_ctx)
-        judge = None
-        if not generate_only:
-            options = {"concurrency": judge_concurrency or concurrency, "max_tokens": judge_max_tokens}
-            if judge_endpoint:
-                with err.status(f"Connecting to the judge at {judge_endpoint} …"):
-                    judge = Judge.from_endpoint(judge_endpoint, judge_model, judge_api_key, timeout, **options)
-            else:
-                with err.status(f"Loading the judge {judge_model} …"):
-                    judge = Judge(load_engine(judge_model, "auto"), **options)
+        if not generate_only and not judge_endpoint:
+            with err.status(f"Loading the judge {judge_model} …"):
+                judge = Judge(load_engine(judge_model, "auto"), **judge_options)
         out_dir.mkdir(parents=True, exist_ok=True)
         if system and system.lower() == "none":
             system_text = False
@@ -666,7 +686,7 @@ def eval_mc(model: Model,
 
     Writes `mc_records.jsonl` (one line per question: gold, predicted, letter scores or the answer text) and
     `mc_summary.json` in OUT, and prints which letters the model picks (a model near chance often just
-    picks one).
+    picks one). `--system none` sends no system prompt.
 
     Example: `taide eval mc smollm2-135m data/tmmlu/subjects --limit-per-subject 20 -o runs/mc-smol`
     """
@@ -684,8 +704,9 @@ def eval_mc(model: Model,
         with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err) as progress:
             bar = progress.add_task("mc", total=None)
+            system_text = "" if system and system.lower() == "none" else _system(system) if system else None
             result = run_mc(eng, data, shots=shots, limit_per_subject=limit_per_subject, method=method,
-                            system=_system(system) if system else None, max_tokens=max_tokens,
+                            system=system_text, max_tokens=max_tokens,
                             progress=lambda done, total: progress.update(bar, completed=done, total=total))
         eng.close()
         records = result.pop("records")
@@ -737,6 +758,139 @@ def eval_compare(runs: Annotated[list[Path], typer.Argument(help="Bench output d
 
     with _errors():
         _write_and_show_report(compare(runs, published=not no_published), out_dir)
+
+
+@data_app.command("sample")
+def data_sample(target: Annotated[Path, typer.Argument(help="Directory to copy the raw sample corpus into.")]):
+    """Copy the raw sample corpus that ships with taide (315 documents written for the project: news,
+    letters, forum posts, reviews, HTML pages, Big5/UTF-16/GB18030 files, with PII, spam, Simplified text,
+    mojibake, layout breaks and near-duplicates planted) and its MANIFEST.json into TARGET.
+
+    Example: `taide data sample corpus/ && taide data clean corpus/raw -o cleaned/`
+    """
+    import shutil
+
+    from taide.build.recipe import SAMPLES
+
+    with _errors():
+        source = SAMPLES["data"].parent
+        if target.exists() and any(target.iterdir()):
+            raise TaideError(f"{target}: not empty; choose a new directory")
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        out.print(f"copied the raw sample corpus to {target / 'raw'} (what each document needs: {target / 'MANIFEST.json'})")
+
+
+@app.command("build")
+def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build recipe YAML (default: the demo recipe "
+                                                                   "on the embedded model and the shipped data).")] = None,
+                  out_dir: Annotated[Optional[str], typer.Option("--out", "-o", help="Where the stages' artifacts go "
+                                                                 "(default: the recipe's out).")] = None,
+                  dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (stages, tokens, GPU-hours) "
+                                                        "and stop.")] = False,
+                  from_stage: Annotated[Optional[str], typer.Option("--from", help="Redo this stage and the ones after.")] = None,
+                  until_stage: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None):
+    """Run the card's chain — data → cp → sft → export → eval → card — as one recipe.
+
+    Each stage writes an artifact directory with a manifest; a rerun skips stages whose inputs did not change, reruns a changed
+    stage and everything after it, and a killed build resumes where it stopped. Ends with the model card
+    (MODEL_CARD.md, in the card's structure) and the evaluation table.
+
+    Example: `taide build` (the demo: ≈ 10 minutes on 2 CPU cores), or
+    `taide build recipes/llama3-taide-8b.yaml --dry-run` (the card's own recipe: 2,336 H100-hours)
+    """
+    from taide.build import build
+
+    with _errors():
+        if dry_run:
+            plan = build(recipe, out_dir, dry_run=True)
+            table = Table(title=f"{plan['name']}: {plan['parameters'] / 1e9:.2f}B parameters ({plan['shape_from']})")
+            for column in ("stage", "inputs / tokens", "FLOPs per token", "GPU-hours"):
+                table.add_column(column)
+            for row in plan["stages"]:
+                what = (f"{len(row['inputs'])} inputs, {row['input_bytes'] / 1e6:,.1f} MB here" if "inputs" in row else
+                        f"{row['tokens']:,.0f} tokens ({row['tokens_from']})" if row.get("tokens") else
+                        row.get("tokens_from", ""))
+                table.add_row(row["stage"], what, f"{row['flops_per_token']:.3g}" if "flops_per_token" in row else "",
+                              f"{row['gpu_hours']:,.0f}" if row.get("gpu_hours") else "")
+            out.print(table)
+            if plan.get("gpu_hours"):
+                compute = plan["compute"]
+                out.print(f"≈ {plan['gpu_hours']:,.0f} {compute['device'].upper()} GPU-hours at "
+                          f"{compute.get('mfu', 0.3):.0%} MFU (tokens × FLOPs per token ÷ peak × MFU)")
+            return
+
+        def on_event(kind, stage, manifest):
+            if kind == "skip":
+                err.print(f"[dim]{stage}: unchanged, skipped[/]")
+            elif kind == "start":
+                err.print(f"[bold]{stage}[/] …")
+            else:
+                err.print(f"[green]{stage}[/] done in {manifest['seconds']:.0f} s")
+
+        result = build(recipe, out_dir, from_stage=from_stage, until_stage=until_stage, on_event=on_event)
+        results = result["results"]
+        card = results.get("card", {}).get("card")
+        report = results.get("eval", {}).get("bench", {}).get("report", {})
+        if report.get("md"):
+            out.print(Path(report["md"]).read_text(encoding="utf-8"))
+        proof = results.get("eval", {}).get("proof", {})
+        for key, label in (("heldout_perplexity", "held-out perplexity"), ("heldout_chrf", "held-out chrF")):
+            if key in proof:
+                p = proof[key]
+                note = " (within noise)" if p["within_noise"] else ""
+                out.print(f"{label}: base {p['base']:.2f} → built {p['built']:.2f}{note}")
+        model = (results.get("sft") or results.get("cp") or {}).get("model")
+        if card:
+            out.print(f"model card: {card}")
+        if model:
+            out.print(f"chat with it:  taide chat {model}\nserve it:      taide serve {model}")
+
+
+@app.command("export")
+def export_command(model: Model,
+                   fmt: Annotated[str, typer.Option("--format", help="gguf (llama.cpp, Ollama) or hf (merged safetensors "
+                                                    "for transformers and vLLM).")] = "gguf",
+                   quant: Annotated[str, typer.Option("--quant", help="f16, bf16, q8_0, q5_0, q5_1, q4_0, q4_1, q4_k_m, …")] = "f16",
+                   out_path: Annotated[Optional[Path], typer.Option("--out", "-o", help="A .gguf path or a directory.")] = None,
+                   verify: Annotated[bool, typer.Option("--verify", help="Compare the GGUF with the source model "
+                                                        "(greedy tokens, log-probabilities, tokenizer ids) and fail "
+                                                        "when it does not match.")] = False,
+                   overwrite: Annotated[bool, typer.Option("--overwrite")] = False):
+    """Export a model to GGUF (optionally quantized) or a merged Hugging Face directory.
+
+    A GGUF carries the tokenizer, chat template and end-of-turn ids (an Ollama Modelfile is written beside it), quantized in Python (q8_0, q4_0, …) or through llama.cpp (K-quants); or a merged
+    Hugging Face directory. LoRA adapter directories are merged first.
+
+    Example: `taide export runs/sft/model --quant q4_k_m -o dist/ --verify`
+    """
+    from taide.export import export_model
+
+    with _errors():
+        result = export_model(model, fmt, quant, out_path, verify=verify, overwrite=overwrite)
+        size = f"{result.size_bytes / 1e6:,.1f} MB"
+        bits = f", {result.bits_per_weight:.2f} bits/weight" if result.bits_per_weight else ""
+        out.print(f"{result.path} ({size}{bits}, {result.seconds:.0f} s)")
+        if result.modelfile:
+            out.print(f"Ollama: ollama create my-taide -f {result.modelfile}")
+        if result.verification is not None:
+            out.print(result.verification.summary())
+
+
+@app.command("verify")
+def verify_command(gguf: Annotated[Path, typer.Argument(help="The GGUF file to check.")],
+                   against: Annotated[str, typer.Option("--against", help="The source model (HF directory, .gguf, "
+                                                        "or 'smollm2-135m'), run on transformers.")]):
+    """Check a GGUF against its source model.
+
+    Compares greedy continuations on Traditional-Chinese and English prompts, per-token log-probabilities, tokenizer ids on a Chinese/English/emoji set, the chat template and
+    end-of-turn id, and perplexity.
+
+    Example: `taide verify dist/model-q4_k_m.gguf --against runs/sft/model`
+    """
+    from taide.export import verify_gguf
+
+    with _errors():
+        out.print(verify_gguf(gguf, against).summary())
 
 
 def main():
