@@ -796,7 +796,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
     (MODEL_CARD.md, in the card's structure) and the evaluation table.
 
     Example: `taide build` (the demo: ≈ 10 minutes on 2 CPU cores), or
-    `taide build recipes/llama3-taide-8b.yaml --dry-run` (the card's own recipe: 2,336 H100-hours)
+    `taide build recipes/build/llama3-taide-8b.yaml --dry-run` (the card's own recipe: 2,336 H100-hours)
     """
     from taide.build import build
 
@@ -831,8 +831,8 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
         results = result["results"]
         card = results.get("card", {}).get("card")
         report = results.get("eval", {}).get("bench", {}).get("report", {})
-        if report.get("md"):
-            out.print(Path(report["md"]).read_text(encoding="utf-8"))
+        if report.get("markdown"):
+            out.print(Path(report["markdown"]).read_text(encoding="utf-8"))
         proof = results.get("eval", {}).get("proof", {})
         for key, label in (("heldout_perplexity", "held-out perplexity"), ("heldout_chrf", "held-out chrF")):
             if key in proof:

@@ -119,8 +119,8 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
                      f"| – | {results['sft']['tokens']:,} tokens |")
     lines += ["", "## 模型評測", ""]
     report = evaluation.get("bench", {}).get("report", {})
-    if report.get("md") or report.get("markdown"):
-        text = Path(report.get("md") or report.get("markdown")).read_text(encoding="utf-8")
+    if report.get("markdown"):
+        text = Path(report["markdown"]).read_text(encoding="utf-8")
         lines += [text.split("\n", 1)[1] if text.startswith("#") else text, ""]
     lines += _proof(evaluation)
     lines += ["## 免責聲明", "",

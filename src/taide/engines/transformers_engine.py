@@ -61,10 +61,36 @@ class HFDetokenizer(Detokenizer):
         return now[len(before):].rstrip("\ufffd")  # a character cut off by the token limit is dropped
 
 
-def load_hf(model: ModelRef, device: str, dtype: torch.dtype):
-    """Tokenizer and model from an HF directory (safetensors only) or a GGUF file, never from a hub."""
+QUANTIZATIONS = ("nf4",)
+
+
+def quantization_options(quantization: str, device: str, dtype: torch.dtype) -> dict:
+    """from_pretrained options for 4-bit NF4 weights through bitsandbytes (the card's 4-bit build, on GPU)."""
+    import importlib.util
+
+    if quantization.lower() not in QUANTIZATIONS:
+        raise EngineError(f"quantization {quantization!r} is not supported; choose nf4 (bitsandbytes 4-bit, GPU), "
+                          "or export to GGUF (taide export --quant q4_k_m) for 4-bit on CPU")
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        raise EngineError(f"quantization='nf4' needs a CUDA GPU (bitsandbytes' 4-bit kernels), but the device is "
+                          f"{device!r}; on CPU, export the model to GGUF (taide export --quant q4_k_m) and use the "
+                          "llamacpp engine")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise EngineError("quantization='nf4' needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute),
+            "device_map": {"": device}}
+
+
+def load_hf(model: ModelRef, device: str, dtype: torch.dtype, quantization: str | None = None):
+    """Tokenizer and model from an HF directory (safetensors only) or a GGUF file, never from a hub.
+    ``quantization="nf4"`` loads the weights as 4-bit NF4 with bitsandbytes (CUDA only)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quantized = quantization_options(quantization, device, dtype) if quantization else {}
     if model.kind == "hf":
         where, extra = str(model.path), {"use_safetensors": True}
     elif model.kind == "gguf":
@@ -74,10 +100,10 @@ def load_hf(model: ModelRef, device: str, dtype: torch.dtype):
                           "(use --engine openai)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
-        lm = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=dtype, **extra)
+        lm = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=dtype, **extra, **quantized)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelError(f"{model.path}: transformers cannot load this model: {e}") from e
-    return tokenizer, lm.to(device).eval()
+    return tokenizer, (lm if quantized else lm.to(device)).eval()  # bitsandbytes placed it already
 
 
 class StaticBatchLoop(DecodeLoop):
@@ -135,13 +161,14 @@ class TransformersEngine(LocalEngine):
     name = "transformers"
 
     def __init__(self, model: ModelRef, chat_format: str | None = None, device: str | None = None,
-                 dtype: str | None = None, max_batch: int = 8, **_ignored):
+                 dtype: str | None = None, max_batch: int = 8, quantization: str | None = None, **_ignored):
         self.model = model
         self.parallelism = max_batch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # bf16 on GPU; fp32 on CPU, where bf16 matmuls are slow and less exact.
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
-        self.tokenizer, self.lm = load_hf(model, self.device, torch_dtype)
+        self.quantization = quantization
+        self.tokenizer, self.lm = load_hf(model, self.device, torch_dtype, quantization)
         self.codec = HFCodec(self.tokenizer)
         template = self.tokenizer.chat_template or model.chat_template
         self.chat_format = chat_format_for(chat_format or model.chat_format, template,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from taide.engines.transformers_engine import HFCodec
 from taide.train.config import TrainConfig, TrainError
-from taide.train.packing import CPDataset, DocumentTokenizer, Loader, collate, tokenize_source
+from taide.train.packing import CPDataset, DocumentTokenizer, Loader, collate, pack_row, tokenize_source
 from taide.train.parallel import World
 from taide.train.sft_data import SFTDataset, load_sft
 
@@ -27,12 +27,18 @@ class Datasets:
     micro_batch_size: int
 
     def heldout(self, batches: int) -> list[dict]:
-        """Up to ``batches`` micro-batches of held-out rows for this process (every process its own rows)."""
+        """Up to ``batches`` micro-batches of held-out rows for this process (every process its own rows).
+        Every process gets the same number of batches, since under FSDP each forward is collective: a process
+        whose rows have run out gets a row of padding (no trained tokens) instead of skipping the forward."""
         rows = self.heldout_set.num_rows(0)
         per = self.micro_batch_size
-        mine = list(range(self.world.rank * per, rows, self.world.size * per))[:batches]
-        return [collate([self.heldout_set.row(0, i) for i in range(start, min(start + per, rows))])
-                for start in mine]
+        stride = self.world.size * per
+        out = []
+        for k in range(min(batches, -(-rows // stride))):
+            start = k * stride + self.world.rank * per
+            mine = [self.heldout_set.row(0, i) for i in range(start, min(start + per, rows))]
+            out.append(collate(mine or [pack_row([], self.heldout_set.seq_len, self.heldout_set.pad_id)]))
+        return out
 
 
 def _sources(data) -> dict[str, list[str]]:

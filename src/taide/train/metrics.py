@@ -43,7 +43,9 @@ class MetricsLog:
     """Writes every logged step to ``metrics.jsonl`` and TensorBoard (when installed); ``plot()`` draws
     the loss curves."""
 
-    def __init__(self, directory: Path, enabled: bool = True, resume: bool = False):
+    def __init__(self, directory: Path, enabled: bool = True, resume: bool = False, resume_step: int | None = None):
+        """``resume``: append to the run's log; ``resume_step``: the checkpoint's step, whose later records
+        (logged before the run stopped, trained again now) are dropped, in the JSONL and in TensorBoard."""
         self.path = directory / "metrics.jsonl"
         self.enabled = enabled
         self.board = None
@@ -52,10 +54,14 @@ class MetricsLog:
         directory.mkdir(parents=True, exist_ok=True)
         if not resume and self.path.exists():
             self.path.unlink()
+        if resume and resume_step is not None and self.path.exists():
+            kept = [r for r in self.records() if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.board = SummaryWriter(str(directory / "tensorboard"))
+            purge = resume_step + 1 if resume and resume_step is not None else None
+            self.board = SummaryWriter(str(directory / "tensorboard"), purge_step=purge)
         except ImportError:
             pass
 

@@ -127,7 +127,8 @@ def train(config: TrainConfig, resume: bool | str = False,
             progress = load_checkpoint(found, model, optimizer, world, trainable_only=config.lora is not None)
             step = progress["step"]
             data.train.load_state_dict(progress["data"][world.rank])
-        log = MetricsLog(out, enabled=world.main, resume=found is not None)
+        log = MetricsLog(out, enabled=world.main, resume=found is not None,
+                         resume_step=step if found is not None else None)
         heldout_before = evaluate(model, data.heldout(config.eval_batches), world, autocast) if step == 0 else None
         if heldout_before is not None:
             log.log(0, {"eval_loss": heldout_before, "eval_perplexity": math.exp(heldout_before)})

@@ -1,0 +1,59 @@
+"""What the export modules share: the error type, config reading, and small file helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from taide.errors import TaideError
+
+SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM (Llama 2/3, Llama3-TAIDE, SmolLM2)"}
+
+
+class ExportError(TaideError):
+    """A model cannot be exported (unsupported architecture or tokenizer, missing files), or an export failed
+    its verification."""
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ExportError(f"{path}: missing") from e
+    except json.JSONDecodeError as e:
+        raise ExportError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+
+
+def model_type(config: dict) -> str:
+    return str(config.get("model_type") or (config.get("architectures") or ["unknown"])[0]).lower()
+
+
+def check_architecture(config: dict, where: Path) -> None:
+    kind = model_type(config)
+    if kind not in SUPPORTED_ARCHITECTURES:
+        archs = ", ".join(config.get("architectures") or []) or "no architectures field"
+        supported = "; ".join(f"{k}: {v}" for k, v in SUPPORTED_ARCHITECTURES.items())
+        raise ExportError(f"{where / 'config.json'}: model_type {kind!r} ({archs}) cannot be exported to GGUF by taide; "
+                          f"supported: {supported}. Export it with --format hf, or use llama.cpp's own converter")
+    if config.get("quantization_config"):
+        method = config["quantization_config"].get("quant_method", "unknown")
+        raise ExportError(f"{where / 'config.json'}: the weights are already quantized ({method}); GGUF export needs "
+                          "full-precision weights (float32, float16 or bfloat16 safetensors)")
+
+
+def replace_atomically(tmp: Path, final: Path) -> Path:
+    os.replace(tmp, final)
+    return final
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("taide", "torch", "transformers", "gguf", "llama-cpp-python", "peft", "safetensors"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,193 @@
+"""`--format hf`: any model reference → a merged Hugging Face directory (safetensors) that transformers,
+vLLM and the GGUF writer load.
+
+- an HF directory is re-saved as safetensors (in its own dtype unless ``dtype`` is given);
+- a LoRA adapter directory (``adapter_config.json`` + ``adapter_model.safetensors``) is loaded onto its base
+  model with peft and merged into the weights;
+- a GGUF file (the embedded default, say) is dequantized by transformers, and its tokenizer repaired where
+  transformers' GGUF reader is not faithful to llama.cpp: the pre-tokenizer llama.cpp uses for it
+  (``tokenizer.ggml.pre``: SmolLM2's splits digits one by one, Llama 3's has its own regex), BOS added when
+  the GGUF says so, and no extra tokens past the vocabulary.
+
+The directory always carries the chat template and a generation config whose end-of-sequence ids include
+the end-of-turn token, plus a ``manifest.json`` saying what produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from taide.export.common import ExportError, read_json, versions
+from taide.models import ModelRef, resolve_model
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+
+
+def _torch_dtype(dtype: str | None, default):
+    import torch
+
+    if dtype in (None, "auto"):
+        return default
+    if not hasattr(torch, dtype):
+        raise ExportError(f"dtype {dtype!r}: choose float32, float16 or bfloat16")
+    return getattr(torch, dtype)
+
+
+def load_source(reference: str | Path, dtype: str | None = None):
+    """(model, tokenizer, ModelRef) on CPU, for any local reference (HF dir or GGUF); weights never downloaded."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ref = reference if isinstance(reference, ModelRef) else resolve_model(reference)
+    if ref.kind == "endpoint":
+        raise ExportError(f"{ref.reference} is an endpoint; export needs the weights (an HF directory or GGUF file)")
+    try:
+        if ref.kind == "hf":
+            where, extra = str(ref.path), {"use_safetensors": True}
+            torch_dtype = _torch_dtype(dtype, "auto")
+        else:
+            where, extra = str(ref.path.parent), {"gguf_file": ref.path.name}
+            torch_dtype = _torch_dtype(dtype, torch.float32)  # dequantized values are exact in float32
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
+        model = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch_dtype, **extra)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ExportError(f"{ref.path}: transformers cannot load this model: {e}") from e
+    if ref.kind == "gguf":  # plain tensors now, not a quantized model
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model.eval(), tokenizer, ref
+
+
+def _merge_lora(adapter: Path, base: str | None, dtype: str | None):
+    config = read_json(adapter / "adapter_config.json")
+    if not (adapter / "adapter_model.safetensors").is_file():
+        found = [p.name for p in adapter.glob("adapter_model*")]
+        raise ExportError(f"{adapter}: missing adapter_model.safetensors"
+                          + (f" (found {', '.join(found)}; pickled adapters are never loaded)" if found else ""))
+    base_ref = base or config.get("base_model_name_or_path")
+    if not base_ref:
+        raise ExportError(f"{adapter / 'adapter_config.json'}: no base_model_name_or_path; pass the base model")
+    try:
+        from peft import PeftModel
+    except ImportError as e:
+        raise ExportError("merging a LoRA adapter needs peft: pip install peft") from e
+    try:
+        model, tokenizer, ref = load_source(base_ref, dtype)
+    except Exception as e:
+        raise ExportError(f"{adapter}: cannot load the adapter's base model {base_ref!r} ({e}); pass the base "
+                          "model's local directory or GGUF") from e
+    merged = PeftModel.from_pretrained(model, str(adapter), is_trainable=False).merge_and_unload()
+    if (adapter / "tokenizer.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter), local_files_only=True)
+    return merged, tokenizer, ref
+
+
+def _end_of_turn_ids(tokenizer, chat_format) -> list[int]:
+    vocab = tokenizer.get_vocab()
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    ids.update(vocab[t] for t in chat_format.stop_tokens if t in vocab)
+    return sorted(ids)
+
+
+def repair_gguf_tokenizer(out: Path, gguf_path: Path) -> list[str]:
+    """Make ``out/tokenizer.json`` (written by transformers from a GGUF) tokenize as llama.cpp does that GGUF."""
+    from taide.export.gguf_info import model_ref
+    from taide.export.gguf_writer import PRE_TOKENIZERS
+
+    meta = model_ref(gguf_path).metadata
+    path = out / "tokenizer.json"
+    tj = read_json(path)
+    changes = []
+    pre = meta.get("tokenizer.ggml.pre")
+    if pre in PRE_TOKENIZERS and tj.get("pre_tokenizer") != PRE_TOKENIZERS[pre]:
+        tj["pre_tokenizer"] = json.loads(json.dumps(PRE_TOKENIZERS[pre]))
+        for p in [tj["pre_tokenizer"], *tj["pre_tokenizer"].get("pretokenizers", [])]:
+            if p.get("type") == "ByteLevel":
+                p["trim_offsets"] = True
+        changes.append(f"pre-tokenizer set to llama.cpp's {pre!r}")
+    if pre == "llama-bpe" and not tj["model"].get("ignore_merges"):
+        tj["model"]["ignore_merges"] = True  # as Meta's tokenizer.json and llama.cpp's llama-bpe
+        changes.append("ignore_merges on (Llama 3)")
+    n_vocab = meta.get("_vocab_size")
+    extra = [t for t in tj.get("added_tokens", []) if n_vocab is not None and t["id"] >= n_vocab]
+    if extra:
+        tj["added_tokens"] = [t for t in tj["added_tokens"] if t["id"] < n_vocab]
+        changes.append(f"dropped {', '.join(t['content'] for t in extra)} (past the GGUF's {n_vocab} tokens)")
+    bos = meta.get("_bos_token")
+    if meta.get("tokenizer.ggml.add_bos_token") and bos:
+        bos_id = meta["tokenizer.ggml.bos_token_id"]
+        special = {"SpecialToken": {"id": bos, "type_id": 0}}
+        tj["post_processor"] = {
+            "type": "TemplateProcessing",
+            "single": [special, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [special, {"Sequence": {"id": "A", "type_id": 0}}, special, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}}
+        changes.append("BOS added to encoded text, as the GGUF says")
+    if changes:
+        path.write_text(json.dumps(tj, ensure_ascii=False, indent=2), encoding="utf-8")
+        if extra:
+            config_path = out / "tokenizer_config.json"
+            tc = read_json(config_path)
+            dropped = {t["content"] for t in extra}
+            for key in ("unk_token", "pad_token"):
+                if tc.get(key) in dropped:
+                    del tc[key]
+            config_path.write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
+    return changes
+
+
+def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str | None = None, base: str | None = None,
+              overwrite: bool = False) -> Path:
+    """Write ``reference`` (HF dir, GGUF file, embedded name, or LoRA adapter dir) to ``out`` as a merged HF
+    directory; returns ``out``."""
+    from taide.chat.formats import LLAMA3_TEMPLATE, chat_format_for
+    from taide.models.reference import detect_chat_format
+
+    started = time.time()
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"{out}: exists and is not empty; pass overwrite=True (--force) or another directory")
+        shutil.rmtree(out)
+    source = None if isinstance(reference, ModelRef) else Path(str(reference)).expanduser()
+    if source is not None and is_adapter_dir(source):
+        model, tokenizer, ref = _merge_lora(source, base, dtype)
+        kind = "lora"
+    else:
+        model, tokenizer, ref = load_source(reference, dtype)
+        kind = ref.kind
+    template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ref.chat_template
+    has_llama3 = all(t in tokenizer.get_vocab() for t in ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
+    fmt_name = ref.chat_format or detect_chat_format(template, has_llama3)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.use_cache = True
+    model.save_pretrained(out, safe_serialization=True)
+    if fmt_name == "llama3" and not template:
+        tokenizer.chat_template = LLAMA3_TEMPLATE
+    tokenizer.save_pretrained(out)
+    changes = repair_gguf_tokenizer(out, ref.path) if ref.kind == "gguf" else []
+    if fmt_name:
+        fmt = chat_format_for(fmt_name, tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
+        generation = model.generation_config
+        generation.eos_token_id = _end_of_turn_ids(tokenizer, fmt)
+        generation.save_pretrained(out)
+    manifest = {
+        "produced_by": "taide export --format hf",
+        "source": reference.reference if isinstance(reference, ModelRef) else str(reference), "source_kind": kind,
+        "base": str(ref.path) if kind == "lora" else None,
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "chat_format": fmt_name, "tokenizer_repairs": changes,
+        "parameters": sum(p.numel() for p in model.parameters()), "versions": versions(),
+        "seconds": round(time.time() - started, 1),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    return out

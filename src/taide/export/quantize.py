@@ -1,0 +1,148 @@
+"""The quantization types taide writes, and how each is made.
+
+- float and "legacy" block types (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1) are written directly,
+  quantized in numpy by gguf-py (``gguf.quants.quantize``, bit-exact with ggml's reference quantizers);
+- K-quants and IQ4 (q4_k_m, q5_k_m, q6_k, ...) need llama.cpp's own quantizer: an f16 (bf16 when the
+  source weights are bf16) GGUF is written first and ``llama_model_quantize`` (through llama-cpp-python)
+  makes the final file with llama.cpp's per-tensor mix (e.g. Q4_K_M keeps half of the attn_v/ffn_down
+  tensors and the output at Q6_K).
+
+Per tensor, as llama.cpp does: 1-D tensors (norms, rope factors) stay float32; in the 4- and 5-bit types
+the output projection (``output.weight``, or ``token_embd`` when embeddings are tied) is kept at Q8_0,
+since every logit goes through it (llama.cpp's quantizer keeps it at Q6_K, which gguf-py cannot write);
+rows whose length is not a multiple of the block size fall back to f16.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from taide.export.common import ExportError, replace_atomically
+
+
+@dataclass(frozen=True)
+class Quant:
+    name: str
+    file_type: int  # llama.cpp's llama_ftype (= gguf.LlamaFileType)
+    ggml: str | None  # the GGML type written directly (numpy path); None: llama.cpp's quantizer
+    about: str
+
+    @property
+    def via_llamacpp(self) -> bool:
+        return self.ggml is None
+
+    @property
+    def exact(self) -> bool:
+        """Float types: an export that must reproduce the source model."""
+        return self.ggml in ("F32", "F16", "BF16")
+
+
+def _quants() -> dict[str, Quant]:
+    from gguf import LlamaFileType as F
+
+    rows = [
+        ("f32", F.ALL_F32, "F32", "float32, lossless"),
+        ("f16", F.MOSTLY_F16, "F16", "float16, the usual reference"),
+        ("bf16", F.MOSTLY_BF16, "BF16", "bfloat16, lossless for bf16 checkpoints"),
+        ("q8_0", F.MOSTLY_Q8_0, "Q8_0", "8-bit blocks of 32, near lossless"),
+        ("q5_1", F.MOSTLY_Q5_1, "Q5_1", "5-bit blocks with offset"),
+        ("q5_0", F.MOSTLY_Q5_0, "Q5_0", "5-bit blocks"),
+        ("q4_1", F.MOSTLY_Q4_1, "Q4_1", "4-bit blocks with offset"),
+        ("q4_0", F.MOSTLY_Q4_0, "Q4_0", "4-bit blocks"),
+        ("q6_k", F.MOSTLY_Q6_K, None, "6-bit K-quant"),
+        ("q5_k_m", F.MOSTLY_Q5_K_M, None, "5-bit K-quant mix"),
+        ("q5_k_s", F.MOSTLY_Q5_K_S, None, "5-bit K-quant"),
+        ("q4_k_m", F.MOSTLY_Q4_K_M, None, "4-bit K-quant mix: what TAIDE users run in llama.cpp/Ollama"),
+        ("q4_k_s", F.MOSTLY_Q4_K_S, None, "4-bit K-quant"),
+        ("iq4_xs", F.MOSTLY_IQ4_XS, None, "4.25-bit non-linear"),
+        ("iq4_nl", F.MOSTLY_IQ4_NL, None, "4.5-bit non-linear"),
+        ("q3_k_l", F.MOSTLY_Q3_K_L, None, "3-bit K-quant mix, large"),
+        ("q3_k_m", F.MOSTLY_Q3_K_M, None, "3-bit K-quant mix"),
+        ("q3_k_s", F.MOSTLY_Q3_K_S, None, "3-bit K-quant"),
+        ("q2_k", F.MOSTLY_Q2_K, None, "2-bit K-quant mix"),
+    ]
+    return {name: Quant(name, int(ft), ggml, about) for name, ft, ggml, about in rows}
+
+
+QUANTS: dict[str, Quant] = _quants()
+
+
+def get_quant(name: str) -> Quant:
+    key = name.strip().lower().replace("-", "_")
+    if key not in QUANTS:
+        raise ExportError(f"unknown quantization {name!r}; choose one of {', '.join(QUANTS)}")
+    return QUANTS[key]
+
+
+def tensor_type_policy(quant: Quant):
+    """``plan -> GGMLQuantizationType`` for the numpy path (see the module docstring)."""
+    import gguf
+
+    T = gguf.GGMLQuantizationType
+    target = T[quant.ggml]
+    low_bit = target in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1)
+
+    def pick(plan) -> object:
+        if len(plan.shape) == 1:
+            return T.F32
+        qtype = T.Q8_0 if (low_bit and plan.is_output) else target
+        block = gguf.GGML_QUANT_SIZES[qtype][0]
+        if plan.shape[-1] % block:
+            return T.F32 if target == T.F32 else T.F16
+        return qtype
+
+    return pick
+
+
+def source_float_type(directory: Path) -> str:
+    """"bf16" when the checkpoint's matrices are bfloat16, else "f16": the lossless-enough intermediate."""
+    from safetensors import safe_open
+
+    from taide.export.gguf_writer import safetensors_files
+
+    with safe_open(str(safetensors_files(directory)[0]), "pt") as st:
+        for key in st.keys():
+            sl = st.get_slice(key)
+            if len(sl.get_shape()) == 2:
+                return "bf16" if sl.get_dtype() == "BF16" else "f16"
+    return "f16"
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """llama.cpp logs to fd 2; keep it off the terminal and hand back the text (for error messages)."""
+    captured = {"text": ""}
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured["text"] = sink.read().decode("utf-8", errors="replace")
+
+
+def llamacpp_quantize(source: Path, out: Path, quant: Quant, threads: int | None = None) -> Path:
+    """``source`` (an f16/bf16/f32 GGUF) → ``out`` at ``quant`` with llama.cpp's quantizer."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise ExportError(f"{quant.name} needs llama.cpp's quantizer: pip install llama-cpp-python") from e
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = quant.file_type
+    params.nthread = threads or os.cpu_count() or 1
+    tmp = out.with_name(out.name + ".partial")
+    with _captured_stderr() as log:
+        status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+    if status != 0 or not tmp.is_file():
+        tail = "\n".join(log["text"].strip().splitlines()[-5:])
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"llama.cpp could not quantize {source} to {quant.name} (status {status}):\n{tail}")
+    return replace_atomically(tmp, out)
