@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_cards_recipe_plans_the_cards_compute():
     """8.03B parameters, 8K context, 43B tokens → ≈ 5.8e10 FLOPs per token → ≈ 2,336 H100-hours at 30% MFU."""
-    plan = build(ROOT / "recipes/llama3-taide-8b.yaml", dry_run=True)
+    plan = build(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True)
     assert abs(plan["parameters"] - 8.03e9) < 0.01e9
     cp = next(s for s in plan["stages"] if s["stage"] == "cp")
     # by hand: 6 × (8.030e9 − 128256 × 4096) + 12 × 32 layers × 32 heads × 128 × 8192
