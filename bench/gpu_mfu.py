@@ -25,7 +25,6 @@ It needs a CUDA GPU (about 80 GB for the 3B full fine-tune); the three cases tak
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import math
 import sys

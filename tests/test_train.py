@@ -391,8 +391,9 @@ def test_bad_records_are_reported_or_fatal(model_dir, sft_file, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not LAWS.is_file(), reason=f"{LAWS} is absent (it ships only with the project checkout)")
 def test_continued_pretraining_on_laws_lowers_heldout_perplexity(tmp_path):
-    """SmolLM2-135M (the embedded default), a few hundred Taiwan laws, 24 steps of 2 × 128 tokens at lr 1e-4:
-    the held-out perplexity after is clearly lower than before."""
+    """SmolLM2-135M (the embedded default), 300 Taiwan laws (5% held out by text hash), 20 steps of 2 × 128
+    tokens at lr 1e-4: the held-out perplexity after is clearly lower than before (measured: 14.7 -> 7.3).
+    About 70 s on 2 idle cores, a quarter of it loading (dequantizing) the GGUF."""
     started = time.perf_counter()
     records = []
     with gzip.open(LAWS, "rt", encoding="utf-8") as f:
@@ -404,11 +405,11 @@ def test_continued_pretraining_on_laws_lowers_heldout_perplexity(tmp_path):
                 break
     data = write_jsonl(tmp_path / "laws.jsonl", records)
     config = TrainConfig(mode="cp", model="smollm2-135m", data=[str(data)], out=str(tmp_path / "run"), seq_len=128,
-                         global_batch_tokens=256, micro_batch_size=2, max_steps=24, lr=1e-4, warmup_steps=2,
+                         global_batch_tokens=256, micro_batch_size=2, max_steps=20, lr=1e-4, warmup_steps=2,
                          holdout_fraction=0.05, eval_batches=4, seed=0)
     result = train(config)
     seconds = time.perf_counter() - started
     before, after = math.exp(result.heldout_loss_before), result.heldout_perplexity
     print(f"held-out perplexity {before:.2f} -> {after:.2f} in {result.steps} steps, {seconds:.0f} s")
-    assert result.steps == 24
-    assert after < 0.85 * before
+    assert result.steps == 20
+    assert after < 0.8 * before

@@ -78,7 +78,7 @@ def export_model(model, fmt: str = "gguf", quant: str = "f16", out: str | Path |
     q = get_quant(quant)
     target = _gguf_target(Path(out) if out else None, reference, q.name)
     if target.exists() and not overwrite:
-        raise ExportError(f"{target}: exists; pass overwrite=True (--force) or another path")
+        raise ExportError(f"{target}: exists; pass overwrite=True (--overwrite) or another path")
     target.parent.mkdir(parents=True, exist_ok=True)
     source = Path(reference).expanduser()
     adapter = is_adapter_dir(source)

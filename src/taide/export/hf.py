@@ -156,7 +156,7 @@ def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str |
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise ExportError(f"{out}: exists and is not empty; pass overwrite=True (--force) or another directory")
+            raise ExportError(f"{out}: exists and is not empty; pass overwrite=True (--overwrite) or another directory")
         shutil.rmtree(out)
     source = None if isinstance(reference, ModelRef) else Path(str(reference)).expanduser()
     if source is not None and is_adapter_dir(source):

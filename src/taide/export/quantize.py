@@ -114,19 +114,37 @@ def source_float_type(directory: Path) -> str:
 
 
 @contextlib.contextmanager
-def _captured_stderr():
-    """llama.cpp logs to fd 2; keep it off the terminal and hand back the text (for error messages)."""
+def _captured_output():
+    """llama.cpp's quantizer logs through llama-cpp-python's log callback (Python's sys.stderr) and may write to fds 1
+    and 2 directly; keep all of it off the terminal (and out of --json output) and hand back the text, for error
+    messages."""
+    import io
+    import sys
+
     captured = {"text": ""}
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        saved = os.dup(2)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    python_log = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+b") as sink, contextlib.redirect_stderr(python_log):
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
             yield captured
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            try:
+                import ctypes.util
+
+                libc = ctypes.CDLL(ctypes.util.find_library("c"))
+                libc.fflush(None)  # C stdio buffers, before the descriptors are put back
+            except OSError:
+                pass
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
             sink.seek(0)
-            captured["text"] = sink.read().decode("utf-8", errors="replace")
+            captured["text"] = python_log.getvalue() + sink.read().decode("utf-8", errors="replace")
 
 
 def llamacpp_quantize(source: Path, out: Path, quant: Quant, threads: int | None = None) -> Path:
@@ -139,7 +157,7 @@ def llamacpp_quantize(source: Path, out: Path, quant: Quant, threads: int | None
     params.ftype = quant.file_type
     params.nthread = threads or os.cpu_count() or 1
     tmp = out.with_name(out.name + ".partial")
-    with _captured_stderr() as log:
+    with _captured_output() as log:
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
     if status != 0 or not tmp.is_file():
         tail = "\n".join(log["text"].strip().splitlines()[-5:])
