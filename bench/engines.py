@@ -83,11 +83,11 @@ def llamacpp_worker(contender: str, max_tokens: int) -> None:
     if contender == "taide":
         row = run_taide(engine, params)
     else:
-        from llama_cpp import Llama
+        from taide.engines.llamacpp_engine import open_llama
 
         prompt_ids, path = engine.prompt_ids(PROMPT), str(engine.model.path)
         engine.close()
-        raw = Llama(model_path=path, n_ctx=2048, n_threads=os.cpu_count(), flash_attn=True,
+        raw = open_llama(path, n_ctx=2048, n_threads=os.cpu_count(), flash_attn=True,
                     verbose=False)  # the engine's settings
         run_raw_llamacpp(raw, prompt_ids, 8)  # warm-up
         row = run_raw_llamacpp(raw, prompt_ids, max_tokens)

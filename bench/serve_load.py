@@ -423,10 +423,10 @@ def main():
 
         # 2 and 3, interleaved: server single stream, anchor, server 1 stream alone, server 8 together,
         # llama.cpp in-process 1 sequence and 8 (the anchors run while the server idles)
-        from llama_cpp import Llama
+        from taide.engines.llamacpp_engine import open_llama
 
         # the engine's settings: every core, flash attention on
-        llm = Llama(model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count(), flash_attn=True, verbose=False)
+        llm = open_llama(gguf, n_ctx=2048, n_threads=os.cpu_count(), flash_attn=True, verbose=False)
         eos = llm.token_eos()
         anchor_long(llm, prompt_ids, eos)  # warm-up
         raw = RawBatch(llm)

@@ -46,7 +46,7 @@ def prepare(workdir: Path, seq_len: int) -> dict:
     """The model as a float32 HF directory, the conversations rendered once: (ids, labels) per line."""
     import torch
 
-    from taide.engines.transformers_engine import HFCodec
+    from taide.models.loading import HFCodec
     from taide.train.model import load_for_training
     from taide.train.sft_data import load_sft
 

@@ -4,15 +4,22 @@
     .venv/bin/python scripts/make_sft_sample.py            # (re)write the file, then validate it
     .venv/bin/python scripts/make_sft_sample.py --check    # rebuild in memory, compare bytes, validate
 
-150 conversations in six office/daily-life tasks (25 each): article, letter, summary, translate_zh_en,
-translate_en_zh, multi_turn. One JSON object per line:
+420 conversations. Six office/daily-life tasks (25 each): article, letter, summary, translate_zh_en,
+translate_en_zh, multi_turn; short_qa (150): short everyday questions, Taiwan facts, small office tasks,
+one-sentence zh<->en translations and simple explanations (135 single-turn, 15 with two user turns; user turns
+10-60 characters, answers 30-150, x2.5 for English); and short_translate (120: 60 zh->en, 60 en->zh): a short
+instruction (eight phrasings each way) and one sentence (Chinese 12-40 characters, English 8-25 words),
+answered with the bare translation, so that a tiny model learns to switch language when asked. The short
+groups let a tiny model fine-tuned for a few minutes on a CPU see many complete conversations. One JSON
+object per line:
 {"id", "task", "messages": [{"role": "system"|"user"|"assistant", "content"}, ...]}, the shape
 `taide train sft` reads (taide.train.sft_data).
 
 All text here was written for this project. Companies, people, documents and figures are invented (○○ marks
 a placeholder); where a text states a rule (labour law, tax allowances, NHI, MRT rules) it was written to be
 correct when written, and answers point to the agency that has the current figures. Deterministic: no
-randomness, fixed order, ``json.dumps(ensure_ascii=False)``. Stdlib only.
+randomness, fixed order, ``json.dumps(ensure_ascii=False)``. Stdlib only; when run with the venv, validation
+also asks taide.eval.fidelity about the language and script of the short_translate answers.
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "taide" / "train" / "data" / "sft-sample.jsonl"
+# Evaluation data that must stay out of training: the taide-bench sample, the build's held-out translation
+# pairs and the Taiwan-usage prompts (scripts/make_taiwan_prompts.py). Validation rejects a turn close to them.
+HELDOUT = [ROOT / "src" / "taide" / "eval" / "data" / "taide-bench",
+           ROOT / "src" / "taide" / "build" / "data" / "heldout-pairs.jsonl",
+           ROOT / "src" / "taide" / "eval" / "data" / "taiwan-prompts.jsonl"]
+MAX_SIMILARITY = 0.4  # Jaccard of character bigrams + English words (see features)
 
 # The Llama3-TAIDE system prompt, verbatim.
 TAIDE_SYSTEM = "你是一個來自台灣的AI助理，你的名字是 TAIDE，樂於以台灣人的立場幫助使用者，會用繁體中文回答問題。"
@@ -1614,6 +1627,642 @@ Our new factory in Taichung is now officially in operation, and we would like to
 今年員工旅遊將前往花蓮，兩天一夜的行程，邀請大家一起放下工作、走進山海，為新的一年充飽電力。詳細行程與出發日期將另行公告，有意參加的同仁請於3月14日前完成報名。期待和大家一起出發！"""),
 ]
 
+# ---------------------------------------------------------------------------------------------- short_qa (150)
+# Many short conversations for a tiny base model trained for a few minutes on a CPU: the chat shape, the
+# register (Taiwan Traditional Chinese, full-width punctuation, Taiwan wording) and stopping after the answer.
+# User turns 10-60 characters, assistant turns 30-150 (x2.5 for mostly-English text), 1-2 user turns.
+SHORT_QA = [
+    # everyday life: weather, food, transport, NHI, taxes, renting, school, work (32)
+    C("明天要去陽明山，怎麼知道會不會下雨？",
+      "出門前可以查中央氣象署的網站或「生活氣象」App，看陽明山所在行政區的逐三小時預報和降雨機率。山區天氣變化快，就算預報是晴天，也建議帶件薄外套和雨具。"),
+    C("台灣的梅雨季大概是什麼時候？",
+      "通常落在每年五、六月，鋒面一波接一波，常帶來連續降雨，有時還會有豪雨。實際開始和結束的時間每年不同，請留意中央氣象署的天氣預報與警特報。"),
+    C("冬天寒流來的時候，家裡長輩要注意什麼？",
+      "氣溫驟降時，心血管疾病的風險會升高。建議長輩早上醒來先在床上暖暖身再慢慢起身，出門戴帽子、圍巾；洗澡前先讓浴室暖和起來。使用瓦斯熱水器的話，浴室一定要保持通風，避免一氧化碳中毒。"),
+    C("午餐想吃清淡一點，便利商店可以買什麼？",
+      "茶葉蛋或溫泉蛋搭配烤地瓜、生菜沙拉和無糖豆漿，蛋白質和纖維都有。想吃飯的話，挑蒸的或烤的便當，少選炸物，並看一下包裝上的營養標示，留意熱量和鈉含量。"),
+    C("台灣的早餐店通常賣什麼？",
+      "常見的有蛋餅、蘿蔔糕、漢堡、三明治、鐵板麵和各式吐司，飲料以奶茶、紅茶和豆漿為主。另外還有傳統豆漿店，賣燒餅油條、飯糰和鹹豆漿。很多店家清晨就開門，中午前打烊。"),
+    C("第一次搭台北捷運，要怎麼買票？",
+      "最方便的是用悠遊卡或一卡通這類電子票證，進出站時在閘門感應就能扣款。也可以在車站的售票機買單程票，它是一枚圓形代幣，出站時投進閘門回收即可。"),
+    C("在捷運車廂裡遇到身體不舒服的乘客，該怎麼辦？",
+      "先詢問對方的狀況，並用車廂內的緊急對講機通報列車人員或行控中心，到站後會有站務人員前來協助。如果對方昏倒或沒有反應，請同時撥打119。千萬不要自行打開車門或進入軌道。"),
+    C("第一次申請健保卡要準備什麼？",
+      "要填寫健保卡申請表，附上一張最近兩年內的正面彩色照片，並帶身分證等身分證明文件。可以到健保署各分區業務組臨櫃辦理，或透過郵局、網路申請。工本費和最新流程，以健保署公告為準。"),
+    C("看牙醫洗牙，健保有給付嗎？",
+      "有。一般民眾每半年可以用健保洗牙一次，只需付掛號費和部分負擔；超過次數，或是做美白這類美容項目，就要自費。給付條件偶爾會調整，可以先問診所或查健保署網站。"),
+    C("感冒的話，要去大醫院還是診所？",
+      "一般感冒建議先到住家附近的診所，等候時間短，部分負擔也比較低。如果出現高燒不退、呼吸困難或意識不清，就要盡快到醫院急診。"),
+    C("綜合所得稅是每年什麼時候申報？",
+      "一般是在每年五月申報前一年的所得，遇到假日會順延，少數年度也曾因特殊情況延長期限。確切日期以財政部當年公告為準，申報前上財政部網站確認最保險。"),
+    C("為什麼買東西要記得拿發票？",
+      "發票是購買證明，退換貨或保固時都用得到；統一發票每兩個月開獎一次，還有機會中獎。若不想保留紙本，結帳時出示手機條碼，發票就會存進你的帳戶。"),
+    C("租房子付的房租，報稅時可以扣除嗎？",
+      "在一定條件下可以。租屋自住、沒有用於營業，並保留租賃契約和付款紀錄，就有機會列報房屋租金的扣除額。這項規定近年有調整，資格與上限請查財政部或國稅局的最新說明。"),
+    C("租約還沒到期，房東說要漲房租，我可以拒絕嗎？",
+      "租約期間內，租金原則上依契約約定，房東不能片面調漲；等租約到期要續約時，雙方才重新議價。若有爭議，可以向地方政府的租屋或消費者服務窗口諮詢，也能到區公所申請調解。"),
+    C("小孩國小要轉學，通常要先辦什麼手續？",
+      "一般是先確認新學校的學區和入學資格，通常需要戶籍或居住證明，再向新學校辦理轉入，原學校會協助轉出並移送學籍資料。各縣市規定不太一樣，建議直接打電話問新學校的教務處。"),
+    C("學生打工的薪水需要報稅嗎？",
+      "需要。打工收入屬於薪資所得，公司會在隔年初提供扣繳憑單或免扣繳憑單。若你由父母申報扶養，所得要併入父母的申報書；所得不高時通常因免稅額和扣除額而不必繳稅，但仍要如實申報。"),
+    C("試用期間，公司可以隨時把我解僱嗎？",
+      "不行。《勞動基準法》沒有特別規定試用期，試用期間公司要終止契約，仍須符合法定事由，該給的預告工資或資遣費也不能少。遇到爭議，可以向地方政府勞工局或勞動部諮詢。"),
+    C("平日加班的加班費怎麼算？",
+      "依《勞動基準法》，平日延長工時的前兩小時，每小時工資至少加給三分之一；第三、四小時至少加給三分之二。休息日和例假日另有算法，計算前請參考勞動部的最新說明。"),
+    C("勞保和健保有什麼不一樣？",
+      "勞保是勞工保險，保障工作者的生育、傷病、失能、老年和死亡等給付；健保是全民健康保險，負擔看病、住院等醫療費用。受僱者通常兩種都由公司加保，但保費和給付是分開計算的。"),
+    C("在台灣騎機車，一定要戴安全帽嗎？",
+      "一定要。騎士和後座乘客都必須戴安全帽，並扣好扣環，否則會被開罰。挑選時認明有合格標章的安全帽，尺寸也要合頭，才能真正發揮保護作用。"),
+    C("從台北到花蓮，怎麼去比較方便？",
+      "多數人選擇搭台鐵，依車種不同，大約兩小時到三個多小時。連假期間車票很搶手，最好在開放訂票時就預訂。也可以自行開車走蘇花公路，但要隨時留意路況與落石資訊。"),
+    C("從桃園機場到台北市區，有什麼交通方式？",
+      "可以搭桃園機場捷運到台北車站，直達車大約三十多分鐘；也可以搭機場巴士到市區各地，或是叫計程車、預約接送。班次和票價會調整，出發前請查機場捷運或桃園機場的官方網站。"),
+    C("在便利商店可以繳哪些費用？",
+      "水費、電費、電信費、停車費、信用卡帳款和部分稅費，只要繳費單上有條碼，拿到櫃檯就能繳。除了繳費，還能寄取包裹、列印文件和購買車票。"),
+    C("身分證遺失了，要怎麼處理？",
+      "先辦理掛失，可以到戶政事務所臨櫃辦，也能打電話或上網申請；之後再帶照片和其他證件到戶政事務所申請補發。若擔心被冒用，也建議到警察局報案留下紀錄。"),
+    C("颱風天要去哪裡看停班停課的消息？",
+      "最可靠的是行政院人事行政總處的「全國停止上班上課情形」網頁，各縣市政府的網站和官方社群也會同步公告。網路上流傳的截圖可能是假的，請以官方公布為準。"),
+    C("台灣人說的「古早味」是什麼意思？",
+      "「古早」是台語，意思是從前、以前。「古早味」指傳統又懷舊的味道，像古早味紅茶、古早味蛋糕和碗粿，常讓人想起小時候或家裡長輩的手藝。"),
+    C("吃素的人在台灣外食方便嗎？",
+      "相當方便。台灣有很多素食餐廳和素食自助餐，便利商店也有標示素食的商品。點餐前可以先說明自己是全素、蛋奶素還是五辛素，因為有些素食會加蔥、蒜或蛋。"),
+    C("朋友第一次來台灣，推薦他吃什麼？",
+      "先從滷肉飯、牛肉麵、小籠包和蚵仔煎開始，飲料一定要試試珍珠奶茶；想吃甜的，就來碗豆花或芒果冰。他如果不太敢吃重口味，臭豆腐可以留到最後再挑戰。"),
+    C("新工作第一天報到，要準備什麼？",
+      "前一晚先確認報到時間、地點和要帶的文件，例如身分證、存摺封面影本或體檢報告。當天提早十分鐘到，帶本筆記本記下同事名字和工作流程，不懂的地方就直接問。"),
+    C("在台灣的銀行開戶，需要帶什麼？",
+      "一般要帶身分證和第二證件（例如健保卡或駕照），有些銀行還會請你帶印章。若是開薪資帳戶，帶上公司的證明文件會比較順利。各家銀行要求不同，出發前先打電話問分行最保險。"),
+    C("小孩想補英文，要怎麼挑補習班？",
+      "先確認補習班有沒有立案，可以查地方政府教育局的資料，再實地看看教室環境和逃生設施。也可以讓孩子試聽一堂課，觀察老師的教法適不適合，繳費時記得索取收據。"),
+    C("機車的交通罰單要怎麼查、怎麼繳？",
+      "可以上監理服務網，輸入身分證字號和車號查詢，也能用監理服務App。罰單大多可以在便利商店、郵局或網路繳納。如果對違規事實有疑問，記得在期限內向處罰機關陳述意見。"),
+
+    # Taiwan facts: geography, cities, festivals, food, history (25)
+    C("台灣最高的山是哪一座？",
+      "台灣最高峰是玉山主峰，海拔約3,952公尺，位於南投、嘉義和高雄的交界，屬於玉山國家公園。想登頂要先申請入園和山屋床位，行前也要做好預防高山症的準備。"),
+    C("台灣現在有幾個直轄市？",
+      "目前有六個直轄市：臺北市、新北市、桃園市、臺中市、臺南市和高雄市。行政區劃可能隨法令調整，最新資料可以查內政部的公告。"),
+    C("日月潭在台灣的哪個縣市？",
+      "日月潭位於南投縣魚池鄉，是台灣著名的高山湖泊，傳統說法是湖的一邊像太陽、一邊像彎月，因此得名。遊客可以搭船遊湖，或沿著環湖自行車道欣賞湖景。"),
+    C("中秋節是農曆幾月幾日？",
+      "中秋節在農曆八月十五日，這天的月亮被認為特別圓，象徵團圓。台灣人習慣吃月餅和柚子，近幾十年更流行和親友一起烤肉，不少人也趁著連假返鄉。"),
+    C("端午節為什麼要吃粽子？",
+      "一般流傳的說法是紀念戰國時代楚國詩人屈原：傳說百姓把米食投入江中，不讓魚蝦吃掉他的身體，後來演變成吃粽子的習俗。台灣常見北部粽和南部粽，兩者做法不太一樣。"),
+    C("元宵節有哪些傳統習俗？",
+      "元宵節在農曆正月十五日，是過年後第一個月圓之夜。常見的習俗有吃湯圓、提燈籠和猜燈謎，各地也會舉辦燈會。台南鹽水的蜂炮和新北平溪的天燈，也都是元宵節前後的知名活動。"),
+    C("清明節的時候，台灣人都做什麼？",
+      "主要是掃墓祭祖，家人一起整理墳墓或到納骨塔祭拜，追思祖先。很多家庭這天會吃潤餅，有些地方則在清明前後就提早掃墓。連假期間交通量大，出門前可以先查路況。"),
+    C("台北101大樓有多高？",
+      "台北101高約508公尺，2004年底落成時是世界最高的建築，後來才被杜拜的哈里發塔超越。除了觀景台，每年跨年夜的煙火秀也讓它成為台北最有代表性的地標。"),
+    C("台灣本島大概有多大？",
+      "台灣本島面積約三萬六千平方公里，形狀南北長、東西窄，中央山脈縱貫全島。島上山地多，平原主要分布在西部，所以人口和大城市也多集中在西半部。"),
+    C("台灣有哪些國家公園？",
+      "例如墾丁、玉山、陽明山、太魯閣、雪霸、金門和台江國家公園，另外還有東沙環礁、澎湖南方四島等海洋型國家公園。完整名單和最新資訊，請上內政部國家公園署的網站查詢。"),
+    C("台灣的原住民族有幾族？",
+      "目前政府正式認定的原住民族共有十六族，例如阿美族、泰雅族、排灣族、布農族和達悟族。認定名單過去曾多次增加，最新資料以原住民族委員會公布的為準。"),
+    C("澎湖在哪裡？有什麼特色？",
+      "澎湖是位在台灣海峽上的一群島嶼，由九十座左右的島嶼組成，縣治在馬公。這裡以玄武岩地形、新鮮海鮮和夏季的海上花火節聞名；冬天東北季風強勁，旅遊旺季多在夏天。"),
+    C("台灣高鐵從哪裡到哪裡？",
+      "目前北起南港、南到左營，沿途設有台北、板橋、桃園、新竹、台中、嘉義、台南等站，台北到左營最快約一個半小時。延伸路線仍在規劃推動中，最新進度請查交通部的資料。"),
+    C("珍珠奶茶是從哪裡開始流行的？",
+      "珍珠奶茶起源於台灣，一般認為是1980年代由台中或台南的茶飲店發展出來，兩地都有店家自稱是發明者。後來隨著手搖飲店拓展到海外，成了世界知名的台灣飲料。"),
+    C("台灣最長的河川是哪一條？",
+      "最長的是濁水溪，全長一百八十多公里，發源於合歡山一帶，流經南投，下游是彰化與雲林的界河。沿岸的沖積平原是台灣重要的農業區。"),
+    C("太魯閣國家公園在什麼地方？",
+      "太魯閣國家公園位於台灣東部，主要範圍在花蓮縣，也跨及台中市和南投縣，以大理石峽谷地形聞名。部分步道可能因地震或落石封閉，出發前請查看國家公園管理處的公告。"),
+    C("台灣的全民健保是什麼時候開始的？",
+      "全民健康保險自1995年3月1日開始實施，把原本分散在公保、勞保、農保等制度裡的醫療給付整合起來，讓全體國民都能納保。保費與給付內容歷年多次調整，現行規定請查健保署。"),
+    C("台灣的九年國教是什麼時候開始的？",
+      "九年國民義務教育從1968年開始實施，包括國民小學六年和國民中學三年。2014年起又推動十二年國民基本教育，把高中職階段也納入。"),
+    C("台灣的第一條高速公路是哪一條？",
+      "中山高速公路（國道一號）是台灣第一條高速公路，北起基隆、南至高雄，1978年全線通車，是當年十大建設之一。至今它仍是西部南北交通的主要幹道。"),
+    C("客家桐花祭大概在什麼季節？",
+      "油桐花大約在每年四、五月盛開，白色小花落滿山徑，有「五月雪」的美稱。桐花祭多在這段時間於桃園、新竹、苗栗等客家地區舉辦，活動日期每年公布，可留意客家委員會的消息。"),
+    C("台灣有哪些比較大的離島？",
+      "較大的離島有澎湖、金門和馬祖，另外還有綠島、蘭嶼、小琉球和龜山島等。前往離島多半要搭飛機或船，冬季風浪大時船班容易停駛，出發前記得確認航班和船班。"),
+    C("彰化的鹿港為什麼有名？",
+      "鹿港在清代是重要的貿易港口，有「一府二鹿三艋舺」的說法。現在老街、龍山寺和天后宮保存了許多傳統建築，蚵仔煎、麵線糊和牛舌餅也是當地常見的小吃。"),
+    C("台南為什麼被稱為古都？",
+      "台南是台灣最早開發的地區之一，17世紀荷蘭人在此建立據點，之後鄭氏時期和清代前期也以台南一帶為政治中心。因此市區保留了赤崁樓、安平古堡和孔廟等古蹟。"),
+    C("去阿里山除了看日出，還有什麼？",
+      "阿里山以日出、雲海、晚霞、森林和林業鐵路聞名，春天還有櫻花季。園區裡的巨木群棧道很適合散步，看得到樹齡很高的紅檜。山上早晚溫差大，記得多帶一件外套。"),
+    C("台灣的年夜飯通常吃什麼？",
+      "常見的菜有雞（象徵起家）、魚（年年有餘）、長年菜和火鍋，也有人準備佛跳牆。除夕晚上全家圍爐，飯後長輩發紅包，不少人會守歲到午夜。"),
+
+    # office: notices, short replies, titles, 2-3 sentence summaries, polite rewrites (26)
+    C("幫我寫一則公告：本週五下午三點起大樓停水，約兩小時。",
+      "【停水公告】本大樓將於本週五下午3點起暫停供水，預計約兩小時後恢復。請各位住戶事先儲水備用，停水期間記得關緊水龍頭，以免復水時漏水。不便之處，敬請包涵。"),
+    C("寫一段通知：公司下週一起改用新的打卡系統。",
+      "各位同仁好：自下週一起，公司將改用新的線上打卡系統，上下班請以手機App或辦公室的感應機打卡。操作說明已寄到各位的信箱，若有問題，請洽人資部分機○○○。"),
+    C("客戶問能不能延後交貨，幫我回兩句，說可以延一週。",
+      "您好，來信已收到，交貨日期可以依您的需求延後一週，我們會再寄上更新後的出貨時程供您確認。如有其他需要，歡迎隨時與我聯繫。"),
+    C("同事寫信來要會議資料，幫我回說明天中午前給他。",
+      "您好，會議資料目前還在做最後確認，我會在明天中午前寄給您。若需要先看初稿，跟我說一聲即可。"),
+    C("幫這段文字下個標題：本市今年新增十座公園，其中三座設有共融遊戲場。",
+      "標題：「本市今年新增十座公園，三座設共融遊戲場」。想要更簡短的話，也可以用「十座新公園報到，三座有共融遊戲場」。"),
+    C("幫我想一個社區健走活動的標題，要活潑一點。",
+      "試試「走出家門，一起動起來！社區健走日」，或「早安健走趣，鄰居一起走」。如果活動在週末早上，也可以叫「週末晨走，健康加分」。"),
+    C("用一句話摘要：捷運紅線週六有兩站停駛維修。公司提供接駁公車，週日恢復正常。",
+      "捷運紅線本週六有兩站停駛維修，期間提供接駁公車，週日即恢復正常營運。"),
+    C("摘要成一句：本里垃圾車下個月起改成晚上七點抵達。週三和週日停收，其他日子不變。",
+      "本里垃圾車自下個月起改在晚上七點抵達，每週三、週日停收，其他日子照常收運。"),
+    C("請濃縮這段：部門聚餐改到週四晚上。地點仍是公司對面的火鍋店，請大家準時。",
+      "部門聚餐改在週四晚上舉行，地點不變，仍是公司對面的火鍋店，請大家準時出席。"),
+    C("這段話的重點是什麼？新版App修正了登入失敗的問題，也加快了載入速度。請大家更新。",
+      "重點有兩個：新版App修好了登入失敗的問題，載入速度也變快了，所以請大家盡快更新。"),
+    C("幫我把這句改得客氣一點：「你報告怎麼還沒交？」",
+      "可以改成：「不好意思，想跟您確認一下報告的進度，請問大概什麼時候方便交給我呢？」這樣語氣比較溫和，也清楚表達你需要知道時間。"),
+    C("改得禮貌一點：「這個問題不歸我管，去找別人。」",
+      "建議改成：「這部分不是我負責的業務，比較適合請○○部門協助，我可以幫您轉給負責的同仁。」既說明了分工，也讓對方知道下一步該找誰。"),
+    C("把「明天的會取消了」改成正式一點的通知。",
+      "各位好：原訂明天舉行的會議因故取消，新的日期確定後將另行通知。若有需要討論的事項，歡迎先以電子郵件提出，謝謝大家。"),
+    C("幫我寫一段簡短的請假訊息，明天要帶小孩看醫生。",
+      "主管您好，孩子身體不太舒服，明天需要帶他去看醫生，想跟您請一天假。手邊的工作我會在今天下班前整理好，有急事可以打我手機。"),
+    C("幫我回覆，婉拒週六的聚餐邀請，兩句就好。",
+      "謝謝你的邀請，可惜週六我已經有安排，這次沒辦法參加。祝你們玩得開心，下次有機會再約！"),
+    C("幫我寫一句歡迎新同事加入的話，要貼在群組。",
+      "歡迎小周加入我們的行銷團隊！工作上有任何問題都可以在群組裡提出，大家互相幫忙，期待和你合作愉快。"),
+    C("幫我寫一則冷氣清洗的公告，下週三上午進行。",
+      "【冷氣清洗通知】辦公室將於下週三上午清洗冷氣，作業期間部分區域暫停空調，也會有廠商人員進出。請同仁事先收好桌上的文件與私人物品，感謝配合。"),
+    C("客戶抱怨我們回信太慢，幫我寫兩句道歉。",
+      "非常抱歉讓您久等，這次回覆延遲是我們的疏失。往後您的來信，我們會在一個工作天內回覆。"),
+    C("這封信的主旨要怎麼寫？內容是通知報價單已更新。",
+      "主旨可以寫「【報價更新】○○專案報價單（修訂版）」，或「通知：○○專案報價單已更新，請查收」。把專案名稱和重點放在前面，收件人一眼就知道內容。"),
+    C("幫我寫一段訊息，感謝廠商準時交貨。",
+      "王經理您好，這批零件已經順利收到，謝謝貴公司準時交貨，也感謝您在出貨前多次確認細節。期待下次繼續合作。"),
+    C("濃縮成一句：今年員工健檢改到十月。地點是合作醫院，公司負擔基本項目費用。",
+      "今年的員工健檢改在十月於合作醫院進行，基本項目的費用由公司負擔。"),
+    C("幫這篇文章想個標題：內容是教上班族怎麼利用午休小睡。",
+      "「午休小睡一下，下午更有精神」簡單好懂；想吸引點閱的話，也可以用「上班族午睡指南：睡多久最剛好？」。"),
+    C("幫我把這句改得委婉一點：「你們的價格太貴了，我們不考慮。」",
+      "這樣說會比較得體：「謝謝貴公司提供報價，不過目前的價格和我們的預算有些落差，這次恐怕無法合作；之後若有調整空間，歡迎再與我們聯繫。」"),
+    C("寫一則電梯保養的公告，時間是明天早上九點到十一點。",
+      "【電梯保養公告】明天上午9時至11時將進行電梯定期保養，保養期間電梯暫停使用，請住戶改走樓梯；行動不便的住戶，請提早安排外出時間。謝謝大家的體諒。"),
+    C("會議紀錄要怎麼開頭？給我一個簡短的範本。",
+      "開頭先列基本資料：「會議名稱：○○；時間：○月○日○時；地點：○○會議室；主席：○○○；出席：○○、○○；紀錄：○○○。」接著再依序寫討論事項、決議和待辦事項。"),
+    C("幫我寫一句提醒大家交週報的訊息，語氣輕鬆。",
+      "大家早安～提醒一下，這週的週報記得在週五下午五點前交喔！寫完就能安心迎接週末了。"),
+
+    # Chinese to English, one sentence (15)
+    C("翻成英文：本店每週一公休，週二到週日從早上十一點營業到晚上九點。",
+      "We are closed every Monday. From Tuesday to Sunday, we are open from 11 a.m. to 9 p.m."),
+    C("請翻成英文：因為颱風的關係，明天的戶外活動改到下週六舉行。",
+      "Because of the typhoon, tomorrow's outdoor event has been rescheduled to next Saturday."),
+    C("這句英文怎麼說：這份報告請在星期五下班前寄給我，謝謝。",
+      "Please email this report to me before the end of the workday on Friday. Thanks!"),
+    C("翻譯成英文：我們的產品保固一年，保固期間內免費維修。",
+      "Our products come with a one-year warranty, and repairs are free of charge during the warranty period."),
+    C("幫我翻成英文：進入會議室前，請將手機調成靜音。",
+      "Please put your phone on silent before you enter the meeting room. Thank you."),
+    C("翻成英文：九份老街晚上點燈以後，很適合拍照。",
+      "Once the lanterns are lit in the evening, Jiufen Old Street is a great place to take photos."),
+    C("英文怎麼說：垃圾車每天晚上七點會經過我家巷口。",
+      "The garbage truck passes by the entrance of my lane at seven o'clock every evening."),
+    C("翻成英文：這台印表機卡紙了，請先用三樓的那一台。",
+      "This printer has a paper jam, so please use the one on the third floor for now."),
+    C("請把這句翻成英文：健保卡是在台灣看病時必備的證件。",
+      "Your NHI card is the essential document to bring whenever you see a doctor in Taiwan."),
+    C("翻成英文：這間賣滷肉飯的小店只收現金，中午常常要排隊。",
+      "This little braised pork rice shop only takes cash, and there's often a line at lunchtime."),
+    C("翻譯：我們預計下個月推出新版網站，屆時會再通知大家。",
+      "We plan to launch the new version of our website next month and will let everyone know when it goes live."),
+    C("翻成英文：請勿在公園內餵食野鴿，一起維護環境衛生。",
+      "Please do not feed the pigeons in the park, and help us keep the environment clean."),
+    C("請翻成英文：今天下午的課改為線上上課，連結會寄到學校信箱。",
+      "This afternoon's class will be held online instead, and the link will be sent to your school email."),
+    C("翻成英文：我們住的民宿離火車站走路大約十分鐘。",
+      "The guesthouse we're staying at is about a ten-minute walk from the train station."),
+    C("幫我翻成英文，要傳給客戶：樣品已經寄出，預計週三送達。",
+      "Just to let you know, the samples have been shipped and should arrive on Wednesday."),
+
+    # English to Chinese, one sentence (15)
+    C("翻成中文：Due to scheduled maintenance, our online banking service will be unavailable from midnight to 4 a.m. this Sunday.",
+      "因系統定期維護，本行網路銀行服務將於本週日凌晨0點至4點暫停使用。"),
+    C("請翻成中文：Passengers are reminded to keep their belongings with them at all times and to report any unattended bags to station staff.",
+      "提醒各位旅客隨時留意隨身物品；若發現無人看管的行李，請通知車站工作人員。"),
+    C("中文怎麼說：Sorry for the late reply; I was away on a business trip last week and will look into your request first thing today.",
+      "抱歉這麼晚才回覆，我上週出差不在公司，今天一早就會處理您的需求。"),
+    C("翻譯成中文：The night market is only a five-minute walk from the MRT station, and most of the stalls open at around 5 p.m.",
+      "夜市離捷運站走路只要五分鐘，大部分的攤位在傍晚5點左右開始營業。"),
+    C("翻成繁體中文：Please fill out the attached form and send it back to us by Friday so that we can process your application.",
+      "請填寫附件中的表格，並在週五前寄回給我們，以便我們處理您的申請。"),
+    C("幫我翻成中文：Tap water in Taiwan is generally treated, but most people still boil it or use a filter before drinking it.",
+      "台灣的自來水一般都經過處理，但多數人在飲用前仍會先煮沸或使用濾水器。"),
+    C("這句英文是什麼意思？Our office will be closed during the Lunar New Year holiday and will reopen on the first working day after the break.",
+      "意思是：本公司在農曆春節假期期間休息，將於年假結束後的第一個上班日恢復上班。"),
+    C("翻成中文：We noticed an unusual login to your account, so please change your password and turn on two-step verification.",
+      "我們偵測到您的帳號有一筆異常登入，請您變更密碼，並開啟兩步驟驗證功能。"),
+    C("請翻成中文：The city government is offering free flu shots to residents aged 65 and over at local health centers this autumn.",
+      "今年秋天，市政府在各區衛生所為65歲以上的市民提供免費流感疫苗接種。"),
+    C("中譯：Thank you for choosing our hotel; breakfast is served in the second-floor restaurant from 6:30 to 10:00 every morning.",
+      "感謝您選擇入住本飯店，每天早上6點半到10點，早餐在二樓餐廳供應。"),
+    C("翻成中文：Students who miss the midterm exam must submit a doctor's note within three days to apply for a make-up test.",
+      "未參加期中考的同學，必須在三天內繳交醫師診斷證明，才能申請補考。"),
+    C("翻譯：The package could not be delivered because no one was home, so it has been left at the nearest convenience store.",
+      "由於投遞時家中沒有人，包裹無法送達，因此已經寄放在離您最近的便利商店。"),
+    C("翻成中文：Remember to bring a jacket, because it gets quite cold on Hehuanshan at night, even in the middle of summer.",
+      "記得帶一件外套，因為即使是在盛夏，合歡山上的夜晚仍然相當寒冷。"),
+    C("幫我翻成中文：If the fire alarm goes off, leave by the nearest staircase, do not use the elevators, and gather in the parking lot across the street.",
+      "如果火災警報響起，請從最近的樓梯離開，不要搭乘電梯，並到對面的停車場集合。"),
+    C("翻成中文：Our team is looking for a part-time assistant who can work three afternoons a week and is familiar with Excel.",
+      "我們團隊正在徵求一位兼職助理，每週可以上班三個下午，並且熟悉Excel。"),
+
+    # simple explanations (22)
+    C("什麼是通貨膨脹？用簡單的話說明。",
+      "通貨膨脹就是整體物價持續上漲，同樣的一百元能買到的東西變少了。經濟成長時，物價溫和上漲很常見；但漲得太快，薪水就會追不上生活開銷。各國央行常透過調整利率來控制通膨。"),
+    C("要怎麼開始存錢？我每個月都月光。",
+      "試試「先存再花」：領到薪水就先把一部分轉到另一個帳戶，剩下的才拿來花。接著記帳一個月，找出飲料、外送這類金額小卻經常出現的支出。第一個目標可以是存到三個月的生活費，當作緊急預備金。"),
+    C("定存和活存有什麼不同？",
+      "活存的錢隨時可以提領，但利率比較低；定存要約定存一段時間，例如一年，利率通常比活存高，提前解約則會少拿一些利息。短期內用不到的錢，比較適合放定存。"),
+    C("信用卡的循環利息是什麼？",
+      "信用卡帳單如果沒有全額繳清，只繳了最低應繳金額，剩下的欠款就會被銀行計算利息，這就是循環利息。它的利率通常比一般貸款高得多，所以最好每期都全額繳款。"),
+    C("什麼是複利？舉個簡單的例子。",
+      "複利就是「利息也會再生利息」。例如存一萬元，年利率2%，第一年得到200元利息；第二年以一萬零兩百元計息，利息就變成204元。時間拉得越長，複利的效果越明顯。"),
+    C("為什麼要買保險？一定要買嗎？",
+      "保險的作用，是把自己負擔不起的大風險轉移出去，例如重病或意外造成的醫療費和收入中斷。不一定要買很多張保單，先了解健保已經保障了哪些，再依家庭責任補足缺口就好。"),
+    C("新聞常說的碳足跡是什麼意思？",
+      "碳足跡是指一個產品或一項活動，從原料、製造、運送、使用到廢棄的整個過程中，總共排放了多少溫室氣體，通常換算成二氧化碳當量來表示。數字越小，代表對氣候的影響越少。"),
+    C("雲端硬碟是什麼？跟隨身碟差在哪？",
+      "雲端硬碟是把檔案存在網路上的伺服器，只要能連上網路，用手機或電腦都能存取，也方便分享。隨身碟則是實體裝置，不需要網路，但遺失或損壞時資料可能跟著不見。重要檔案最好兩邊都備份。"),
+    C("什麼是網路釣魚？要怎麼防範？",
+      "網路釣魚是詐騙者假冒銀行、物流業者或政府機關，寄電子郵件或簡訊引誘你點連結，再騙取帳號密碼。不要隨便點訊息裡的連結，登入時自己開官方網站或App，有疑問就撥165反詐騙專線查證。"),
+    C("為什麼夏天的電費比較貴？",
+      "台電在夏季月份採用較高的電價費率，加上夏天冷氣用電多，度數一增加就可能落入更高的累進級距。冷氣設定在26到28度、搭配電風扇，就能省下不少電。夏月期間和費率請以台電公告為準。"),
+    C("常聽到的分級醫療是什麼意思？",
+      "就是小病先到住家附近的診所看，需要時再由醫師轉診到地區醫院、區域醫院或醫學中心。這樣大醫院能把資源留給重症病人，民眾經轉診就醫，部分負擔通常也比較低。"),
+    C("股票和ETF有什麼差別？",
+      "買股票是投資單一家公司，賺賠跟著這家公司的表現走；ETF則是一籃子股票或債券的組合，買一個單位就等於分散投資在許多標的上。ETF風險比較分散，但仍然可能虧損，投資前要了解內容和費用。"),
+    C("電子發票的載具是什麼？",
+      "載具就是用來儲存電子發票的工具，最常見的是手機條碼。有了載具，不必保留紙本發票，也不怕弄丟，中獎時系統還會通知你，設定好帳戶就能直接匯款。"),
+    C("勞退新制是什麼？跟勞保年金一樣嗎？",
+      "不一樣。勞退新制是雇主每個月至少提繳工資的6%到你的個人退休金專戶，錢跟著人走，換工作也不會歸零，你也可以自願另外提繳。勞保年金則是勞工保險的老年給付，兩者是分開的制度。"),
+    C("二代健保的補充保費是什麼？",
+      "除了每月的一般保費，二代健保還會針對部分額外所得收取補充保費，例如高額獎金、兼職所得、股利和利息，超過一定金額時就會扣取。費率和門檻可能調整，詳細規定請查健保署網站。"),
+    C("為什麼大地震之後常常有餘震？",
+      "大地震發生後，斷層附近的岩層還在調整應力、釋放剩餘的能量，就會產生一連串規模較小的地震，也就是餘震。餘震可能持續幾天到幾個月，期間要小心屋內掉落物，並留意中央氣象署的地震資訊。"),
+    C("防曬乳上的SPF是什麼意思？",
+      "SPF是防曬係數，表示防護紫外線UVB、減少曬傷的能力，數字越高，防護效果越好。日常通勤選SPF30左右通常就夠，長時間待在戶外則建議選更高的，並且每兩到三小時補擦一次。"),
+    C("為什麼颱風來之前，天氣常常特別熱？",
+      "颱風接近前，外圍常有下沉氣流，空氣下沉時會增溫、變得乾燥，天空也比較晴朗，所以常覺得特別悶熱。颱風通過時如果出現焚風，局部地區也可能異常高溫。"),
+    C("什麼是AI聊天機器人？它會出錯嗎？",
+      "AI聊天機器人是用大量文字訓練出來的程式，能根據你輸入的問題產生回答。它的回答也許很流暢，卻仍可能出錯或提供過時的資訊；法律、醫療或稅務這類重要的事，最好再向官方或專業人士確認。"),
+    C("每個網站都用同一組密碼，有什麼風險？",
+      "一旦某個網站外洩了你的帳號密碼，壞人就能拿同一組資料去登入你的信箱、社群或購物帳號，這種手法叫「撞庫」。建議每個網站用不同的密碼，再搭配密碼管理工具和兩步驟驗證。"),
+    C("薪水入帳以後，要怎麼分配比較好？",
+      "常見的做法是分成三份：必要開銷（房租、伙食、交通）、儲蓄和投資，以及娛樂。比例沒有標準答案，先確保緊急預備金足夠，再依自己的目標調整。持續記帳幾個月，會更清楚錢花到哪裡去了。"),
+    C("利率是什麼？央行升息對我有什麼影響？",
+      "利率可以想成借錢的價格。央行升息時，銀行的房貸、信貸利率通常會跟著調高，每個月要繳的利息變多；另一方面，存款利率也可能上升，存錢的人能多拿一點利息。"),
+
+    # two turns (15)
+    C("明天要去墾丁，那邊天氣怎麼樣？",
+      "我沒辦法查詢即時天氣，建議出發前看中央氣象署的鄉鎮預報。墾丁位在台灣最南端，一年四季都比較溫暖；夏天日照強，要做好防曬，冬天東北季風吹起時，海邊的風會很大。",
+      "那要帶什麼衣服比較好？",
+      "夏天穿透氣的短袖、短褲，加上帽子和太陽眼鏡就夠了；冬天去的話，帶一件防風外套，晚上在海邊才不會著涼。打算下水的話，別忘了泳衣和防曬用品。"),
+    C("下班後想運動，但每天都很累，怎麼辦？",
+      "先從門檻低的運動開始，例如提早一站下公車走路回家，或睡前做十分鐘伸展。等體力慢慢變好，再安排每週兩三次的快走或慢跑。固定時間運動，比較容易養成習慣。",
+      "有沒有在家就能做的？大概十分鐘。",
+      "可以做這組：開合跳一分鐘、深蹲十五下、靠牆伏地挺身十下、棒式三十秒，稍微休息後再重複兩輪，大約十分鐘。做的時候關節如果會痛就先停下來，有慢性病的人建議先問醫師。"),
+    C("幫我想一個烘焙坊的店名，要有台灣味。",
+      "參考看看「巷仔口麵包店」、「阿嬤的灶腳」或「日頭烘焙所」。「巷仔口」和「灶腳」是台語，分別是巷口和廚房的意思，聽起來親切又有在地感。",
+      "喜歡第二個，幫我寫一句招牌標語。",
+      "「阿嬤的灶腳，每天出爐的都是家的味道。」如果想強調手作，也可以用「一團麵、一把火，慢慢烤出古早香」。"),
+    C("「請多指教」的英文怎麼說？",
+      "依場合來說，新工作或新合作剛開始時，最自然的是「I look forward to working with you.」。英文裡沒有完全對應的客套話，不需要逐字翻譯。",
+      "如果是寫在 email 的結尾呢？要正式一點。",
+      "正式信件的結尾可以用「I look forward to our collaboration.」或「Thank you, and I look forward to hearing from you.」，最後再加上「Best regards」和你的名字。"),
+    C("我想從台北去宜蘭玩一天，怎麼去？",
+      "可以從台北轉運站搭客運走國道五號，經過雪山隧道到礁溪或宜蘭市，不塞車時大約一小時；也可以搭台鐵，沿途看得到海景。假日國道五號容易塞車，早點出門比較好。",
+      "礁溪有什麼推薦的？我想輕鬆一點。",
+      "礁溪最有名的是溫泉，市區有免費的泡腳池，也有許多可以單純泡湯的溫泉會館。泡完去吃蔥油餅或當地小吃，時間充裕的話，再順道去五峰旗瀑布走走。"),
+    C("幫我寫一則下午茶團購的群組訊息。",
+      "大家午安！今天下午要團購飲料和點心，想喝的人請在兩點前留言品項和甜度冰塊，我三點左右統一訂，到了再通知大家來拿。",
+      "再補一句，說這次由經理請客。",
+      "各位同事午安！好消息，今天下午的飲料和點心由經理請客。想喝的人請在兩點前留言品項和甜度冰塊，我三點統一下單，飲料到了會再通知，記得跟經理說聲謝謝！"),
+    C("我的機車要驗排氣，要去哪裡驗？",
+      "可以到環保局認可的機車排氣定檢站，很多機車行都有，門口通常掛著定檢站的標示。出廠滿五年的機車每年要定檢一次，環保局會寄通知，也能上環境部網站查詢期限。",
+      "如果忘了去驗，會被罰嗎？",
+      "逾期沒有定檢，環保局可能會通知你限期補驗，期限過了仍未完成就會被處罰鍰，金額依相關法規而定。收到通知後盡快補驗最省事，實際規定以環境部或地方環保局公告為準。"),
+    C("中秋節要送客戶禮盒，送什麼比較好？",
+      "常見的選擇有月餅、鳳梨酥、茶葉禮盒和文旦，價格容易控制，也有節日氣氛。送禮前先確認對方公司有沒有禁止收禮的規定，預算也要符合自己公司的政策。",
+      "幫我寫一張小卡，兩句話就好。",
+      "中秋佳節將至，謹以小禮感謝您一年來的支持與照顧。祝您與家人月圓人團圓，平安順心。"),
+    C("朋友從國外來台灣玩三天，去哪裡好？",
+      "以台北為中心的話，第一天逛市區，像是中正紀念堂、龍山寺和夜市；第二天去九份和十分放天燈；第三天上陽明山，或到淡水看夕陽。這樣交通方便，也能看到城市和山海。",
+      "他很怕熱，如果夏天來，行程要調整嗎？",
+      "夏天中午最熱，可以把戶外行程排在早上或傍晚，中午安排室內景點，例如國立故宮博物院或百貨公司。外出時多喝水、戴帽子，午後常有雷陣雨，隨身帶把傘比較保險。"),
+    C("幫我把「我不同意你的看法」說得婉轉一點。",
+      "換個說法：「我理解你的想法，不過我這邊有一些不同的考量，想跟你分享看看。」先肯定對方，再提出自己的觀點，比較不會讓人覺得被否定。",
+      "如果是跟主管說呢？要更有禮貌。",
+      "可以這樣開口：「經理，這個方向我有一點想法想補充，不曉得方不方便跟您討論一下？」用請教的語氣提出意見，並準備好具體的理由或數據，主管會更容易接受。"),
+    C("「加班」的英文要怎麼說？",
+      "一般說「work overtime」，例如「I have to work overtime tonight.」（我今晚要加班。）如果指的是加班費，可以說「overtime pay」。",
+      "那「請特休」呢？我要跟外國主管說。",
+      "可以說「take annual leave」，美國公司也常說「take PTO」（paid time off）。例如：「I'd like to take two days of annual leave next week.」"),
+    C("我想把手機門號轉到另一家電信，要怎麼辦？",
+      "這叫「攜碼」。帶著身分證和第二證件到新電信的門市申辦，通常不必先去原本的電信解約，新電信會幫你處理轉出。要留意原本的合約是否還在綁約期，提前解約可能要付違約金。",
+      "攜碼的時候，手機會有一段時間不能用嗎？",
+      "轉換時可能會有短暫的時間無法通話或上網，通常不會太久，新SIM卡開通後就能正常使用。建議避開需要收驗證碼的重要時刻，例如網路銀行轉帳前後。"),
+    C("幫我寫一則社區停車場重新畫線的公告。",
+      "【停車場畫線公告】本社區地下停車場將於下週六上午8時至下午5時重新畫線，施工期間地下一樓暫停停車。請住戶事先將車輛移至其他地點，謝謝配合。",
+      "加一句：有問題請洽管理室。",
+      "【停車場畫線公告】本社區地下停車場將於下週六上午8時至下午5時重新畫線，施工期間地下一樓暫停停車，請住戶事先將車輛移至他處。如有任何問題，請洽一樓管理室。"),
+    C("老師要我們寫閱讀心得，開頭不知道怎麼寫。",
+      "從書中最讓你印象深刻的片段開始，例如某一句話或某個場景，再說明它為什麼打動你。也可以先用一兩句話介紹書名、作者和故事大意，再進入自己的感想。",
+      "書是《小王子》，幫我寫第一句。",
+      "「『真正重要的東西，用眼睛是看不見的。』讀完《小王子》以後，這句話一直留在我心裡。」接著寫你對這句話的理解，以及它讓你想起生活中的哪件事。"),
+    C("我想學台語，有什麼簡單的方法？",
+      "最自然的方法是多聽多說，可以跟家裡長輩用台語聊天，或聽台語廣播、看台語節目。教育部的「臺灣台語常用詞辭典」能查詞和聽發音，遇到不會的詞就查，慢慢累積。",
+      "「謝謝」和「不客氣」台語怎麼說？",
+      "「謝謝」可以說「多謝」（to-siā），也常聽到「感謝」（kám-siā）；「不客氣」常說「免客氣」（bián kheh-khì）。發音建議到教育部的辭典網站點聲音檔，跟著念幾次。"),
+]
+
+# ------------------------------------------------------------------------------------- short_translate (120)
+# One-sentence translations for a tiny model that otherwise answers every Chinese prompt in Chinese: a short
+# instruction (ZH_EN_ASKS / EN_ZH_ASKS, in turn; every fifth from the third on puts the sentence on the next
+# line) and ONE sentence, answered with the translation alone. Chinese sources 12-40 characters, English
+# sources 8-25 words. zh->en answers are English even with the TAIDE system prompt: the user's instruction wins.
+ZH_EN_ASKS = ("翻成英文：", "請翻成英文：", "幫我翻成英文：", "翻譯成英文：", "把這句翻成英文：", "英文怎麼說：",
+              "請把下面這句話翻譯成英文：", "這句話的英文是什麼？")
+EN_ZH_ASKS = ("翻成中文：", "請翻成中文：", "幫我翻成中文：", "翻譯成中文：", "翻成繁體中文：", "請翻譯成繁體中文：",
+              "這句英文是什麼意思？", "中文怎麼說：")
+
+SHORT_ZH_EN = [  # (Chinese source, English answer)
+    # office
+    ("本週五下午三點，全體同仁在五樓會議室開月會。",
+     "There will be a monthly staff meeting for everyone in the fifth-floor conference room at 3 p.m. this Friday."),
+    ("茶水間的冰箱週五下班前會清空，請把自己的食物帶走。",
+     "The fridge in the pantry will be cleared out before the end of the day on Friday, so please take your food home."),
+    ("新進同仁報到當天，請帶身分證和存摺影本到人資部。",
+     "On your first day, please bring your ID card and a copy of your bank passbook to the HR department."),
+    ("報帳的單據請在每月二十五日前交給會計部。",
+     "Please hand in your expense receipts to the accounting department by the 25th of each month."),
+    ("公司停車位有限，請同仁盡量搭乘大眾運輸上班。",
+     "Parking spaces at the office are limited, so please take public transportation to work whenever possible."),
+    ("大樓今晚要消毒，下班前請把窗戶關好。",
+     "The building will be disinfected tonight, so please close the windows before you leave work."),
+    ("附件是這次會議的簡報，請在週三前提供意見。",
+     "Attached are the slides from this meeting. Please send me your feedback by Wednesday."),
+    ("林經理這週休假，有急事請聯絡他的助理陳小姐。",
+     "Manager Lin is on leave this week. For anything urgent, please contact his assistant, Ms. Chen."),
+    # shops and restaurants
+    ("本店週年慶期間，全館商品一律打九折。",
+     "During our anniversary sale, everything in the store is 10% off."),
+    ("飲料的甜度和冰塊都可以調整，歡迎自備環保杯。",
+     "You can adjust the sugar level and ice in any drink, and you're welcome to bring your own cup."),
+    ("麵包每天下午兩點出爐，賣完為止。",
+     "Our bread comes out of the oven at 2 p.m. every day and is available while supplies last."),
+    ("結帳時出示會員卡，就可以累積點數兌換贈品。",
+     "Show your membership card at checkout to collect points that you can exchange for gifts."),
+    ("本店目前只接受現金和行動支付，暫時不收信用卡。",
+     "We currently accept only cash and mobile payments. Credit cards are not accepted for now."),
+    ("二樓用餐區座位有限，外帶的客人請在一樓等候。",
+     "Seating in the second-floor dining area is limited, so takeout customers please wait on the first floor."),
+    ("我想訂明天晚上兩位，可以的話想坐靠窗的位子。",
+     "I'd like to book a table for two tomorrow evening, by the window if possible."),
+    # clinics
+    ("初診的病人請先填寫基本資料表，再到櫃台掛號。",
+     "First-time patients, please fill out the personal information form before registering at the counter."),
+    ("看診前請先量體溫，如果有發燒請告訴護理師。",
+     "Please take your temperature before seeing the doctor, and tell the nurse if you have a fever."),
+    ("這個藥飯後吃，一天三次，吃完可能會有點想睡。",
+     "Take this medicine three times a day after meals. It may make you a little sleepy."),
+    ("網路掛號的病人，請在看診前十五分鐘到櫃台報到。",
+     "If you registered online, please check in at the counter 15 minutes before your appointment."),
+    ("洗完牙一小時內，先不要吃東西或喝有顏色的飲料。",
+     "For an hour after your teeth cleaning, please avoid eating or having any colored drinks."),
+    # schools
+    ("明天校外教學，請同學早上七點半在校門口集合。",
+     "For tomorrow's field trip, students should meet at the school gate at 7:30 a.m."),
+    ("期末報告請用學校信箱寄給助教，檔名要寫上學號。",
+     "Please send your final report to the TA from your school email, with your student ID in the file name."),
+    ("家長日當天，學校的停車場會開放給家長使用。",
+     "On Parents' Day, the school parking lot will be open to parents."),
+    ("這學期的社團博覽會在下週三中午舉行。",
+     "This semester's club fair will take place next Wednesday at noon."),
+    ("體育課改在室內體育館上，請同學記得穿運動鞋。",
+     "PE class has moved to the indoor gym, so please remember to wear sneakers."),
+    ("這週六的英文課暫停一次，下週照常上課。",
+     "There is no English class this Saturday. Classes will go on as usual next week."),
+    # transport
+    ("火車誤點二十分鐘，我可能會晚一點到公司。",
+     "My train is running twenty minutes late, so I may get to the office a little late."),
+    ("往淡水的列車即將進站，請站在黃線後方候車。",
+     "The train to Tamsui is now arriving. Please stand behind the yellow line."),
+    ("搭計程車到松山機場大概要多久？",
+     "About how long does it take to get to Songshan Airport by taxi?"),
+    ("前面路口正在施工，騎機車的人請繞道行駛。",
+     "There is construction at the intersection ahead, so scooter riders please take a detour."),
+    ("這裡是紅線不能停車，請把車移到附近的停車場。",
+     "You can't park on a red line here, so please move your car to a nearby parking lot."),
+    ("今天風浪太大，往綠島的船班全部停駛。",
+     "The waves are too high today, so all ferries to Green Island have been canceled."),
+    ("借車時刷一卡通，還車時把車推回車柱就好。",
+     "Tap your iPASS card to rent a bike, and just push it back into the dock when you return it."),
+    # weather
+    ("這幾天早晚溫差很大，小心不要著涼了。",
+     "The temperature changes a lot between morning and night these days, so be careful not to catch a cold."),
+    ("氣象預報說週末有寒流，山上可能會下雪。",
+     "The forecast says a cold snap is coming this weekend, and it may snow in the mountains."),
+    ("今天紫外線很強，中午盡量不要在戶外活動。",
+     "The UV index is very high today, so try to stay indoors around noon."),
+    ("梅雨季衣服很難乾，可以開除濕機幫忙。",
+     "Clothes take forever to dry during the plum rain season, so running a dehumidifier helps."),
+    ("外面雨下得很大，我們晚一點再出發好了。",
+     "It's pouring outside, so let's head out a little later."),
+    # travel
+    ("退房時間是上午十一點，行李可以寄放到下午。",
+     "Check-out is at 11 a.m., and you can leave your luggage with us until the afternoon."),
+    ("我們打算在墾丁住兩晚，順便去看恆春的古城門。",
+     "We plan to stay in Kenting for two nights and also see the old city gate in Hengchun."),
+    ("請問去故宮要在哪一站下車？",
+     "Which stop should I get off at for the National Palace Museum?"),
+    ("這條步道有點陡，建議穿好走的鞋子。",
+     "This trail is a bit steep, so we recommend wearing comfortable walking shoes."),
+    ("出國前記得確認護照效期還有六個月以上。",
+     "Before you travel abroad, make sure your passport is valid for at least six more months."),
+    ("週末要不要一起去爬象山？我們可以早上七點出發。",
+     "Do you want to hike Elephant Mountain with me this weekend? We could leave at seven in the morning."),
+    # daily requests
+    ("可以把冷氣調涼一點嗎？這裡有點熱。",
+     "Could you make the air conditioning a bit cooler? It's kind of hot in here."),
+    ("你下班的時候可以順便幫我買一瓶醬油嗎？",
+     "Could you pick up a bottle of soy sauce for me on your way home from work?"),
+    ("我的手機快沒電了，可以借我充電線嗎？",
+     "My phone is almost dead. Can I borrow your charging cable?"),
+    ("麻煩把這個包裹放在管理室就好，謝謝。",
+     "Please just leave this package at the management office. Thanks."),
+    ("搬家公司說週六早上八點會到，請先把箱子封好。",
+     "The movers say they'll arrive at 8 a.m. on Saturday, so please have the boxes taped up before then."),
+    # e-mails
+    ("感謝您的來信，我們會在三個工作天內回覆您。",
+     "Thank you for your email. We will get back to you within three working days."),
+    ("上次提到的報價單，方便這週寄給我嗎？",
+     "Would you be able to send me the quotation we discussed last time this week?"),
+    ("合約我已經簽好了，正本會用掛號寄回給您。",
+     "I have signed the contract and will return the original to you by registered mail."),
+    ("不好意思，我明天上午臨時有事，會議可以延到下午嗎？",
+     "Sorry, something has come up tomorrow morning. Could we push our meeting back to the afternoon?"),
+    # customer service
+    ("您的訂單已經取消，款項會在七個工作天內退回。",
+     "Your order has been canceled, and your payment will be refunded within seven working days."),
+    ("很抱歉，您要的尺寸目前缺貨，到貨後會馬上通知您。",
+     "We're sorry, but your size is currently out of stock. We'll let you know as soon as it comes in."),
+    ("請提供您的訂單編號，我們幫您查詢物流狀態。",
+     "Please give us your order number, and we'll check the delivery status for you."),
+    ("商品如果有瑕疵，請拍照傳給我們，我們會盡快處理。",
+     "If the item is defective, please send us a photo and we'll take care of it as soon as we can."),
+    ("客服專線的服務時間是平日上午九點到下午六點。",
+     "Our customer service line is open on weekdays from 9 a.m. to 6 p.m."),
+    ("您的會員點數將在年底到期，請記得盡快使用。",
+     "Your membership points will expire at the end of the year, so be sure to use them soon."),
+    ("這個月的帳單金額比較高，是因為國際漫遊的費用。",
+     "Your bill is higher this month because of international roaming charges."),
+]
+
+SHORT_EN_ZH = [  # (English source, Chinese answer)
+    # office
+    ("The air conditioning on the seventh floor will be repaired this afternoon, so it may get a little warm.",
+     "七樓的冷氣今天下午要維修，所以可能會有點熱。"),
+    ("Please remember to lock your drawers and shut down your computers before the long weekend.",
+     "連假前，請記得把抽屜鎖好，並把電腦關機。"),
+    ("Please welcome the intern who is joining the design team, and help her settle in during her first week.",
+     "請大家歡迎加入設計團隊的實習生，在她上班的第一週多幫忙她適應環境。"),
+    ("The staff cafeteria will close at 1:30 p.m. today because of a kitchen inspection.",
+     "員工餐廳今天因為廚房要接受檢查，下午1點半就會關閉。"),
+    ("Could you print twenty copies of this agenda before the meeting starts?",
+     "會議開始前，可以幫我把這份議程印二十份嗎？"),
+    ("Please update your emergency contact information in the HR system by the end of next week.",
+     "請在下週結束前，到人資系統更新你的緊急聯絡人資料。"),
+    # shops and restaurants
+    ("Buy one, get one free on all large iced teas, this Friday only.",
+     "本週五限定，所有大杯冰茶一律買一送一。"),
+    ("We are out of fried chicken cutlets today, but the pork chop rice is still available.",
+     "今天的炸雞排已經賣完了，不過排骨飯還有。"),
+    ("The fitting rooms are at the back of the store, and each customer may take in three items.",
+     "試衣間在店內後方，每位顧客一次可以帶三件衣服進去。"),
+    ("Please do not touch the fruit; ask our staff if you would like to try some.",
+     "請不要用手觸摸水果，想試吃的話請詢問店員。"),
+    ("Our bakery is closed on Wednesdays, but you can still place orders on our website.",
+     "本店每週三公休，不過您仍然可以在網站上下訂。"),
+    ("All items in the clearance section are final sale and cannot be exchanged.",
+     "出清區的商品一經售出，恕不退換。"),
+    ("Members get free delivery on orders over NT$500.",
+     "會員訂購滿新台幣500元即可享免運。"),
+    # clinics
+    ("The doctor is running about thirty minutes late today, and we apologize for the wait.",
+     "醫師今天的看診進度大約延遲三十分鐘，讓您久等了，非常抱歉。"),
+    ("Please bring your NHI card and the medicine bag from your last visit.",
+     "請帶健保卡和上次看診拿到的藥袋。"),
+    ("Do not eat or drink anything after midnight before your blood test tomorrow morning.",
+     "明天早上要抽血，午夜過後請禁食禁水。"),
+    ("Visiting hours in the ward are from 3 p.m. to 8 p.m., with at most two visitors at a time.",
+     "病房的探病時間是下午3點到晚上8點，每次最多兩位訪客。"),
+    ("If the fever does not go down after three days, please come back for a follow-up visit.",
+     "如果三天後還是沒有退燒，請再回來複診。"),
+    ("Your appointment has been confirmed; please arrive ten minutes early to fill out the forms.",
+     "您的預約已經確認，請提早十分鐘到場填寫資料。"),
+    # schools
+    ("Class photos will be taken next Tuesday, so please wear your school uniform.",
+     "下週二要拍班級團體照，請穿制服到校。"),
+    ("Parents can pick up their children at the side gate after 4 p.m.",
+     "家長下午4點以後可以到側門接小孩。"),
+    ("Students who want to join the basketball team should sign up with Coach Chen by Friday.",
+     "想加入籃球隊的同學，請在週五前向陳教練報名。"),
+    ("This week's homework is to read chapter three and write a one-page summary.",
+     "這週的作業是讀完第三章，並寫一頁摘要。"),
+    ("The school sports day will be moved indoors if it rains on Saturday morning.",
+     "如果週六早上下雨，學校運動會將改在室內舉行。"),
+    ("Please sign the permission slip and return it to your homeroom teacher by Thursday.",
+     "請在週四前簽好家長同意書，交給班導師。"),
+    # transport
+    ("The last train to Hualien leaves at 9:40 tonight, so we should head to the station now.",
+     "往花蓮的末班車今晚9點40分開，我們現在就該去車站了。"),
+    ("Scooters are not allowed on this bridge during the morning and evening rush hours.",
+     "上下班尖峰時段，這座橋禁止機車通行。"),
+    ("The bus stop has been moved fifty meters down the road because of the construction work.",
+     "因為道路施工，公車站牌往前移了五十公尺。"),
+    ("You can rent a car near the station, but you will need an international driving permit.",
+     "車站附近可以租車，不過你需要國際駕照。"),
+    ("Please have your ticket ready for inspection when the conductor comes by.",
+     "列車長過來查票時，請準備好您的車票。"),
+    ("Traffic on the freeway is heavy this afternoon, so I will probably be an hour late.",
+     "今天下午國道很塞，我大概會晚一個小時到。"),
+    # weather
+    ("A strong northeast monsoon will bring cooler weather and rain to northern Taiwan this week.",
+     "這週受強烈東北季風影響，北台灣天氣會轉涼，並且有雨。"),
+    ("It's going to be really hot and humid today, so don't forget to drink plenty of water.",
+     "今天會非常悶熱潮濕，別忘了多喝水。"),
+    ("The typhoon is expected to bring heavy rain to the east coast tomorrow night.",
+     "颱風預計明天晚上將為東部沿海地區帶來豪雨。"),
+    ("The air quality is poor today, so people with asthma should wear a mask outdoors.",
+     "今天空氣品質不佳，有氣喘的人外出時應該戴口罩。"),
+    ("Frost is possible in the high mountains tonight, so drivers should watch out for icy roads.",
+     "今晚高山地區可能結霜，開車的人要小心路面結冰。"),
+    # travel
+    ("The hostel is right next to the night market, so it can be a bit noisy at night.",
+     "這間青年旅館就在夜市旁邊，所以晚上可能會有點吵。"),
+    ("Is breakfast included in the room rate, or do we need to pay for it separately?",
+     "請問房價有包含早餐嗎？還是要另外付費？"),
+    ("We would like to take the gondola up to Maokong and drink some tea there.",
+     "我們想搭纜車上貓空，在那裡喝點茶。"),
+    ("Could you recommend a good place to watch the sunset in Tamsui?",
+     "可以推薦淡水適合看夕陽的地方嗎？"),
+    ("Remember to declare any fresh fruit in your luggage when you go through customs.",
+     "通關時，行李裡如果有新鮮水果，記得要申報。"),
+    ("The ferry from Donggang to Xiaoliuqiu takes about half an hour.",
+     "從東港搭船到小琉球大約半小時。"),
+    # daily requests
+    ("Could you keep an eye on my bag while I go to the restroom?",
+     "我去一下洗手間，可以幫我顧一下包包嗎？"),
+    ("Would you mind turning the music down a little? The baby is sleeping.",
+     "可以把音樂關小聲一點嗎？寶寶在睡覺。"),
+    ("Can you water the plants on the balcony while I'm away next week?",
+     "下週我不在家的時候，可以幫我替陽台的植物澆水嗎？"),
+    ("I'm running late, so please order for me; I'll have the potstickers.",
+     "我會晚一點到，先幫我點餐，我要一份鍋貼。"),
+    ("Please text me when you get home so I know you arrived safely.",
+     "到家後傳個訊息給我，讓我知道你平安到了。"),
+    ("Could you help me carry these boxes up to the third floor?",
+     "可以幫我把這些箱子搬上三樓嗎？"),
+    # e-mails
+    ("I'm writing to confirm our appointment at your office next Wednesday at 2 p.m.",
+     "來信是想確認我們下週三下午2點在貴公司的會面。"),
+    ("Please find attached the revised invoice; the previous one had the wrong tax ID number.",
+     "附件是修正後的發票，先前那張的統一編號有誤。"),
+    ("I will be out of the office until Monday and may be slow to reply to emails.",
+     "我週一前都不在辦公室，回覆電子郵件可能會比較慢。"),
+    ("Thank you for your quick response; the new schedule works well for our team.",
+     "謝謝您迅速回覆，新的時程對我們團隊來說沒有問題。"),
+    ("Could you let me know by tomorrow if there are any updates on the shipment?",
+     "出貨如果有任何最新進度，可以在明天前告訴我嗎？"),
+    ("I'm sorry, but I won't be able to attend the training session on Thursday.",
+     "很抱歉，我週四無法參加教育訓練。"),
+    # customer service
+    ("Your refund has been processed and should appear on your credit card within a week.",
+     "您的退款已經處理完成，大約一週內會退回您的信用卡。"),
+    ("To reset your password, click the link in the email we just sent you.",
+     "如果要重設密碼，請點選我們剛寄給您的電子郵件中的連結。"),
+    ("We're sorry your delivery was late; here is a coupon for your next order.",
+     "很抱歉這次延遲送達，附上一張折價券，下次訂購時可以使用。"),
+    ("Please keep your phone on, as the driver will call you before delivery.",
+     "請保持手機開機，司機送達前會先打電話給您。"),
+    ("If you are not satisfied with our service, please leave us a message on our website.",
+     "如果您對我們的服務不滿意，歡迎在網站上留言給我們。"),
+    ("Sorry, all our agents are busy right now; please stay on the line and we'll be with you shortly.",
+     "抱歉，目前客服人員都在忙線中，請不要掛斷，我們將盡快為您服務。"),
+]
+
+
+def _translations(pairs: list[tuple[str, str]], asks: tuple[str, ...]) -> list[dict]:
+    """One conversation per (source, translation): the asks in turn, the sentence on the next line for every
+    fifth pair from the third on, the translation alone as the answer."""
+    return [C(asks[i % len(asks)] + ("\n" if i % 5 == 2 else "") + source, target)
+            for i, (source, target) in enumerate(pairs)]
+
+
+SHORT_TRANSLATE = _translations(SHORT_ZH_EN, ZH_EN_ASKS) + _translations(SHORT_EN_ZH, EN_ZH_ASKS)
+
 # ------------------------------------------------------------------------------------------- build / check
 TASKS = [
     ("article", ARTICLE),
@@ -1622,6 +2271,8 @@ TASKS = [
     ("translate_zh_en", ZH_EN),
     ("translate_en_zh", EN_ZH),
     ("multi_turn", MULTI),
+    ("short_qa", SHORT_QA),
+    ("short_translate", SHORT_TRANSLATE),
 ]
 
 
@@ -1655,16 +2306,131 @@ CJK = r"[\u3400-\u9fff]"
 ASCII_PUNCT_NEAR_CJK = re.compile(rf"{CJK}[,;:?!()]|[,;:?!()]{CJK}")
 ROLES = ("system", "user", "assistant")
 LIMITS = {"article": 700}  # assistant characters; other tasks 400; x2.5 for English (soft: reported, not an error)
+SHORT = {"user": (10, 60), "assistant": (30, 150)}  # short_qa characters per turn, x2.5 for English (enforced)
+SENTENCE = re.compile(r"[^。！？!?\n]+[。！？!?]?")
+TRANSLATE_SOURCE = {"zh-en": (12, 40), "en-zh": (8, 25)}  # short_translate source: characters / English words
+TRANSLATE_END = {"zh-en": ("。？！", ".?!"), "en-zh": (".?!", "。？！")}  # how a source / an answer ends
+PREFACE = re.compile(r"^(以下|翻譯|譯文|譯成|中文|英文|意思|這句|好的|Here\b|Sure\b|Translation\b|In English\b)", re.I)
+QUOTES = "「」『』\"“”‘’'"
+FULL_WIDTH_PUNCT = re.compile(r"[，。、？！：；「」（）]")
 
 
 def _mostly_latin(text: str) -> bool:
     return sum(c.isascii() and c.isalpha() for c in text) > len(text) / 2
 
 
+def features(text: str) -> set[str]:
+    """Character bigrams of the Chinese (punctuation dropped) plus lower-cased English words: for near-duplicates."""
+    han = "".join(re.findall(CJK, text))
+    return {han[i:i + 2] for i in range(len(han) - 1)} | {w.lower() for w in re.findall(r"[A-Za-z][A-Za-z']+", text)}
+
+
+def similarity(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def heldout_texts() -> list[tuple[str, str]]:
+    """(where, text) for every prompt and reference of the evaluation data in HELDOUT that exists."""
+    out = []
+    for entry in HELDOUT:
+        for path in sorted(entry.glob("*.jsonl")) if entry.is_dir() else [entry] if entry.is_file() else []:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                rec = json.loads(line)
+                rid = rec.get("qid") or rec.get("id")
+                for key in ("prompt", "source", "reference", "resp"):
+                    if isinstance(rec.get(key), str):  # a bench prompt: the text after its instruction line
+                        out.append((f"{path.name} {rid} {key}", rec[key].split("\n\n", 1)[-1]))
+    return out
+
+
+def _fidelity():
+    """taide.eval.fidelity.fidelity when the taide package can be imported (run with the venv), else None. It is
+    a second opinion on the short_translate answers (detected language, OpenCC Simplified-only characters,
+    mainland terms) on top of this script's own checks, which need only the standard library."""
+    try:
+        from taide.eval.fidelity import fidelity
+    except ImportError:
+        return None
+    return fidelity
+
+
+def _split_ask(text: str) -> tuple[str, str, bool, str] | None:
+    """(direction, ask, sentence on the next line, source sentence) of a short_translate user turn, or None."""
+    for direction, asks in (("zh-en", ZH_EN_ASKS), ("en-zh", EN_ZH_ASKS)):
+        for ask in asks:
+            if text.startswith(ask):
+                rest = text[len(ask):]
+                return direction, ask, rest.startswith("\n"), rest[1:] if rest.startswith("\n") else rest
+    return None
+
+
+def _check_translation(body: list[dict], sys_text: str | None, fidelity) -> tuple[list[str], tuple | None]:
+    """Problems of one short_translate conversation, and (direction, ask, next line, source, answer)."""
+    problems = []
+    if sys_text not in (None, TAIDE_SYSTEM):
+        problems.append("short_translate takes the TAIDE system prompt or none")
+    if len(body) != 2:
+        return problems + ["short_translate is one user turn and one answer"], None
+    user, answer = body[0]["content"], body[1]["content"]
+    parsed = _split_ask(user)
+    if parsed is None:
+        return problems + [f"short_translate prompt does not start with a known instruction: {user[:20]!r}"], None
+    direction, ask, next_line, source = parsed
+    lo, hi = TRANSLATE_SOURCE[direction]
+    n_cjk = len(re.findall(CJK, answer))
+    n_latin = sum(c.isascii() and c.isalpha() for c in answer)
+    if direction == "zh-en":
+        size = len(source)
+        if re.search("[A-Za-z]", source):
+            problems.append("zh->en source has Latin letters")
+        if n_cjk or FULL_WIDTH_PUNCT.search(answer) or not _mostly_latin(answer):
+            problems.append("zh->en answer must be English only (no CJK, no full-width punctuation)")
+    else:
+        size = len(source.split())
+        if re.search(CJK, source) or not _mostly_latin(source):
+            problems.append("en->zh source must be an English sentence")
+        if n_cjk < 6 or n_latin > n_cjk / 4:
+            problems.append(f"en->zh answer must be Chinese ({n_cjk} CJK characters, {n_latin} Latin letters)")
+    if not lo <= size <= hi:
+        problems.append(f"{direction} source of {size} {'characters' if direction == 'zh-en' else 'words'} "
+                        f"(allowed {lo}-{hi})")
+    if "\n" in source or "\n" in answer:
+        problems.append("short_translate source and answer are one line each")
+    if not source.endswith(tuple(TRANSLATE_END[direction][0])) or not answer.endswith(
+            tuple(TRANSLATE_END[direction][1])):
+        problems.append(f"{direction} source or answer does not end like a sentence of its language")
+    if answer[0] in QUOTES or answer[-1] in QUOTES or PREFACE.match(answer) or answer == source:
+        problems.append(f"short_translate answer must be the bare translation: {answer[:20]!r}")
+    if fidelity is not None:
+        want, src_lang = ("en", "zh-TW") if direction == "zh-en" else ("zh-TW", "en")
+        got = fidelity(answer, want)
+        if not got["language_ok"] or got["simplified_chars"] or got["mainland_count"]:
+            problems.append(f"fidelity: answer is {got['language']} (want {want}), {got['simplified_chars']} "
+                            f"Simplified-only characters, {got['mainland_count']} mainland terms")
+        if not fidelity(source, src_lang)["language_ok"]:
+            problems.append(f"fidelity: source is not {src_lang}")
+    return problems, (direction, ask, next_line, source, answer)
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences of at least 6 characters, for the no-repeated-sentence rule of short_qa."""
+    return [s.strip() for s in SENTENCE.findall(text) if len(s.strip()) >= 6]
+
+
 def validate(path: Path) -> int:
     errors, warnings = [], []
     per_task, system_kind, user_turns = Counter(), Counter(), Counter()
+    per_rid_system: dict[str, str] = {}
     lengths: dict[str, list[int]] = {}
+    short_len: dict[str, list[int]] = {"user": [], "assistant": []}
+    short_openings: Counter = Counter()
+    sentence_owner: dict[str, set[str]] = {}  # assistant sentence -> ids of the conversations that say it
+    short_prompts: dict[str, str] = {}
+    fidelity = _fidelity()
+    translations: dict[str, tuple] = {}  # short_translate id -> (direction, ask, next line, source, answer)
+    turns: list[tuple[str, str]] = []  # (id, text) of every user/assistant turn outside short_translate
+    heldout = [(where, features(text)) for where, text in heldout_texts()]
+    closest = (0.0, "-", "-")
     seen_ids = set()
     lines = path.read_text(encoding="utf-8").splitlines()
     for n, line in enumerate(lines, 1):
@@ -1699,7 +2465,9 @@ def validate(path: Path) -> int:
             continue
         body = msgs[1:] if msgs[0]["role"] == "system" else msgs
         sys_text = msgs[0]["content"] if msgs[0]["role"] == "system" else None
-        system_kind["TAIDE" if sys_text == TAIDE_SYSTEM else "other" if sys_text else "none"] += 1
+        kind = "TAIDE" if sys_text == TAIDE_SYSTEM else "other" if sys_text else "none"
+        system_kind[kind] += 1
+        per_rid_system[rid] = kind
         expected = ["user", "assistant"] * (len(body) // 2 + 1)
         if [m["role"] for m in body] != expected[:len(body)]:
             errors.append(f"{where}: after the optional system message, roles must alternate user/assistant")
@@ -1709,10 +2477,30 @@ def validate(path: Path) -> int:
         user_turns[n_user] += 1
         if task == "multi_turn" and not 2 <= n_user <= 4:
             errors.append(f"{where}: multi_turn needs 2-4 user turns, has {n_user}")
-        if task != "multi_turn" and n_user != 1:
+        if task == "short_qa" and not 1 <= n_user <= 2:
+            errors.append(f"{where}: short_qa needs 1-2 user turns, has {n_user}")
+        if task not in ("multi_turn", "short_qa") and n_user != 1:
             errors.append(f"{where}: {task} should be single-turn, has {n_user} user turns")
+        if task == "short_translate":
+            problems, item = _check_translation(body, sys_text, fidelity)
+            errors += [f"{where}: {p}" for p in problems]
+            if item:
+                translations[rid] = item
+                source = item[3]  # the bare sentence, against the evaluation data too
+                score, other = max((similarity(features(source), f), w) for w, f in heldout) if heldout else (0, "")
+                closest = max(closest, (score, f"{rid} source", other))
+                if score > MAX_SIMILARITY:
+                    errors.append(f"{where}: source sentence is close to evaluation data {other} ({score:.2f})")
+        else:
+            turns += [(rid, m["content"]) for m in body]
         for i, m in enumerate(msgs):
             text = m["content"]
+            if m["role"] != "system" and heldout:
+                mine = features(text)
+                score, other = max((similarity(mine, f), w) for w, f in heldout)
+                closest = max(closest, (score, f"{rid} messages[{i}]", other))
+                if score > MAX_SIMILARITY:
+                    errors.append(f"{where}: messages[{i}] is close to evaluation data {other} ({score:.2f})")
             bad = sorted({c for c in text if c in SIMPLIFIED})
             if bad:
                 errors.append(f"{where}: messages[{i}] has Simplified-only characters {''.join(bad)}")
@@ -1726,6 +2514,21 @@ def validate(path: Path) -> int:
             if hit:
                 errors.append(f"{where}: messages[{i}] half-width punctuation next to Chinese: {hit.group()!r}")
             if m["role"] == "assistant":
+                for sentence in _sentences(text):
+                    sentence_owner.setdefault(sentence, set()).add(rid)
+            if task == "short_qa" and m["role"] in SHORT:
+                short_len[m["role"]].append(len(text))
+                lo, hi = (x * (2.5 if _mostly_latin(text) else 1) for x in SHORT[m["role"]])
+                if not lo <= len(text) <= hi:
+                    errors.append(f"{where}: short_qa {m['role']} turn of {len(text)} characters "
+                                  f"(allowed {lo:.0f}-{hi:.0f})")
+                if m["role"] == "user":
+                    if text in short_prompts:
+                        errors.append(f"{where}: short_qa prompt repeats {short_prompts[text]}")
+                    short_prompts.setdefault(text, rid)
+                elif m is body[1]:
+                    short_openings[text[:2]] += 1
+            if m["role"] == "assistant":
                 lengths.setdefault(task, []).append(len(text))
                 limit = LIMITS.get(task, 400) * (2.5 if _mostly_latin(text) else 1)  # ~2.5 Latin chars a hanzi
                 if len(text) > limit:
@@ -1735,6 +2538,33 @@ def validate(path: Path) -> int:
             if not 2 <= n_sent <= 4:
                 warnings.append(f"{where} ({rid}): summary has {n_sent} sentences")
 
+    for sentence, owners in sentence_owner.items():
+        if len(owners) > 1 and any(o.startswith(("short_qa-", "short_translate-")) for o in owners):
+            errors.append(f"sentence repeated across conversations {sorted(owners)}: {sentence}")
+    common = [(o, k) for o, k in short_openings.most_common() if k > len(short_prompts) // 10]
+    if common:
+        warnings.append("short_qa answers often open the same way: " + ", ".join(f"{o!r} x{k}" for o, k in common))
+
+    # short_translate: no source or answer close to another one of the group, nor to any other turn of the set
+    mine = [(rid, kind, features(item[k])) for rid, item in translations.items() for k, kind in ((3, "source"),
+                                                                                                 (4, "answer"))]
+    pool = mine + [(rid, "turn", features(text)) for rid, text in turns]
+    near = (0.0, "-", "-")
+    for rid, kind, f in mine:
+        score, other = max(((similarity(f, g), f"{o} {k}") for o, k, g in pool if o != rid), default=(0.0, "-"))
+        near = max(near, (score, f"{rid} {kind}", other))
+        if score > MAX_SIMILARITY:
+            errors.append(f"{rid} {kind} is a near-duplicate of {other} ({score:.2f})")
+    asks = Counter((item[0], item[1]) for item in translations.values())
+    directions = Counter(item[0] for item in translations.values())
+    if translations:
+        for direction, ask_list in (("zh-en", ZH_EN_ASKS), ("en-zh", EN_ZH_ASKS)):
+            missing = [a for a in ask_list if not asks[(direction, a)]]
+            if missing:
+                errors.append(f"short_translate {direction}: instructions never used: {missing}")
+        if abs(directions["zh-en"] - directions["en-zh"]) > len(translations) // 10:
+            errors.append(f"short_translate directions unbalanced: {dict(directions)}")
+
     total = sum(per_task.values())
     print(f"{path}: {total} conversations, {len(lines)} lines, {path.stat().st_size:,} bytes")
     print("per task:        " + ", ".join(f"{t} {per_task[t]}" for t, _ in TASKS))
@@ -1742,6 +2572,24 @@ def validate(path: Path) -> int:
     print("user turns:      " + ", ".join(f"{k}: {user_turns[k]}" for k in sorted(user_turns)))
     print("assistant chars: " + "; ".join(
         f"{t} median {statistics.median(v):.0f} max {max(v)}" for t, v in lengths.items()))
+    if short_len["user"]:
+        print("short_qa chars:  " + "; ".join(
+            f"{r} mean {statistics.mean(v):.1f} min {min(v)} max {max(v)}" for r, v in short_len.items()))
+        print("short_qa opens:  " + ", ".join(f"{o} {k}" for o, k in short_openings.most_common(6)))
+    if translations:
+        systems = sum(per_rid_system.get(rid) == "TAIDE" for rid in translations)
+        sizes = {d: [len(t[3]) if d == "zh-en" else len(t[3].split()) for t in translations.values() if t[0] == d]
+                 for d in ("zh-en", "en-zh")}
+        print(f"short_translate: zh->en {directions['zh-en']}, en->zh {directions['en-zh']}; TAIDE system {systems}; "
+              f"sentence on the next line {sum(t[2] for t in translations.values())}; zh sources "
+              f"{min(sizes['zh-en'], default=0)}-{max(sizes['zh-en'], default=0)} characters, en sources "
+              f"{min(sizes['en-zh'], default=0)}-{max(sizes['en-zh'], default=0)} words; fidelity "
+              f"{'checked' if fidelity else 'not available (taide not importable)'}")
+        for direction in ("zh-en", "en-zh"):
+            print(f"  {direction} asks:    " + ", ".join(f"{a.rstrip('：')} {k}" for (d, a), k in asks.items()
+                                                           if d == direction))
+        print(f"  closest:        {near[1]} ~ {near[2]} {near[0]:.2f}")
+    print(f"held-out:        {len(heldout)} evaluation texts; closest {closest[1]} ~ {closest[2]} {closest[0]:.2f}")
     for w in warnings:
         print("warning:", w)
     for e in errors:

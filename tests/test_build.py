@@ -123,3 +123,88 @@ def test_bad_recipes_are_named(tmp_path):
         build(bad, dry_run=True)
     with pytest.raises(BuildError, match="--from train: not a stage"):
         build(None, from_stage="train", out=str(tmp_path / "o"))
+
+
+# ---- recipes checked when loaded ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stage, body, key, message", [
+    ("cp", "cp:\n  seq_len: 64\n  expected_token: 5\n", "expected_token", r" \(did you mean 'expected_tokens'\?\)"),
+    ("eval", "eval:\n  max_token: 8\n", "max_token", r" \(did you mean 'max_tokens'\?\)"),
+    ("data", "data:\n  input: [sample:data]\n", "input", r" \(did you mean 'inputs'\?\)"),
+    ("export", "export:\n  format: gguf\n  qaunt: q4_k_m\n", "qaunt", r" \(did you mean 'quant'\?\)"),
+    ("sft", "sft:\n  learning_rate: 1.0e-4\n", "learning_rate", ""),
+])
+def test_a_key_no_stage_takes_is_named_with_file_line_stage_and_key(tmp_path, stage, body, key, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\nbase_model: smollm2-135m\n" + body)
+    line = 3 + next(i for i, text in enumerate(body.splitlines()) if text.strip().startswith(key))
+    with pytest.raises(BuildError, match=rf"r.yaml:{line}: {stage}.{key}: unknown key '{key}'{message}"
+                                         rf"; the {stage} stage takes: .*") as caught:
+        build(recipe, dry_run=True)
+    known = str(caught.value).split("takes: ")[1].split(", ")
+    assert known == sorted(known) and key not in known
+    if stage in ("cp", "sft"):  # TrainConfig's fields but those the build sets, and the plan-only keys
+        assert {"seq_len", "lr", "expected_tokens"} <= set(known) and not {"mode", "model", "out"} & set(known)
+        assert ("data" in known) == (stage == "sft")
+
+
+@pytest.mark.parametrize("body, match", [
+    ("cp: [1]\n", r"r.yaml:3: cp: expected a mapping of settings \(or null to skip the stage\), got list"),
+    ("cp:\n  lr: 1e-4\n", r"r.yaml:4: cp.lr: '1e-4' is not a number \(YAML reads a number like 1e-4 as text: "
+                          r"write 1.0e-4\)"),
+    ("cp:\n  schedule: linear\n", r"r.yaml:4: cp.schedule: 'linear' is not cosine or wsd"),
+    ("cp:\n  seq_len: 64\n  micro_batch_size: 3\n  global_batch_tokens: 1000\n",
+     r"r.yaml:6: cp.global_batch_tokens: global_batch_tokens 1,000 is not a multiple of micro_batch_size 3"),
+    ("cp:\n  expected_tokens: lots\n", r"r.yaml:4: cp.expected_tokens: 'lots' is not a number of tokens"),
+    ("sft:\n  data: sample:sfT\n", r"r.yaml:4: sft.data: 'sample:sfT' names no shipped sample"),
+    ("export:\n  quant: q4_k_n\n", r"r.yaml:4: export.quant: 'q4_k_n' is not a quantization; known: .*q4_k_m"),
+    ("export:\n  format: onnx\n", r"r.yaml:4: export.format: 'onnx' is not one of gguf, hf"),
+    ("eval:\n  heldout_rows: 0\n", r"r.yaml:4: eval.heldout_rows: 0 is not a whole number of at least 1"),
+    ("data:\n  inputs: raw/\n", r"r.yaml:4: data.inputs: 'raw/' is not a list of paths"),
+    ("data: null\n", r"r.yaml:3: data: null skips the data stage, but cp trains on its output"),
+    ("compute: h100\n", r"r.yaml:3: compute: expected a mapping"),
+])
+def test_values_a_stage_would_fail_on_are_named(tmp_path, body, match):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\nbase_model: smollm2-135m\n" + body)
+    with pytest.raises(BuildError, match=match):
+        build(recipe, dry_run=True)
+
+
+def test_every_shipped_build_recipe_loads():
+    from taide.build.recipe import DEFAULT_RECIPE, load_build_recipe
+
+    recipes = sorted((ROOT / "recipes/build").glob("*.yaml")) + [DEFAULT_RECIPE]
+    assert len(recipes) >= 2
+    for path in recipes:
+        recipe = load_build_recipe(path)
+        assert recipe.name and recipe.base_model, path
+
+
+def test_expected_tokens_informs_the_plan_and_never_reaches_training(tmp_path, monkeypatch):
+    """The card's recipe gives cp.expected_tokens (43B) for the plan; the cp and sft stages get TrainConfig
+    without it (TrainConfig would refuse the key)."""
+    import taide.train
+    from taide.build import stages
+    from taide.build.recipe import PLAN_ONLY, load_build_recipe
+    from taide.train import TrainResult
+
+    recipe = load_build_recipe(ROOT / "recipes/build/llama3-taide-8b.yaml")
+    assert float(recipe.cp["expected_tokens"]) == 43e9 and float(recipe.sft["expected_tokens"]) == 1.3e8
+    plan = build(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True)
+    assert next(s for s in plan["stages"] if s["stage"] == "cp")["tokens_from"] == "given in the recipe"
+
+    configs = []
+
+    def fake_train(config, resume=False, on_step=None):
+        configs.append(config)
+        return TrainResult(tmp_path / config.mode / "model", 1, 1, 1.0, 1.0, 1.0)
+
+    monkeypatch.setattr(taide.train, "train", fake_train)
+    stages.run_cp(recipe, tmp_path / "cp", {"data": {"output": str(tmp_path / "cleaned")}})
+    stages.run_sft(recipe, tmp_path / "sft", {"cp": {"model": str(tmp_path / "cp/model")}})
+    assert [c.mode for c in configs] == ["cp", "sft"]
+    for config in configs:
+        assert not set(PLAN_ONLY) & set(config.to_dict())
+        assert config.seq_len == 8192  # the card's settings reach training as given
+    assert configs[0].global_batch_tokens == 1 << 20 and configs[1].global_batch_tokens == 1 << 18

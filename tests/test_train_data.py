@@ -38,7 +38,7 @@ def tiny_tokenizer(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def codec(tiny_tokenizer):
-    from taide.engines.transformers_engine import HFCodec
+    from taide.models.loading import HFCodec
 
     return HFCodec(tiny_tokenizer)
 
@@ -95,7 +95,7 @@ def test_llama3_mask_marks_exactly_the_assistant_turns(codec, tiny_tokenizer):
 def test_llama3_mask_on_the_real_vocab_agrees_with_prefix_rendering():
     from transformers import AutoTokenizer
 
-    from taide.engines.transformers_engine import HFCodec
+    from taide.models.loading import HFCodec
 
     tokenizer = AutoTokenizer.from_pretrained(LLAMA3_VOCAB, gguf_file="ggml-vocab-llama-bpe.gguf")
     codec, fmt = HFCodec(tokenizer), Llama3Format()
@@ -106,7 +106,7 @@ def test_llama3_mask_on_the_real_vocab_agrees_with_prefix_rendering():
 
 
 def test_chatml_mask_marks_content_and_im_end_not_the_newline(chatml_tokenizer):
-    from taide.engines.transformers_engine import HFCodec
+    from taide.models.loading import HFCodec
 
     codec, fmt = HFCodec(chatml_tokenizer), TemplateFormat(SMOLLM2_TEMPLATE, "<|im_start|>", "<|im_end|>")
     messages = CONVERSATION[1:]  # the template adds its default system prompt

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from taide.engines.base import GenerationParams
 from taide.errors import TaideError
 
 app = typer.Typer(
@@ -60,6 +61,7 @@ def _errors():
 Model = Annotated[str, typer.Argument(help="HF directory, .gguf file, http(s) endpoint URL, or 'smollm2-135m'.")]
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="auto, llamacpp, transformers or openai.")]
 MaxTokens = Annotated[int, typer.Option("--max-tokens", help="Most new tokens per answer.")]
+DEFAULTS = GenerationParams()  # the library's sampling defaults are the commands' defaults
 Temperature = Annotated[float, typer.Option("--temperature", "-t", help="0 = greedy.")]
 TopP = Annotated[float, typer.Option("--top-p")]
 TopK = Annotated[int, typer.Option("--top-k", help="0 = off.")]
@@ -72,7 +74,7 @@ System = Annotated[Optional[str], typer.Option("--system", "-s",
 Traditional = Annotated[bool, typer.Option("--traditional",
                         help="Convert Simplified characters in the output to Taiwan Traditional (OpenCC s2twp) "
                              "and report how many changed.")]
-ChatFormatOpt = Annotated[Optional[str], typer.Option("--chat-format", help="Override: llama3 or template.")]
+ChatFormatOpt = Annotated[Optional[str], typer.Option("--chat-format", help="Override: llama3, gemma or template.")]
 NCtx = Annotated[Optional[int], typer.Option("--n-ctx", help="Context window for llamacpp (default: the model's, up to 8192).")]
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="OPENAI_API_KEY", help="Key for an endpoint.")]
 
@@ -112,8 +114,9 @@ def _speed(completion) -> str:
 # --- commands --------------------------------------------------------------------------------------
 @app.command()
 def chat(model: Model = "smollm2-135m", engine: EngineOpt = "auto", system: System = None,
-         max_tokens: MaxTokens = 512, temperature: Temperature = 0.7, top_p: TopP = 1.0, top_k: TopK = 0,
-         repetition_penalty: RepPenalty = 1.0, seed: Seed = None, stop: Stop = None,
+         max_tokens: MaxTokens = 512, temperature: Temperature = DEFAULTS.temperature, top_p: TopP = DEFAULTS.top_p,
+         top_k: TopK = DEFAULTS.top_k, repetition_penalty: RepPenalty = DEFAULTS.repetition_penalty, seed: Seed = None,
+         stop: Stop = None,
          traditional: Traditional = False, chat_format: ChatFormatOpt = None, n_ctx: NCtx = None,
          api_key: ApiKey = None,
          save: Annotated[Optional[Path], typer.Option("--save", help="Append the transcript to this JSONL file on exit.")] = None):
@@ -185,7 +188,8 @@ def chat(model: Model = "smollm2-135m", engine: EngineOpt = "auto", system: Syst
 def generate(model: Model, input: Annotated[Path, typer.Argument(help="JSONL: {id, messages} or {id, prompt} per line.")],
              output: Annotated[Path, typer.Argument(help="JSONL to append answers to; ids already there are skipped.")],
              engine: EngineOpt = "auto", system: System = None, max_tokens: MaxTokens = 512,
-             temperature: Temperature = 0.7, top_p: TopP = 1.0, top_k: TopK = 0, repetition_penalty: RepPenalty = 1.0,
+             temperature: Temperature = DEFAULTS.temperature, top_p: TopP = DEFAULTS.top_p, top_k: TopK = DEFAULTS.top_k,
+             repetition_penalty: RepPenalty = DEFAULTS.repetition_penalty,
              seed: Seed = None, stop: Stop = None, traditional: Traditional = False, chat_format: ChatFormatOpt = None,
              n_ctx: NCtx = None, api_key: ApiKey = None,
              batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Conversations decoded together.")] = 8):
@@ -257,16 +261,22 @@ def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2
 
 
 @app.command()
-def demo(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
-         max_tokens: MaxTokens = 96):
+def demo(model: Annotated[Optional[str], typer.Argument(help="Model reference (default: the newest `taide build` "
+                                                        "on this machine, else 'smollm2-135m').")] = None,
+         engine: EngineOpt = "auto", max_tokens: MaxTokens = 96):
     """Run each office task once on a sample input and show prompt, answer and speed.
 
-    Example: `taide demo` (the embedded SmolLM2-135M-Instruct on llama.cpp, about a minute on 2 cores)
+    Example: `taide demo` (the model of your newest `taide build`; before any build, the embedded English
+    SmolLM2-135M-Instruct on llama.cpp, about a minute on 2 cores)
     """
+    from taide.build import latest_build
     from taide.chat.presets import TASKS
     from taide.tasks import DEMO_PARAMS, demo as run_demo
 
     with _errors():
+        if model is None:
+            model = latest_build() or "smollm2-135m"
+            err.print(f"[dim]model: {model}[/]")
         params = _params(max_tokens, DEMO_PARAMS.temperature, DEMO_PARAMS.top_p, DEMO_PARAMS.top_k,
                          DEMO_PARAMS.repetition_penalty, None, None)
         current = {"task": None}
@@ -293,7 +303,8 @@ def demo(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
         out.print(table)
         if model == "smollm2-135m":
             out.print("[dim]SmolLM2-135M is a small English model, so its Chinese answers are weak; it is here to show "
-                      "the pipeline. Pass a Llama3-TAIDE GGUF or directory for real answers: taide demo MODEL[/]")
+                      "the pipeline. Run `taide build` for a model that answers in Traditional Chinese (taide demo "
+                      "then uses it), or pass a Llama3-TAIDE GGUF or directory: taide demo MODEL[/]")
 
 
 @app.command()
@@ -306,11 +317,7 @@ def info(model: Model = "smollm2-135m",
     from taide.models import resolve_model
 
     with _errors():
-        ref = resolve_model(model)
-        fields = {"reference": ref.reference, "name": ref.name, "kind": ref.kind,
-                  "path": str(ref.path) if ref.path else None, "url": ref.url, "architecture": ref.architecture,
-                  "context_length": ref.context_length, "chat_format": ref.chat_format,
-                  "has_chat_template": bool(ref.chat_template)}
+        fields = resolve_model(model).summary()
         if json_out:
             out.print_json(json.dumps(fields, ensure_ascii=False))
         else:
@@ -377,10 +384,13 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                                    "(a local Ray, or the cluster at --ray-address / RAY_ADDRESS).")] = "local",
                ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster.")] = None,
                output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet shards.")] = "jsonl",
-               shard_docs: Annotated[int, typer.Option("--shard-docs", min=1, help="Documents per output shard.")] = 100_000):
+               shard_docs: Annotated[int, typer.Option("--shard-docs", min=1, help="Documents per output shard.")] = 100_000,
+               keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the batch files (OUT/.work/) after "
+                                    "success; by default they are deleted.")] = False):
     """Clean a corpus the card's way: HTML to text, mojibake repair, character normalization, Simplified
     to Taiwan Traditional, layout line breaks, PII, gambling/porn spam, quality, exact and near dedup.
     Every input record is accounted for in stats.md. Killed? Run the same command again: it resumes.
+    Done? Running it again returns the report at once.
 
     Example: `taide data clean laws.jsonl.gz pages/ -o cleaned/ --keep-rejected cleaned/rejected`
     """
@@ -392,7 +402,7 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
             bar = progress.add_task("reading", total=None)
             report = run_clean(inputs, out_dir, config, text_field, keep_rejected, shard_docs, output_format, workers,
-                               executor, ray_address,
+                               executor, ray_address, keep_work=keep_work,
                                on_progress=lambda n: progress.update(bar, description=f"{n} documents cleaned"))
         removed = sum(report["removed"].values())
         out.print(f"{report['read']} read = {report['kept']} kept + {removed} removed + {report['unreadable']} "
@@ -456,9 +466,11 @@ def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens
 def _train_command(mode: str, example: str, defaults: str):
     def command(model: TrainModel = None, data: TrainData = None, out_dir: TrainOut = None, recipe: Recipe = None,
                 mix: Annotated[Optional[list[str]], typer.Option("--mix", help="CP source weight, e.g. legal=3; repeatable.")] = None,
-                seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per sequence.")] = None,
+                seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per sequence (default: "
+                                   "chosen from the data, at most 2048 and the model's context).")] = None,
                 global_batch_tokens: Annotated[Optional[int], typer.Option("--global-batch-tokens",
-                                               help="Tokens per optimizer step, all processes together.")] = None,
+                                               help="Tokens per optimizer step, all processes together (default: "
+                                               "chosen so that an epoch has about 10 steps).")] = None,
                 micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size",
                                             help="Sequences per forward pass per process.")] = None,
                 epochs: Annotated[Optional[float], typer.Option("--epochs")] = None,
@@ -819,7 +831,23 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                           f"{compute.get('mfu', 0.3):.0%} MFU (tokens × FLOPs per token ÷ peak × MFU)")
             return
 
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=True)
+        bars = {}
+
         def on_event(kind, stage, manifest):
+            if kind == "progress":  # a training step: steps, loss, tokens/s and the time left
+                if stage not in bars:
+                    progress.start()
+                    bars[stage] = progress.add_task(f"{stage} steps", total=manifest["total"], info="")
+                progress.update(bars[stage], completed=manifest["step"], total=manifest["total"],
+                                info=f"loss {manifest['loss']:.3f} · {manifest['tokens_per_second']:,.0f} tokens/s")
+                return
+            if stage in bars:
+                progress.remove_task(bars.pop(stage))
+                progress.stop()
             if kind == "skip":
                 err.print(f"[dim]{stage}: unchanged, skipped[/]")
             elif kind == "start":
@@ -855,6 +883,9 @@ def export_command(model: Model,
                    verify: Annotated[bool, typer.Option("--verify", help="Compare the GGUF with the source model "
                                                         "(greedy tokens, log-probabilities, tokenizer ids) and fail "
                                                         "when it does not match.")] = False,
+                   output_type: Annotated[Optional[str], typer.Option("--output-type", help="Type of the output "
+                                                                 "projection (a tied embedding's too): f16, q8_0, …; "
+                                                                 "f16 keeps a large vocabulary's logits exact.")] = None,
                    overwrite: Annotated[bool, typer.Option("--overwrite")] = False):
     """Export a model to GGUF (optionally quantized) or a merged Hugging Face directory.
 
@@ -866,7 +897,7 @@ def export_command(model: Model,
     from taide.export import export_model
 
     with _errors():
-        result = export_model(model, fmt, quant, out_path, verify=verify, overwrite=overwrite)
+        result = export_model(model, fmt, quant, out_path, verify=verify, output_type=output_type, overwrite=overwrite)
         size = f"{result.size_bytes / 1e6:,.1f} MB"
         bits = f", {result.bits_per_weight:.2f} bits/weight" if result.bits_per_weight else ""
         out.print(f"{result.path} ({size}{bits}, {result.seconds:.0f} s)")

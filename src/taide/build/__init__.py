@@ -8,6 +8,6 @@
 """
 
 from taide.build.recipe import BuildError, Recipe, load_build_recipe
-from taide.build.runner import build, make_plan
+from taide.build.runner import build, latest_build, make_plan
 
-__all__ = ["BuildError", "Recipe", "build", "load_build_recipe", "make_plan"]
+__all__ = ["BuildError", "Recipe", "build", "latest_build", "load_build_recipe", "make_plan"]

@@ -1,7 +1,7 @@
-"""The model card, in the structure of the Llama3-TAIDE card with Traditional-Chinese headings, filled
-from the build's own manifests: what was built from which base, the parameters, how it was trained (with
-the cleaning counts and hyperparameters), the data, the evaluation with the held-out proof, and a
-disclaimer. Every number comes from an artifact of this build."""
+"""The model card, in the structure of the Llama3-TAIDE card with Traditional-Chinese headings (模型簡介, 模型參數,
+特色, 使用說明, 訓練方法, 訓練資料, 模型評測, 免責聲明), filled from the build's own manifests. Every number comes
+from an artifact of this build; 特色 states only what the evaluation measured. Paths are relative to the build
+directory, so the card reads the same wherever the build is copied."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 
 from taide.build.recipe import Recipe
 from taide.chat.presets import TAIDE_SYSTEM_PROMPT
+
+TASK_NAMES = {"zh2en": "中翻英", "en2zh": "英翻中", "summary": "摘要", "article": "文章寫作", "letter": "信件寫作"}
 
 
 def _n(value, digits: int = 3) -> str:
@@ -20,22 +22,124 @@ def _n(value, digits: int = 3) -> str:
     return f"{value:,}"
 
 
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.0%}" if value >= 0.1 or value == 0 else f"{value:.1%}"
+
+
+def _relative(path, root: Path) -> str:
+    """``path`` relative to the build directory (or just its name when it lies elsewhere)."""
+    if path is None:
+        return ""
+    path = Path(str(path))
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return path.name if path.is_absolute() else str(path)
+
+
+def _chat_format(model_dir: Path) -> str | None:
+    for name in ("chat_template.jinja", "tokenizer_config.json"):
+        if (model_dir / name).is_file():
+            text = (model_dir / name).read_text(encoding="utf-8")
+            if "<|start_header_id|>" in text:
+                return "llama3"
+            if "<start_of_turn>" in text:
+                return "gemma"
+            return "template"
+    return None
+
+
 def _usage(chat_format: str | None, model_dir: str, gguf: str | None) -> list[str]:
     lines = ["## 使用說明", ""]
     if chat_format == "llama3":
-        lines += ["對話格式為 Llama 3 的樣板；預設系統提示詞是 TAIDE 的：", "", "```",
+        lines += ["對話格式為 Llama 3 的樣板（與 Llama3-TAIDE 相同）；預設系統提示詞是 TAIDE 的：", "", "```",
                   "<|begin_of_text|><|start_header_id|>system<|end_header_id|>", "",
                   f"{TAIDE_SYSTEM_PROMPT}<|eot_id|><|start_header_id|>user<|end_header_id|>", "",
                   "{問題}<|eot_id|><|start_header_id|>assistant<|end_header_id|>", "", "```", "",
-                  "不帶系統提示詞時，直接從 `<|start_header_id|>user<|end_header_id|>` 開始；多輪對話則依序接上每一輪的 "
-                  "user 與 assistant 訊息，每則訊息以 `<|eot_id|>` 結尾。"]
+                  "每則訊息以 `<|eot_id|>` 結尾；多輪對話依序接上每一輪的 user 與 assistant 訊息。"]
+    elif chat_format == "gemma":
+        lines += ["對話格式為 Gemma 3 的樣板（與 Gemma-3-TAIDE 相同）：系統提示詞併入第一則使用者訊息的開頭，"
+                  "助理的角色名稱是 `model`，每輪以 `<end_of_turn>` 結尾。預設系統提示詞是 TAIDE 的：", "", "```",
+                  "<bos><start_of_turn>user", f"{TAIDE_SYSTEM_PROMPT}", "", "{問題}<end_of_turn>",
+                  "<start_of_turn>model", "```", ""]
     else:
-        lines += ["對話格式為模型本身的樣板（ChatML：`<|im_start|>角色\\n內容<|im_end|>`）；系統提示詞可省略，"
-                  "多輪對話依序接上每一輪的 user 與 assistant 訊息。"]
-    lines += ["", "```", f"taide chat {model_dir}", f"taide serve {model_dir} --port 8000"]
+        lines += ["對話格式為模型本身的樣板；系統提示詞可省略，多輪對話依序接上每一輪的 user 與 assistant 訊息。"]
+    lines += ["", "在建置目錄中：", "", "```", f"taide chat {model_dir}", f"taide serve {model_dir} --port 8000"]
     if gguf:
         lines += [f"taide chat {gguf}", f"ollama create taide-build -f {Path(gguf).parent / 'Modelfile'}"]
     lines += ["```", ""]
+    return lines
+
+
+def _features(evaluation: dict, chat_format: str | None) -> list[str]:
+    """Only what this build measured, each with the number behind it."""
+    lines = ["## 特色", ""]
+    taiwan = (evaluation.get("taiwan") or {}).get("built")
+    if taiwan and taiwan.get("n"):
+        lines.append(f"- 在 {taiwan['n']} 則建置從未見過的台灣提示上（預設取樣），{_pct(taiwan['language_ok_rate'])} 的回答使用"
+                     f"要求的語言（中文題以繁體中文、中翻英題以英文）；簡體專用字占所有中文字的 "
+                     f"{_pct(taiwan['simplified_share_overall'])}；{_pct(taiwan['degenerate_rate'])} 的回答出現重複迴圈。")
+    proof = evaluation.get("proof", {})
+    ppl, chrf = proof.get("heldout_perplexity"), proof.get("heldout_chrf")
+    if ppl and not ppl["within_noise"] and ppl["built"] < ppl["base"]:
+        lines.append(f"- 保留語料的困惑度由基礎模型的 {ppl['base']:.2f} 降至 {ppl['built']:.2f}（差異的 95% 區間不含 0）。")
+    if chrf and not chrf["within_noise"] and chrf["built"] > chrf["base"]:
+        lines.append(f"- 保留翻譯句對的 chrF 由 {chrf['base']:.1f} 升至 {chrf['built']:.1f}（差異的 95% 區間不含 0）。")
+    if chat_format in ("llama3", "gemma"):
+        lines.append(f"- 預設系統提示詞：「{TAIDE_SYSTEM_PROMPT}」")
+    if len(lines) == 2:
+        lines.append("- 本次建置沒有可陳述的量測結果。")
+    return lines + [""]
+
+
+def _taiwan_table(evaluation: dict) -> list[str]:
+    taiwan = evaluation.get("taiwan") or {}
+    if not taiwan:
+        return []
+    lines = ["### 台灣提示（建置從未見過，預設取樣）", "", "| 模型 | 題數 | 語言正確 | 簡體專用字占比 | 重複迴圈 | 含大陸用語的回答 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, label in (("base", "基礎模型"), ("built", "建置模型")):
+        s = taiwan.get(name)
+        if s and s.get("n"):
+            lines.append(f"| {label} | {s['n']} | {_pct(s['language_ok_rate'])} | {_pct(s['simplified_share_overall'])} | "
+                         f"{_pct(s['degenerate_rate'])} | {s['answers_with_mainland']} |")
+    system = (taiwan.get("built") or {}).get("system_prompt")
+    lines += ["", "語言正確：中文題以繁體中文作答、中翻英題以英文作答；重複迴圈：同一段 10 字以上的文字連續重複 4 次以上。"
+              + ("系統提示詞為 TAIDE 的預設提示詞。" if system else ""), ""]
+    return lines
+
+
+def _bench_table(evaluation: dict, root: Path) -> list[str]:
+    """taide-bench in Chinese: the judge's means where there was a judge, the reference metrics and language share."""
+    report_files = evaluation.get("bench", {}).get("report", {})
+    if not report_files.get("json") or not Path(report_files["json"]).is_file():
+        return []
+    report = json.loads(Path(report_files["json"]).read_text(encoding="utf-8"))
+    tasks = report["tasks"]
+    lines = ["### taide-bench（隨附的樣本題）", "", "| 模型 | " + " | ".join(TASK_NAMES[t] for t in tasks) + " | 平均 |",
+             "|---|" + "---:|" * (len(tasks) + 1)]
+    for run in report["runs"] + report.get("published", []):
+        scores = [run["tasks"].get(t, {}).get("mean") for t in tasks]
+        name = {"base": "基礎模型", "built": "建置模型"}.get(Path(run.get("dir", "")).name.removeprefix("bench-"), run["name"])
+        if run.get("published"):
+            name = f"{run['model']['model']}（模型卡公布值，GPT-4 評分 500 題）"
+        elif not any(s is not None for s in scores):
+            continue
+        lines.append(f"| {name} | " + " | ".join(_n(s, 2) for s in scores) + f" | {_n(run.get('average'), 3)} |")
+    lines += ["", "| 模型 | 指標 | " + " | ".join(TASK_NAMES[t] for t in tasks) + " |", "|---|---|" + "---:|" * len(tasks)]
+    for run in report["runs"]:
+        name = {"base": "基礎模型", "built": "建置模型"}.get(Path(run["dir"]).name.removeprefix("bench-"), run["name"])
+        metrics = run.get("reference_metrics", {})
+        reference = [_n(metrics.get(t, {}).get("chrf"), 1) if t in ("zh2en", "en2zh") else
+                     _n(metrics.get(t, {}).get("rouge_l"), 3) if t == "summary" else "–" for t in tasks]
+        fidelity = run.get("fidelity", {})
+        language = [_pct(fidelity.get(t, {}).get("language_ok_rate")) for t in tasks]
+        lines.append(f"| {name} | 參考答案指標（翻譯 chrF、摘要 ROUGE-L） | " + " | ".join(reference) + " |")
+        lines.append(f"| {name} | 語言正確 | " + " | ".join(language) + " |")
+    judged = any(run["tasks"].get(t, {}).get("mean") is not None for run in report["runs"] for t in tasks)
+    lines += ["", ("評分由配方指定的評審模型給出；" if judged else "本次建置未設定評審模型，故沒有 1–10 分的評分；")
+              + "模型卡公布值是以 GPT-4 評分完整 500 題的結果，與樣本題的數字不能逐一比較。"
+              f"完整報告（英文）：`{_relative(report_files.get('markdown'), root)}`。", ""]
     return lines
 
 
@@ -59,23 +163,31 @@ def _proof(evaluation: dict) -> list[str]:
     return lines
 
 
+def _base_license(reference: str) -> str | None:
+    from taide.models.reference import EMBEDDED_MODELS
+
+    embedded = EMBEDDED_MODELS.get(str(reference).lower())
+    return embedded.license if embedded else None
+
+
 def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> dict:
+    root = directory.parent  # the build directory
     data, cp, sft = results.get("data"), results.get("cp"), results.get("sft")
     export, evaluation = results.get("export"), results.get("eval", {})
-    model_dir = (sft or cp or {}).get("model", recipe.base_model)
-    chat_format = None
-    config = Path(model_dir) / "tokenizer_config.json"
-    if (Path(model_dir) / "chat_template.jinja").is_file() or config.is_file():
-        template = (Path(model_dir) / "chat_template.jinja")
-        text = template.read_text(encoding="utf-8") if template.is_file() else config.read_text(encoding="utf-8")
-        chat_format = "llama3" if "<|start_header_id|>" in text else "template"
+    model_path = (sft or cp or {}).get("model")
+    model_dir = _relative(model_path, root) if model_path else recipe.base_model
+    chat_format = _chat_format(Path(model_path)) if model_path else None
+    gguf = _relative(export["path"], root) if export and export.get("format") == "gguf" else None
     trained = {stage: results[stage]["tokens"] for stage in ("cp", "sft") if stage in results}
+    license_text = _base_license(recipe.base_model)
     lines = [f"# {recipe.name}", "", "## 模型簡介", "",
-             recipe.description or f"以 {recipe.base_model} 為基礎，依 Llama3-TAIDE 模型卡的流程建置：語料前處理、"
+             recipe.description or f"以 {recipe.base_model} 為基礎，依 TAIDE 模型卡的流程建置：語料前處理、"
              "持續預訓練、指令微調、量化匯出與評測。", "",
-             f"- 基礎模型：`{recipe.base_model}`", f"- 建置結果：`{model_dir}`"
-             + (f"；量化版 `{export['path']}`（{export['quant']}，{export['size_bytes'] / 1e6:.0f} MB）" if export else ""),
-             f"- 建置配方：`{recipe.source}`", "",
+             f"- 基礎模型：`{recipe.base_model}`" + (f"（授權：{license_text}；建置結果沿用基礎模型的授權條款）"
+                                                   if license_text else ""),
+             f"- 建置結果：`{model_dir}`" + (f"；量化版 `{gguf}`（{export['quant']}，{export['size_bytes'] / 1e6:.0f} MB）"
+                                             if gguf else ""),
+             f"- 建置配方：`{recipe.source.name if recipe.source else '–'}`", "",
              "## 模型參數", "", "| 項目 | 數值 |", "|---|---|",
              f"| 參數量 | {plan['parameters'] / 1e6:,.0f}M |"]
     for stage, tokens in trained.items():
@@ -85,11 +197,9 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
     if plan.get("gpu_hours"):
         lines.append(f"| 預估 GPU 時數 | {plan['gpu_hours']:,.0f}（{plan['compute'].get('device')}，MFU "
                      f"{plan['compute'].get('mfu', 0.3):.0%}） |")
-    lines += ["", "## 特色", "", "- 以繁體中文與台灣用語為主，標點使用全形。",
-              "- 擅長辦公室任務：寫文章、寫信、摘要、中翻英、英翻中。",
-              f"- 預設系統提示詞：「{TAIDE_SYSTEM_PROMPT}」" if chat_format == "llama3" else
-              "- 使用模型本身的對話樣板。", ""]
-    lines += _usage(chat_format, model_dir, export["path"] if export and export.get("format") == "gguf" else None)
+    lines.append("")
+    lines += _features(evaluation, chat_format)
+    lines += _usage(chat_format, model_dir, gguf)
     lines += ["## 訓練方法", ""]
     if data:
         removed = sorted(data["removed"].items(), key=lambda kv: -kv[1])
@@ -97,7 +207,7 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
                   f"移除 {sum(data['removed'].values()):,} 篇，無法讀取 {data['unreadable']:,} 篇。", "",
                   "| 步驟 | 移除原因 | 篇數 |", "|---|---|---:|"]
         lines += [f"| {key.split(':')[0]} | {key.split(':')[1]} | {n:,} |" for key, n in removed]
-        did = {name: counters for name, counters in data["stages"].items()}
+        did = dict(data["stages"])
         notes = [f"簡轉繁 {did.get('simplified', {}).get('converted', 0)} 篇",
                  f"排版斷行接回 {did.get('line_breaks', {}).get('breaks_joined', 0)} 處",
                  f"個資遮蔽 {sum(v for k, v in did.get('pii', {}).items() if k.startswith('redacted_'))} 處",
@@ -107,10 +217,15 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
         if stage in results:
             hp = results[stage]["hyperparameters"]
             title = "持續預訓練" if stage == "cp" else "指令微調"
+            frozen = []
+            if hp.get("freeze_embeddings"):
+                frozen.append("詞嵌入凍結")
+            if hp.get("trainable_layers"):
+                frozen.append(f"只訓練最上層 {hp['trainable_layers']} 個區塊")
             lines += [f"{title}：AdamW（betas {tuple(hp['betas'])}，weight decay {hp['weight_decay']}），學習率 {hp['lr']:g}"
-                      f"（{hp['schedule']}），每批 {hp['global_batch_tokens']:,} tokens，{hp['epochs']:g} epoch，序列長度 "
-                      f"{hp['seq_len']}，梯度裁剪 {hp['grad_clip']}。保留集 loss：{_n(results[stage]['heldout_loss_before'])}"
-                      f" → {_n(results[stage]['heldout_loss'])}。", ""]
+                      f"（{hp['schedule']}），每批 {hp['global_batch_tokens']:,} tokens，最多 {hp['epochs']:g} epoch，序列長度 "
+                      f"{hp['seq_len']}，梯度裁剪 {hp['grad_clip']}" + (f"，{'、'.join(frozen)}" if frozen else "")
+                      + f"。保留集 loss：{_n(results[stage]['heldout_loss_before'])} → {_n(results[stage]['heldout_loss'])}。", ""]
     lines += ["## 訓練資料", "", "| 來源 | 讀入篇數 | 保留篇數 |", "|---|---:|---:|"]
     for source, counts in sorted((data or {}).get("sources", {}).items()):
         lines.append(f"| {source} | {counts.get('read', 0):,} | {counts.get('kept', 0):,} |")
@@ -118,15 +233,13 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
         lines.append(f"| 指令微調對話（{Path(str(recipe.resolve((recipe.sft or {}).get('data', ['sample:sft']))[0])).name}） "
                      f"| – | {results['sft']['tokens']:,} tokens |")
     lines += ["", "## 模型評測", ""]
-    report = evaluation.get("bench", {}).get("report", {})
-    if report.get("markdown"):
-        text = Path(report["markdown"]).read_text(encoding="utf-8")
-        lines += [text.split("\n", 1)[1] if text.startswith("#") else text, ""]
+    lines += _taiwan_table(evaluation)
+    lines += _bench_table(evaluation, root)
     lines += _proof(evaluation)
     lines += ["## 免責聲明", "",
               "本模型由自動化流程建置，可能產生不正確、不完整或帶有偏見的內容，不代表任何機構的立場。"
               "使用者應自行查證重要資訊，並依所在地法規與用途負起使用責任；請勿用於醫療、法律或財務等需要專業判斷的決定。"
-              "以小型基礎模型在 CPU 上建置的示範結果，其評測分數僅供驗證流程，不代表實際能力。", ""]
+              "以小型基礎模型在 CPU 上建置的示範結果，其評測數字僅供驗證流程，不代表實際能力。", ""]
     card = directory / "MODEL_CARD.md"
     card.write_text("\n".join(lines), encoding="utf-8")
     (directory / "card.json").write_text(json.dumps({"results": results, "plan": plan}, ensure_ascii=False, indent=1,

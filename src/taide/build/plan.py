@@ -23,6 +23,8 @@ KNOWN_SHAPES = {
                      "num_attention_heads": 32, "num_key_value_heads": 8, "tie_word_embeddings": True},
     "llama-3.2-3b": {"vocab_size": 128256, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28,
                      "num_attention_heads": 24, "num_key_value_heads": 8, "tie_word_embeddings": True},
+    "gemma-3-12b": {"vocab_size": 262208, "hidden_size": 3840, "intermediate_size": 15360, "num_hidden_layers": 48,
+                    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "tie_word_embeddings": True},
     "smollm2-135m": {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                      "num_attention_heads": 9, "num_key_value_heads": 3, "tie_word_embeddings": True},
 }
@@ -77,16 +79,17 @@ def model_shape(model: str, fallback: str | None = None) -> tuple[Shape, str]:
     meta = ref.metadata or {}
     arch = meta.get("general.architecture", "llama")
     try:
-        config = {"vocab_size": meta.get(f"{arch}.vocab_size") or len(meta.get("tokenizer.ggml.tokens", [])),
+        config = {"vocab_size": meta.get(f"{arch}.vocab_size") or meta.get("_vocab_size", 0),
                   "hidden_size": meta[f"{arch}.embedding_length"], "intermediate_size": meta[f"{arch}.feed_forward_length"],
                   "num_hidden_layers": meta[f"{arch}.block_count"], "num_attention_heads": meta[f"{arch}.attention.head_count"],
                   "num_key_value_heads": meta.get(f"{arch}.attention.head_count_kv"),
+                  "head_dim": meta.get(f"{arch}.attention.key_length"),
                   "tie_word_embeddings": True}
     except KeyError as e:
         from taide.errors import TaideError
 
         raise TaideError(f"{model}: cannot tell the model's shape (missing {e}); give base_shape in the recipe") from e
-    return Shape.from_config(config), f"{ref.path} metadata"
+    return Shape.from_config(config), f"{model} (GGUF metadata)"
 
 
 def gpu_hours(tokens: float, flops_per_token: float, device: str, mfu: float) -> float:

@@ -16,11 +16,10 @@ from pathlib import Path
 from taide.build import stages as stage_functions
 from taide.build.card import write_card
 from taide.build.plan import gpu_hours, model_shape
-from taide.build.recipe import STAGES, BuildError, Recipe, load_build_recipe
+from taide.build.recipe import PLAN_ONLY, STAGES, BuildError, Recipe, load_build_recipe
 
 RUNNERS = {"data": stage_functions.run_data, "cp": stage_functions.run_cp, "sft": stage_functions.run_sft,
            "export": stage_functions.run_export, "eval": stage_functions.run_eval}
-PLAN_ONLY = ("expected_tokens",)  # recipe keys that inform the plan, not the stage
 
 
 def _versions() -> dict:
@@ -145,7 +144,7 @@ def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run
         if stage == "card":
             result = write_card(recipe, directory, results, plan)
         else:
-            result = RUNNERS[stage](recipe, directory, results)
+            result = RUNNERS[stage](recipe, directory, results, lambda values, s=stage: event("progress", s, values))
         manifest = {"stage": stage, "inputs_hash": digest, "complete": True, "command": sys.argv,
                     "settings": stage_settings(recipe, stage), "upstream": dict(hashes), "versions": _versions(),
                     "seconds": round(time.perf_counter() - began, 1), "result": result}
@@ -154,4 +153,28 @@ def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run
         tmp.replace(manifest_path)
         results[stage], hashes[stage] = result, digest
         event("done", stage, manifest)
+    if "card" in results:
+        _remember(results)
     return {"plan": plan, "results": results, "out": str(root)}
+
+
+def _remember(results: dict) -> None:
+    """Note the finished build's model in taide's cache, so `taide demo` can show the newest build."""
+    from taide.models.reference import cache_root
+
+    model = (results.get("export") or {}).get("path") or (results.get("sft") or results.get("cp") or {}).get("model")
+    if model:
+        cache_root().mkdir(parents=True, exist_ok=True)
+        (cache_root() / "latest-build.json").write_text(json.dumps({"model": str(Path(model).resolve())}))
+
+
+def latest_build() -> str | None:
+    """The model of the newest finished `taide build` on this machine, if its files are still there."""
+    from taide.models.reference import cache_root
+
+    path = cache_root() / "latest-build.json"
+    try:
+        model = json.loads(path.read_text())["model"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return model if Path(model).exists() else None

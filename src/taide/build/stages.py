@@ -10,10 +10,10 @@ import math
 import random
 from pathlib import Path
 
-from taide.build.recipe import Recipe
+from taide.build.recipe import PLAN_ONLY, SAMPLES, Recipe
 
 
-def run_data(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+def run_data(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
     from taide.data import clean
 
     settings = recipe.resolve(recipe.data)
@@ -25,13 +25,14 @@ def run_data(recipe: Recipe, directory: Path, upstream: dict) -> dict:
             "output": str(directory / "cleaned")}
 
 
-def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, directory: Path) -> dict:
+def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, directory: Path, report=None) -> dict:
     from taide.train import TrainConfig, train
 
-    settings = dict(recipe.resolve(settings))
+    settings = {k: v for k, v in recipe.resolve(settings).items() if k not in PLAN_ONLY}  # the plan's, not training's
     settings.setdefault("data", data)
     config = TrainConfig(mode=mode, model=model, out=str(directory), **settings)
-    result = train(config, resume="if_any")
+    on_step = (lambda step, total, values: report({"step": step, "total": total, **values})) if report else None
+    result = train(config, resume="if_any", on_step=on_step)
     heldout_tokens = None
     data_summary = directory / "data.json"
     if data_summary.is_file():
@@ -42,13 +43,13 @@ def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, director
             "hyperparameters": {k: v for k, v in config.to_dict().items() if k not in ("data", "out", "model")}}
 
 
-def run_cp(recipe: Recipe, directory: Path, upstream: dict) -> dict:
-    return _train(recipe, "cp", recipe.cp, recipe.base_model, [upstream["data"]["output"]], directory)
+def run_cp(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
+    return _train(recipe, "cp", recipe.cp, recipe.base_model, [upstream["data"]["output"]], directory, report)
 
 
-def run_sft(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+def run_sft(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
     model = upstream["cp"]["model"] if "cp" in upstream else recipe.base_model
-    return _train(recipe, "sft", recipe.sft, model, ["sample:sft"], directory)
+    return _train(recipe, "sft", recipe.sft, model, ["sample:sft"], directory, report)
 
 
 def built_model(upstream: dict, recipe: Recipe) -> str:
@@ -58,13 +59,13 @@ def built_model(upstream: dict, recipe: Recipe) -> str:
     return recipe.base_model
 
 
-def run_export(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+def run_export(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
     from taide.export import export_model
 
     settings = recipe.export
     result = export_model(built_model(upstream, recipe), fmt=settings.get("format", "gguf"),
                           quant=settings.get("quant", "q8_0"), out=directory, verify=settings.get("verify", True),
-                          overwrite=True)
+                          output_type=settings.get("output_type"), overwrite=True)
     report = result.to_dict()
     return {"path": str(result.path), "format": result.format, "quant": result.quant, "size_bytes": result.size_bytes,
             "bits_per_weight": result.bits_per_weight, "modelfile": report.get("modelfile"),
@@ -97,8 +98,7 @@ def _heldout_losses(recipe: Recipe, upstream: dict, models: dict[str, str], rows
     from taide.train.trainer import token_loss_sum
 
     world = World(0, 1, 0, torch.device("cpu"))
-    settings = dict(recipe.resolve(recipe.cp))
-    settings.pop("max_steps", None)
+    settings = {k: v for k, v in recipe.resolve(recipe.cp).items() if k not in PLAN_ONLY and k != "max_steps"}
     config = TrainConfig(mode="cp", model=recipe.base_model, data=[upstream["data"]["output"]],
                          out=str(Path(upstream["cp"]["model"]).parent), **settings)
     rows = {}
@@ -109,23 +109,16 @@ def _heldout_losses(recipe: Recipe, upstream: dict, models: dict[str, str], rows
         losses, counts = [], []
         with torch.no_grad():
             for batch in data.heldout(max(1, rows_wanted // config.micro_batch_size)):
-                loss, n = token_loss_sum(model, batch, contextlib.nullcontext)
-                losses.append(float(loss))
-                counts.append(n)
+                for i in range(len(batch["input_ids"])):  # one item per row, for the bootstrap
+                    loss, n = token_loss_sum(model, {k: v[i:i + 1] for k, v in batch.items()}, contextlib.nullcontext)
+                    losses.append(float(loss))
+                    counts.append(n)
         rows[name] = (losses, counts)
         del model
     return rows
 
 
-def _generate(reference: str, prompts: list[list[dict]], max_tokens: int) -> list[str]:
-    from taide.engines import GenerationParams, load_engine
-
-    with load_engine(reference) as engine:
-        answers = engine.generate_batch(prompts, GenerationParams(max_tokens=max_tokens, temperature=0.0))
-    return [a.text for a in answers]
-
-
-def run_eval(recipe: Recipe, directory: Path, upstream: dict) -> dict:
+def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
     from taide.chat.presets import task_messages
     from taide.eval.metrics import sentence_chrf
 
@@ -148,13 +141,21 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict) -> dict:
                                        "rows": len(base_l), "tokens": sum(base_n),
                                        "loss_diff_95": [low, high], "within_noise": low <= 0 <= high}
 
-    # 2. chrF on held-out translation pairs.
+    # 2. chrF on held-out translation pairs (both models, greedy); 3. Taiwan prompts and 4. taide-bench (the built
+    # model: a pretrained base does not answer instructions, and its rambling would double the stage's time).
+    from taide.engines import GenerationParams, load_engine
+
     pairs_file = Path(settings.get("heldout_pairs") or recipe.resolve("sample:pairs"))
     pairs = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     prompts = [task_messages(p["task"], p["source"]) for p in pairs]
-    scores = {}
+    scores, taiwan, bench = {}, {}, {}
     for name, reference in models.items():
-        outputs = _generate(reference, prompts, max_tokens)
+        with load_engine(reference) as engine:
+            answers = engine.generate_batch(prompts, GenerationParams(max_tokens=max_tokens, temperature=0.0))
+            outputs = [a.text for a in answers]
+            if name == "built":
+                taiwan = _run_taiwan(settings, engine, directory, max_tokens)
+                bench = _run_bench(settings, engine, directory / "bench-built", max_tokens)
         scores[name] = [sentence_chrf(o, p["reference"]) for o, p in zip(outputs, pairs)]
         (directory / f"translations-{name}.jsonl").write_text(
             "".join(json.dumps({"id": p["id"], "task": p["task"], "source": p["source"], "reference": p["reference"],
@@ -162,34 +163,45 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict) -> dict:
     low, high = _bootstrap(scores["base"], scores["built"], lambda xs: sum(xs) / len(xs))
     proof["heldout_chrf"] = {"base": sum(scores["base"]) / len(pairs), "built": sum(scores["built"]) / len(pairs),
                              "pairs": len(pairs), "diff_95": [low, high], "within_noise": low <= 0 <= high}
-
-    # 3. taide-bench: answers of both models, judge-free metrics and fidelity, and the judge's scores.
-    bench = _run_bench(settings, models, directory, max_tokens)
-    result = {"proof": proof, "bench": bench, "models": models}
+    result = {"proof": proof, "taiwan": taiwan, "bench": bench, "models": models}
     (directory / "proof.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     return result
 
 
-def _run_bench(settings: dict, models: dict[str, str], directory: Path, max_tokens: int) -> dict:
-    from taide.engines import GenerationParams, load_engine
+def _run_taiwan(settings: dict, engine, directory: Path, max_tokens: int) -> dict:
+    """The Taiwan prompts, answered with the sampling and system prompt `taide chat` gives by default (seeded, so
+    a rerun answers the same); each answer checked for language, script and loops."""
+    from taide.engines import GenerationParams
+    from taide.eval.fidelity import fidelity_many
+
+    path = Path(settings.get("taiwan_prompts") or SAMPLES["taiwan"])
+    prompts = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    languages = ["en" if p["expect"] == "en" else "zh-TW" for p in prompts]
+    system = engine.default_system_prompt
+    conversations = [([{"role": "system", "content": system}] if system else [])
+                     + [{"role": "user", "content": p["prompt"]}] for p in prompts]
+    answers = engine.generate_batch(conversations, GenerationParams(max_tokens=max_tokens, seed=0))
+    checked = fidelity_many([a.text for a in answers], languages)
+    (directory / "taiwan-built.jsonl").write_text("".join(
+        json.dumps({**p, "answer": a.text, "fidelity": f}, ensure_ascii=False) + "\n"
+        for p, a, f in zip(prompts, answers, checked["items"])), encoding="utf-8")
+    return {"built": {**checked["summary"], "system_prompt": system, "prompts": path.name}}
+
+
+def _run_bench(settings: dict, engine, run: Path, max_tokens: int) -> dict:
+    from taide.engines import GenerationParams
     from taide.eval.bench import generate_responses, judge_responses
     from taide.eval.judge import Judge
     from taide.eval.report import compare, write_report
 
     data_dir = settings.get("bench")  # None: the shipped sample
-    runs = []
-    for name, reference in models.items():
-        run = directory / f"bench-{name}"
-        with load_engine(reference) as engine:
-            generate_responses(engine, run, data_dir, tasks=settings.get("tasks"),
-                               params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
-                               system_prompt=settings.get("system_prompt", False))
-            if settings.get("judge_endpoint"):
-                judge = Judge.from_endpoint(settings["judge_endpoint"], settings.get("judge_model"))
-                judge_responses(run, judge, data_dir, tasks=settings.get("tasks"))
-            elif settings.get("judge_model") == "self":
-                judge_responses(run, Judge(engine), data_dir, tasks=settings.get("tasks"))
-        runs.append(run)
-    report = compare(runs)
-    files = write_report(report, directory / "report")
-    return {"report": {k: str(v) for k, v in files.items()}, "runs": [str(r) for r in runs]}
+    generate_responses(engine, run, data_dir, tasks=settings.get("tasks"),
+                       params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
+                       system_prompt=settings.get("system_prompt", False))
+    if settings.get("judge_endpoint"):
+        judge = Judge.from_endpoint(settings["judge_endpoint"], settings.get("judge_model"))
+        judge_responses(run, judge, data_dir, tasks=settings.get("tasks"))
+    elif settings.get("judge_model") == "self":
+        judge_responses(run, Judge(engine), data_dir, tasks=settings.get("tasks"))
+    files = write_report(compare([run]), run.parent / "report")
+    return {"report": {k: str(v) for k, v in files.items()}, "runs": [str(run)]}

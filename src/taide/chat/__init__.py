@@ -2,8 +2,10 @@
 evaluation and export."""
 
 from taide.chat.formats import (
+    GEMMA3_TEMPLATE,
     LLAMA3_TEMPLATE,
     ChatFormat,
+    GemmaFormat,
     Llama3Format,
     TemplateFormat,
     TokenCodec,
@@ -14,7 +16,7 @@ from taide.chat.presets import SYSTEM_PRESETS, TAIDE_SYSTEM_PROMPT, TASKS, Task,
 from taide.chat.traditional import TraditionalGuard
 
 __all__ = [
-    "LLAMA3_TEMPLATE", "SYSTEM_PRESETS", "TAIDE_SYSTEM_PROMPT", "TASKS", "ChatFormat", "Llama3Format", "Task",
-    "TemplateFormat", "TokenCodec", "TraditionalGuard", "chat_format_for", "default_system_prompt",
-    "task_messages", "validate_messages",
+    "GEMMA3_TEMPLATE", "LLAMA3_TEMPLATE", "SYSTEM_PRESETS", "TAIDE_SYSTEM_PROMPT", "TASKS", "ChatFormat", "GemmaFormat",
+    "Llama3Format", "Task", "TemplateFormat", "TokenCodec", "TraditionalGuard", "chat_format_for",
+    "default_system_prompt", "task_messages", "validate_messages",
 ]

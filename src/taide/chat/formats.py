@@ -1,9 +1,10 @@
 """Render chat messages to text and to token ids.
 
-Two formats:
+Three formats:
 - :class:`Llama3Format` — Llama 3's template as Llama3-TAIDE uses it, written out in code so the
   token ids are built directly: control tokens by id, message text tokenized with special tokens
   disabled.
+- :class:`GemmaFormat` — Gemma 3's template, built from ids the same way.
 - :class:`TemplateFormat` — any other model's own Jinja template (SmolLM2 uses ChatML), rendered in a
   sandbox. Message text is swapped for placeholders before rendering, so control tokens are split out of
   the template's markup only: text a user types never becomes a control token.
@@ -28,6 +29,27 @@ LLAMA3_TEMPLATE = (
     "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
     "{{ content }}{% endfor %}{% if add_generation_prompt %}"
     "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+# The chat_template of google/gemma-3-*-it, byte for byte: what a Gemma-format HF directory written by taide carries.
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}\n{%- if messages[0]['role'] == 'system' -%}\n    {%- if messages[0]['content'] is string -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n    {%- else -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n    {%- endif -%}\n"
+    "    {%- set loop_messages = messages[1:] -%}\n{%- else -%}\n    {%- set first_user_prefix = \"\" -%}\n"
+    "    {%- set loop_messages = messages -%}\n{%- endif -%}\n{%- for message in loop_messages -%}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+    "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}\n"
+    "    {%- endif -%}\n    {%- if (message['role'] == 'assistant') -%}\n        {%- set role = \"model\" -%}\n"
+    "    {%- else -%}\n        {%- set role = message['role'] -%}\n    {%- endif -%}\n"
+    "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+    "    {%- if message['content'] is string -%}\n        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n        {%- for item in message['content'] -%}\n"
+    "            {%- if item['type'] == 'image' -%}\n                {{ '<start_of_image>' }}\n"
+    "            {%- elif item['type'] == 'text' -%}\n                {{ item['text'] | trim }}\n"
+    "            {%- endif -%}\n        {%- endfor -%}\n    {%- else -%}\n"
+    "        {{ raise_exception(\"Invalid content type\") }}\n    {%- endif -%}\n    {{ '<end_of_turn>\n' }}\n"
+    "{%- endfor -%}\n{%- if add_generation_prompt -%}\n    {{'<start_of_turn>model\n'}}\n{%- endif -%}\n"
 )
 
 
@@ -92,6 +114,12 @@ class ChatFormat(ABC):
     def render_ids(self, messages: list[dict], codec: TokenCodec, add_generation_prompt: bool = True) -> list[int]:
         """The prompt as token ids, with message text unable to inject control tokens."""
 
+    @property
+    @abstractmethod
+    def hf_template(self) -> str:
+        """The Jinja chat template a Hugging Face directory written by taide carries, so that transformers, vLLM
+        and llama.cpp render what this format renders."""
+
     def render_ids_with_mask(self, messages: list[dict], codec: TokenCodec) -> tuple[list[int], list[bool]]:
         """The conversation's ids, exactly ``render_ids(messages, codec, add_generation_prompt=False)``, and a mask
         that is True on the tokens a model learns in SFT: each assistant message's content and the end-of-turn
@@ -139,6 +167,7 @@ class Llama3Format(ChatFormat):
     name = "llama3"
     BOS, START, END, EOT = "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"
     stop_tokens = (EOT,)
+    hf_template = LLAMA3_TEMPLATE
 
     def render_text(self, messages, add_generation_prompt=True):
         out = [self.BOS]
@@ -168,7 +197,7 @@ class Llama3Format(ChatFormat):
             add([start, *codec.encode_text(m["role"]), end])
             body = codec.encode_text("\n\n" + m["content"].strip())
             learn = m["role"] == "assistant"
-            lead = self._header_newlines(body, m["content"].strip(), codec) if learn else len(body)
+            lead = _header_length(body, "\n\n", m["content"].strip(), codec) if learn else len(body)
             add(body[:lead])
             add(body[lead:], learn)
             add([eot], learn)
@@ -176,15 +205,85 @@ class Llama3Format(ChatFormat):
             add([start, *codec.encode_text("assistant"), end, *codec.encode_text("\n\n")])
         return ids, mask
 
+
+def _header_length(body: list[int], header: str, content: str, codec) -> int:
+    """How many leading tokens of ``encode_text(header + content)`` are the header's (not learned). The content's
+    own tokens are a suffix when the tokenizer splits where the header ends (Llama 3 and Gemma 3 do). If it merges
+    the header's last characters into the content's first token, the header's longest prefix that encodes to a
+    prefix of ``body`` gives the tokens wholly inside the header; the merged token holds content and is learned."""
+    own = codec.encode_text(content)
+    if len(own) <= len(body) and body[len(body) - len(own):] == own:
+        return len(body) - len(own)
+    for end in range(len(header), 0, -1):
+        lead = codec.encode_text(header[:end])
+        if body[:len(lead)] == lead:
+            return len(lead)
+    return 0
+
+
+class GemmaFormat(ChatFormat):
+    """Gemma 3's template: ``<bos>``, then per turn ``<start_of_turn>{user|model}\\n{content}<end_of_turn>\\n``.
+    A system message is no turn of its own: its text and "\\n\\n" open the first user turn (Gemma has no system
+    role). As in HF, the text between two control tokens is one span: ``model\\n`` + content is tokenized together,
+    and the ``\\n`` after ``<end_of_turn>`` on its own."""
+
+    name = "gemma"
+    BOS, START, END, EOS = "<bos>", "<start_of_turn>", "<end_of_turn>", "<eos>"
+    stop_tokens = (END, EOS)  # Gemma's generation_config stops on both
+    hf_template = GEMMA3_TEMPLATE
+
     @staticmethod
-    def _header_newlines(body: list[int], content: str, codec) -> int:
-        """How many leading tokens of ``encode_text("\\n\\n" + content)`` are the header's "\\n\\n" (not learned):
-        the content's own tokens are a suffix when the tokenizer splits at the newlines (Llama 3 does), else the
-        newline tokens a prefix; if neither, the tokens are merged and all of them are learned."""
-        own, newline = codec.encode_text(content), codec.encode_text("\n\n")
-        if len(own) <= len(body) and body[len(body) - len(own):] == own:
-            return len(body) - len(own)
-        return len(newline) if body[:len(newline)] == newline else 0
+    def _turns(messages) -> list[tuple[str, str, str]]:
+        """(role, text before the content, trimmed content) per turn, refusing what the template refuses. A lone
+        system message renders to nothing, as in the template."""
+        msgs = validate_messages(messages)
+        skip = int(msgs[0]["role"] == "system")
+        system = msgs[0]["content"] + "\n\n" if skip else ""  # untrimmed, as in the template
+        turns = []
+        for k, m in enumerate(msgs[skip:]):
+            if (m["role"] == "user") != (k % 2 == 0):
+                raise ChatFormatError(f"messages[{k + skip}]: the gemma chat format needs roles to alternate "
+                                      "user/assistant/user/..., starting with user (after an optional system message)")
+            role = "model" if m["role"] == "assistant" else "user"
+            turns.append((role, system if k == 0 else "", m["content"].strip()))
+        return turns
+
+    def render_text(self, messages, add_generation_prompt=True):
+        out = [self.BOS]
+        for role, prefix, content in self._turns(messages):
+            out.append(f"{self.START}{role}\n{prefix}{content}{self.END}\n")
+        if add_generation_prompt:
+            out.append(f"{self.START}model\n")
+        return "".join(out)
+
+    def render_ids(self, messages, codec, add_generation_prompt=True):
+        return self._render(messages, codec, add_generation_prompt)[0]
+
+    def render_ids_with_mask(self, messages, codec):
+        """As :meth:`ChatFormat.render_ids_with_mask`, marking the spans directly while building the ids: each
+        assistant message's content and its ``<end_of_turn>``, not the ``\\n`` after it (generation stops first)."""
+        return self._render(messages, codec, add_generation_prompt=False)
+
+    def _render(self, messages, codec, add_generation_prompt):
+        bos, start, end = (self._require(codec, t) for t in (self.BOS, self.START, self.END))
+        ids, mask = [bos], [False]
+
+        def add(tokens, learn=False):
+            ids.extend(tokens)
+            mask.extend([learn] * len(tokens))
+
+        newline = codec.encode_text("\n")
+        for role, prefix, content in self._turns(messages):
+            body = codec.encode_text(f"{role}\n{prefix}{content}")
+            learn = role == "model"
+            lead = _header_length(body, "model\n", content, codec) if learn else len(body)
+            add([start, *body[:lead]])
+            add(body[lead:], learn)
+            add([end], learn)
+            add(newline)
+        if add_generation_prompt:
+            add([start, *codec.encode_text("model\n")])
+        return ids, mask
 
 
 # Content placeholders: private-use characters no tokenizer gives meaning to and no template alters.
@@ -242,6 +341,10 @@ class TemplateFormat(ChatFormat):
             stops.append(eos_token)
         self.stop_tokens = tuple(stops)
 
+    @property
+    def hf_template(self) -> str:
+        return self.source
+
     def _render_with_placeholders(self, messages, add_generation_prompt) -> tuple[str, list[str]]:
         from jinja2 import TemplateError
 
@@ -293,14 +396,16 @@ class TemplateFormat(ChatFormat):
 
 def chat_format_for(name: str | None, template: str | None = None, bos_token: str | None = None,
                     eos_token: str | None = None) -> ChatFormat:
-    """The format called ``name`` ("llama3" or "template"); ``None`` means the model has none."""
+    """The format called ``name`` ("llama3", "gemma" or "template"); ``None`` means the model has none."""
     if name == "llama3":
         return Llama3Format()
+    if name == "gemma":
+        return GemmaFormat()
     if name == "template":
         if not template:
             raise ChatFormatError("chat format 'template' was asked for but the model has no chat template")
         return TemplateFormat(template, bos_token, eos_token)
     if name is None:
-        raise ChatFormatError("the model has no chat template and no Llama 3 control tokens; "
-                              "pass --chat-format llama3 if it was trained on the Llama 3 format")
-    raise ChatFormatError(f"unknown chat format {name!r}; choose llama3 or template")
+        raise ChatFormatError("the model has no chat template and no Llama 3 or Gemma control tokens; pass "
+                              "--chat-format llama3 (or gemma) if it was trained on the Llama 3 (or Gemma 3) format")
+    raise ChatFormatError(f"unknown chat format {name!r}; choose llama3, gemma or template")

@@ -16,9 +16,13 @@ TAIDE_SYSTEM_PROMPT = "你是一個來自台灣的AI助理，你的名字是 TAI
 SYSTEM_PRESETS: dict[str, str] = {"taide": TAIDE_SYSTEM_PROMPT}
 
 
+# Formats TAIDE models are built on: the TAIDE prompt is their default. A model with its own template keeps its own.
+TAIDE_FORMATS = ("llama3", "gemma")
+
+
 def default_system_prompt(chat_format: str | None) -> str | None:
-    """TAIDE-format (Llama 3) models get the TAIDE prompt; other models keep their template's default."""
-    return TAIDE_SYSTEM_PROMPT if chat_format == "llama3" else None
+    """TAIDE-format (Llama 3 or Gemma 3) models get the TAIDE prompt; other models keep their template's default."""
+    return TAIDE_SYSTEM_PROMPT if chat_format in TAIDE_FORMATS else None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ Three phases, each restartable:
 3. The kept records are written as shards in batch order; the report adds up the batches.
 Batches are cut the same way on every run, so a killed and resumed run writes exactly what an
 uninterrupted one would, whatever the number of workers.
+
+After a complete run ``OUT/.work/`` is deleted (``keep_work=True`` keeps it): it is only resume state, and
+for a large corpus it is as large as the output. ``stats.json`` (written last) records the run's
+fingerprint and write settings, so running the same job again still returns at once, and a job over
+other inputs is still refused, without the work files.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -142,12 +148,35 @@ def _find_duplicates(work: Path, batches: int, dedup: list[DedupStage],
     return removed
 
 
+def _finished(out: Path, fingerprint: str, write_settings: dict, keep_rejected) -> dict | None:
+    """The report of a complete earlier run of this same job, from its ``stats.json``, or None when there is
+    none. A run over other inputs or another configuration is refused, as the resume state refuses it."""
+    try:
+        report = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none, or a stats.json this function cannot trust: do the job
+        return None
+    if report.get("fingerprint") is None:  # written before runs were fingerprinted: do the job again
+        return None
+    if report["fingerprint"] != fingerprint:
+        raise DataError(f"{out} holds a run over other inputs or another configuration; "
+                        "choose a new output directory or delete this one")
+    same_writes = (report.get("shard_docs") == write_settings["shard_docs"]
+                   and report.get("output_format") == write_settings["output_format"])
+    shards_there = all((out / name).is_file() for name in report.get("shards", []))
+    rejects_there = not keep_rejected or all((Path(keep_rejected) / name).is_file()
+                                             for name in report.get("rejected_shards") or [])
+    return report if same_writes and shards_there and rejects_there else None
+
+
 def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str = "text",
           keep_rejected: str | Path | None = None, shard_docs: int = 100_000, output_format: str = "jsonl",
           workers: int | None = None, executor: str = "local", ray_address: str | None = None,
-          batch_docs: int = BATCH_DOCS, on_progress: Callable[[int], None] | None = None) -> dict:
+          batch_docs: int = BATCH_DOCS, on_progress: Callable[[int], None] | None = None,
+          keep_work: bool = False) -> dict:
     """Clean ``inputs`` (files or directories) into ``out``; returns the report (also stats.json and
-    stats.md). Running it again after a kill finishes the job; after a complete run it returns the report."""
+    stats.md). Running it again after a kill finishes the job; after a complete run it returns the report.
+    ``keep_work`` keeps the batch files under ``OUT/.work/`` after success (to inspect them, or to rewrite the
+    shards with other write settings without redoing the stages)."""
     settings = load_config(Path(config) if config else None)
     pipeline = settings.get("pipeline")
     text_field = settings.get("text_field", text_field)
@@ -155,7 +184,6 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
     files, skipped = input_files([Path(p) for p in inputs])
     out = Path(out)
     work = out / WORK
-    work.mkdir(parents=True, exist_ok=True)
     manifest_path = work / "manifest.json"
     fingerprint = _fingerprint(files, pipeline, text_field, keep_rejected is not None, batch_docs)
     write_settings = {"shard_docs": shard_docs, "output_format": output_format,
@@ -164,8 +192,14 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
     if manifest["fingerprint"] != fingerprint:
         raise DataError(f"{out} holds a run over other inputs or another configuration; "
                         "choose a new output directory or delete this one")
-    if manifest.get("complete") == write_settings and (out / "stats.json").is_file():
-        return json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    done = _finished(out, fingerprint, write_settings, keep_rejected) if "complete" not in manifest else None
+    if done is None and manifest.get("complete") == write_settings and (out / "stats.json").is_file():
+        done = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    if done is not None:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+        return done
+    work.mkdir(parents=True, exist_ok=True)
     manifest.pop("complete", None)
     _replace(manifest_path, lambda p: p.write_text(json.dumps(manifest)))
 
@@ -193,9 +227,10 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
     dedup = [s for s in stages if isinstance(s, DedupStage)]
     removed = _find_duplicates(work, total_batches, dedup, text_field)
 
-    # Phase 3: shards and report, rewritten whole (they are quick and deterministic).
-    for old in out.glob("part-*"):
-        old.unlink()
+    # Phase 3: shards and report, rewritten whole (they are quick and deterministic). The old report goes
+    # first: a stats.json is the mark of a complete run.
+    for old in [*out.glob("part-*"), out / "stats.json", out / "stats.md"]:
+        old.unlink(missing_ok=True)
     rejects = None
     if keep_rejected:
         for old in Path(keep_rejected).glob("rejected-*"):
@@ -231,7 +266,12 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
         totals.stages[stage.name] = stage.counters
     report = write_report(out, totals, [s.name for s in stages],
                           {"shards": [p.name for p in writer.written], "output_format": output_format,
-                           "skipped_files": [str(p) for p in skipped]})
-    manifest["complete"] = write_settings
-    _replace(manifest_path, lambda p: p.write_text(json.dumps(manifest)))
+                           "shard_docs": shard_docs, "skipped_files": [str(p) for p in skipped],
+                           "rejected_shards": [p.name for p in rejects.written] if rejects else None,
+                           "fingerprint": fingerprint})
+    if keep_work:
+        manifest["complete"] = write_settings
+        _replace(manifest_path, lambda p: p.write_text(json.dumps(manifest)))
+    else:
+        shutil.rmtree(work)
     return report

@@ -66,10 +66,10 @@ class ShardWriter:
 
 
 def write_report(directory: Path, counts: BatchCounts, stage_names: list[str], extra: dict) -> dict:
-    """stats.json and stats.md: every input record accounted for, per stage and per source."""
+    """stats.json and stats.md: every input record accounted for, per stage and per source. stats.json is
+    written last, whole, so a stats.json means the run finished (``clean`` relies on it)."""
     report = {**counts.to_json(), "balanced": counts.balanced(), **extra}
     report["stages"] = {name: report["stages"].get(name, {}) for name in stage_names}
-    (directory / "stats.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     removed = sum(counts.removed.values())
     lines = ["# Corpus cleaning report", "",
              f"{counts.read} read = {counts.kept} kept + {removed} removed + {counts.unreadable} unreadable", "",
@@ -89,4 +89,8 @@ def write_report(directory: Path, counts: BatchCounts, stage_names: list[str], e
     if counts.unreadable_examples:
         lines += ["", "Unreadable records (first ones):", ""] + [f"- {p}" for p in counts.unreadable_examples]
     (directory / "stats.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # stats.json last and whole (through a temporary name): its presence marks a complete run.
+    tmp = directory / "stats.json.tmp"
+    tmp.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    tmp.replace(directory / "stats.json")
     return report

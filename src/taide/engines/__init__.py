@@ -32,7 +32,7 @@ def pick_engine(model: ModelRef) -> str:
 def load_engine(model: str | ModelRef, engine: str = "auto", **options) -> Engine:
     """Load ``model`` (a reference or a resolved :class:`ModelRef`) on ``engine``.
 
-    Options go to the engine: ``chat_format`` ("llama3"/"template"); ``n_ctx``, ``n_parallel`` and
+    Options go to the engine: ``chat_format`` ("llama3"/"gemma"/"template"); ``n_ctx``, ``n_parallel`` and
     ``n_threads`` (llamacpp); ``device``, ``dtype`` and ``max_batch`` (transformers); ``api_key`` and
     ``served_model`` (openai).
     """

@@ -24,9 +24,10 @@ from taide.models import ModelRef
 @dataclass
 class GenerationParams:
     max_tokens: int | None = 512  # None: up to the end of the context window
+    # llama.cpp's defaults for nucleus and top-k, so a small model's long tail of rare tokens is cut off
     temperature: float = 0.7  # 0 means greedy
-    top_p: float = 1.0
-    top_k: int = 0  # 0 means off
+    top_p: float = 0.95
+    top_k: int = 40  # 0 means off
     repetition_penalty: float = 1.0  # 1.0 means off
     stop: list[str] = field(default_factory=list)  # strings that end the answer (not included)
     seed: int | None = None

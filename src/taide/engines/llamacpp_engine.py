@@ -26,6 +26,40 @@ DEFAULT_MAX_CONTEXT = 8192  # the KV cache of a 128K-context model would not fit
 PENALTY_WINDOW = 64  # repetition penalty looks at the last 64 tokens, as llama.cpp does by default
 
 
+def _has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return "amx_int8" in f.read()
+    except OSError:
+        return False
+
+
+def open_llama(path, **options):
+    """``llama_cpp.Llama(path, **options)``, the one way taide opens a GGUF with llama.cpp.
+
+    On CPUs with AMX, llama.cpp (llama-cpp-python 0.3.36) repacks quantized weights into AMX buffers, and the first
+    evaluation then crashes the process (a segmentation fault, with the embedded models' own GGUFs too). Llama()
+    has no option for it, so the model is opened with llama.cpp's plain CPU buffers by patching the default model
+    parameters for the duration of the call."""
+    import llama_cpp
+    import llama_cpp.llama_cpp as lib
+
+    if not _has_amx():
+        return llama_cpp.Llama(model_path=str(path), **options)
+    default = lib.llama_model_default_params
+
+    def without_extra_buffers():
+        params = default()
+        params.use_extra_bufts = False
+        return params
+
+    lib.llama_model_default_params = without_extra_buffers
+    try:
+        return llama_cpp.Llama(model_path=str(path), **options)
+    finally:
+        lib.llama_model_default_params = default
+
+
 class LlamaCppCodec:
     def __init__(self, llm):
         self.llm = llm
@@ -255,7 +289,7 @@ class LlamaCppEngine(LocalEngine):
             raise EngineError(f"the llamacpp engine runs GGUF files; {model.reference} is a {model.kind} model "
                               "(use --engine transformers, or export it to GGUF)")
         try:
-            from llama_cpp import Llama
+            import llama_cpp  # noqa: F401
         except ImportError as e:
             raise EngineError("the llamacpp engine needs llama-cpp-python: pip install llama-cpp-python") from e
         self.model = model
@@ -264,8 +298,7 @@ class LlamaCppEngine(LocalEngine):
         try:
             # This Llama object holds the weights and the tokenizer; decoding happens in SlotLoop's own
             # context, so its context is kept tiny.
-            self.llm = Llama(model_path=str(model.path), n_ctx=64, n_batch=64, n_gpu_layers=n_gpu_layers,
-                             verbose=False)
+            self.llm = open_llama(model.path, n_ctx=64, n_batch=64, n_gpu_layers=n_gpu_layers, verbose=False)
         except (ValueError, RuntimeError) as e:
             raise ModelError(f"{model.path}: llama.cpp cannot load this model: {e}") from e
         self.codec = LlamaCppCodec(self.llm)

@@ -13,25 +13,7 @@ from taide.engines.loop import DecodeLoop
 from taide.engines.sampling import choose_next
 from taide.errors import EngineError, ModelError
 from taide.models import ModelRef
-
-
-class HFCodec:
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self._vocab = tokenizer.get_vocab()
-
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
-
-    def token_id(self, token: str) -> int | None:
-        return self._vocab.get(token)
-
-    def control_tokens(self) -> list[str]:
-        added = [t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special]
-        return sorted(set(added) | set(self.tokenizer.all_special_tokens))
-
-    def encode_prompt(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+from taide.models.loading import HFCodec, load_hf
 
 
 class HFDetokenizer(Detokenizer):
@@ -59,51 +41,6 @@ class HFDetokenizer(Detokenizer):
         now = self._decode(self.ids[self.prefix:])
         self.prefix = self.read = len(self.ids)
         return now[len(before):].rstrip("\ufffd")  # a character cut off by the token limit is dropped
-
-
-QUANTIZATIONS = ("nf4",)
-
-
-def quantization_options(quantization: str, device: str, dtype: torch.dtype) -> dict:
-    """from_pretrained options for 4-bit NF4 weights through bitsandbytes (the card's 4-bit build, on GPU)."""
-    import importlib.util
-
-    if quantization.lower() not in QUANTIZATIONS:
-        raise EngineError(f"quantization {quantization!r} is not supported; choose nf4 (bitsandbytes 4-bit, GPU), "
-                          "or export to GGUF (taide export --quant q4_k_m) for 4-bit on CPU")
-    if not device.startswith("cuda") or not torch.cuda.is_available():
-        raise EngineError(f"quantization='nf4' needs a CUDA GPU (bitsandbytes' 4-bit kernels), but the device is "
-                          f"{device!r}; on CPU, export the model to GGUF (taide export --quant q4_k_m) and use the "
-                          "llamacpp engine")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise EngineError("quantization='nf4' needs bitsandbytes: pip install bitsandbytes")
-    from transformers import BitsAndBytesConfig
-
-    compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute),
-            "device_map": {"": device}}
-
-
-def load_hf(model: ModelRef, device: str, dtype: torch.dtype, quantization: str | None = None):
-    """Tokenizer and model from an HF directory (safetensors only) or a GGUF file, never from a hub.
-    ``quantization="nf4"`` loads the weights as 4-bit NF4 with bitsandbytes (CUDA only)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    quantized = quantization_options(quantization, device, dtype) if quantization else {}
-    if model.kind == "hf":
-        where, extra = str(model.path), {"use_safetensors": True}
-    elif model.kind == "gguf":
-        where, extra = str(model.path.parent), {"gguf_file": model.path.name}
-    else:
-        raise EngineError(f"the transformers engine loads local models; {model.reference} is an endpoint "
-                          "(use --engine openai)")
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
-        lm = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=dtype, **extra, **quantized)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ModelError(f"{model.path}: transformers cannot load this model: {e}") from e
-    return tokenizer, (lm if quantized else lm.to(device)).eval()  # bitsandbytes placed it already
 
 
 class StaticBatchLoop(DecodeLoop):

@@ -156,12 +156,22 @@ def detect_language(text: str, counts=None) -> str:
     return "zh-CN" if counts[SIMPLIFIED] > counts[TRADITIONAL] else "zh-TW"
 
 
+DEGENERATE_RUN, DEGENERATE_REPEATS = 10, 4
+_DEGENERATE = re.compile(rf"(.{{{DEGENERATE_RUN},}}?)\1{{{DEGENERATE_REPEATS - 1},}}", re.S)
+
+
+def degenerate(text: str) -> bool:
+    """Whether the answer loops: some run of at least 10 characters repeated 4 times in a row (40 「與」 in a row
+    count too, as a run of ten repeated four times)."""
+    return _DEGENERATE.search(text) is not None
+
+
 def fidelity(text: str, expected_language: str = "zh-TW") -> dict:
     """How Taiwan-Traditional an answer is, and whether it is in the requested language.
 
     Returns ``cjk_chars``, ``simplified_chars``, ``traditional_chars``, ``simplified_share`` (Simplified-only
     characters / CJK characters), ``mainland_terms`` (see :func:`mainland_terms`) and ``mainland_count``,
-    ``latin_letters``, ``language`` (detected), ``expected_language`` and ``language_ok``.
+    ``latin_letters``, ``language`` (detected), ``expected_language``, ``language_ok`` and ``degenerate``.
     """
     expected = normalize_language(expected_language)
     counts = script_counts(text)
@@ -174,6 +184,7 @@ def fidelity(text: str, expected_language: str = "zh-TW") -> dict:
         "mainland_terms": terms, "mainland_count": sum(t["count"] for t in terms),
         "latin_letters": _latin_letters(text),
         "language": detected, "expected_language": expected, "language_ok": detected == expected,
+        "degenerate": degenerate(text),
     }
 
 
@@ -201,6 +212,7 @@ def aggregate_fidelity(results: Iterable[dict]) -> dict:
         "answers_with_simplified": sum(r["simplified_chars"] > 0 for r in results),
         "mainland_per_answer": sum(r["mainland_count"] for r in results) / n,
         "answers_with_mainland": sum(r["mainland_count"] > 0 for r in results),
+        "degenerate_rate": sum(r.get("degenerate", False) for r in results) / n,
         "top_mainland_terms": [{"term": t, "taiwan": taiwan[t], "count": c} for t, c in terms.most_common(20)],
     }
 

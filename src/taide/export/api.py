@@ -50,12 +50,12 @@ def _gguf_target(out: Path | None, reference: str, quant: str) -> Path:
 def export_model(model, fmt: str = "gguf", quant: str = "f16", out: str | Path | None = None, *,
                  verify: bool = False, modelfile: bool = True, system: str | None = "auto",
                  dtype: str | None = None, base: str | None = None, overwrite: bool = False,
-                 eval_text: str | None = None, progress=None) -> ExportResult:
+                 eval_text: str | None = None, output_type: str | None = None, progress=None) -> ExportResult:
     """Export ``model`` (an HF directory, a GGUF file, the embedded default, or a LoRA adapter directory).
 
-    ``fmt="gguf"``: a Llama-family GGUF at ``quant`` (see :data:`taide.export.quantize.QUANTS`) written to ``out``
-    (a ``.gguf`` path or a directory), with an Ollama Modelfile beside it. ``fmt="hf"``: a merged safetensors
-    directory at ``out``. ``verify=True`` (GGUF) compares the result with the source on llama.cpp vs
+    ``fmt="gguf"``: a GGUF (Llama family or Gemma 3) at ``quant`` (see :data:`taide.export.quantize.QUANTS`)
+    written to ``out`` (a ``.gguf`` path or a directory), with an Ollama Modelfile beside it. ``fmt="hf"``: a
+    merged safetensors directory at ``out``. ``verify=True`` (GGUF) compares the result with the source on llama.cpp vs
     transformers and raises :class:`ExportError` when a float export does not match (or a quantized one is
     outside its tolerance); ``progress(done, total, what)`` is called per tensor.
     """
@@ -99,7 +99,7 @@ def export_model(model, fmt: str = "gguf", quant: str = "f16", out: str | Path |
             hf_ref = resolve_model(hf_dir)
         else:
             hf_dir, hf_ref = ref.path, ref
-        _write(hf_dir, target, q, Path(scratch), progress, hf_ref)
+        _write(hf_dir, target, q, Path(scratch), progress, hf_ref, output_type)
         result = _result(target, q, started)
         if modelfile:
             from taide.export.modelfile import write_modelfile
@@ -129,17 +129,17 @@ def _modelfile_path(target: Path) -> Path:
     return plain
 
 
-def _write(hf_dir: Path, target: Path, q, scratch: Path, progress, ref) -> None:
+def _write(hf_dir: Path, target: Path, q, scratch: Path, progress, ref, output_type: str | None = None) -> None:
     from taide.export.gguf_writer import write_gguf
     from taide.export.quantize import QUANTS, llamacpp_quantize, source_float_type, tensor_type_policy
 
     if not q.via_llamacpp:
-        write_gguf(hf_dir, target, tensor_type_policy(q), q.file_type, progress, ref)
+        write_gguf(hf_dir, target, tensor_type_policy(q, output_type), q.file_type, progress, ref)
         return
     inter = QUANTS[source_float_type(hf_dir)]
     intermediate = scratch / f"intermediate-{inter.name}.gguf"
     write_gguf(hf_dir, intermediate, tensor_type_policy(inter), inter.file_type, progress, ref)
-    llamacpp_quantize(intermediate, target, q)
+    llamacpp_quantize(intermediate, target, q, output_type=output_type)
     intermediate.unlink(missing_ok=True)
 
 

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from taide.errors import TaideError
 
-SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM (Llama 2/3, Llama3-TAIDE, SmolLM2)"}
+# HF config model_type -> what it is (the GGUF writer's ARCHITECTURES maps the same names to how each is written).
+SUPPORTED_ARCHITECTURES = {
+    "llama": "LlamaForCausalLM (Llama 2/3, Llama3-TAIDE, SmolLM2)",
+    "gemma3_text": "Gemma3ForCausalLM (Gemma 3 270M and 1B)",
+    "gemma3": "Gemma3ForConditionalGeneration (Gemma 3 4B and larger: the text model only)",
+}
 
 
 class ExportError(TaideError):

@@ -114,7 +114,7 @@ def read_header(path: str | Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
 def model_ref(path: str | Path, reference: str | None = None):
     """A :class:`~taide.models.ModelRef` for a GGUF file, as ``resolve_model`` makes it, from the fast reader."""
     from taide.models import ModelRef
-    from taide.models.reference import _LLAMA3_CONTROL, detect_chat_format
+    from taide.models.reference import _GEMMA_CONTROL, _LLAMA3_CONTROL, detect_chat_format
 
     path = Path(path)
     header = read_header(path, arrays=("tokenizer.ggml.tokens",))
@@ -131,6 +131,7 @@ def model_ref(path: str | Path, reference: str | None = None):
 
     return ModelRef(reference=reference or str(path), name=path.stem, kind="gguf", path=path.resolve(),
                     architecture=arch, context_length=meta.get(f"{arch}.context_length"), chat_template=template,
-                    chat_format=detect_chat_format(template, set(_LLAMA3_CONTROL) <= set(tokens[-512:])),
+                    chat_format=detect_chat_format(template, set(_LLAMA3_CONTROL) <= set(tokens[-512:]),
+                                                   set(_GEMMA_CONTROL) <= set(tokens[:1024])),
                     bos_token=token("bos"), eos_token=token("eos"),
                     metadata={**meta, "_vocab_size": len(tokens), "_bos_token": token("bos"), "_eos_token": token("eos")})

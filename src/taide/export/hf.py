@@ -39,30 +39,17 @@ def _torch_dtype(dtype: str | None, default):
 
 
 def load_source(reference: str | Path, dtype: str | None = None):
-    """(model, tokenizer, ModelRef) on CPU, for any local reference (HF dir or GGUF); weights never downloaded."""
+    """(model, tokenizer, ModelRef) on CPU, for any local reference (HF dir or GGUF); weights never downloaded.
+    A GGUF comes through its dequantized copy (float32: dequantized values are exact)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from taide.models.loading import load_hf
 
     ref = reference if isinstance(reference, ModelRef) else resolve_model(reference)
     if ref.kind == "endpoint":
         raise ExportError(f"{ref.reference} is an endpoint; export needs the weights (an HF directory or GGUF file)")
-    try:
-        if ref.kind == "hf":
-            where, extra = str(ref.path), {"use_safetensors": True}
-            torch_dtype = _torch_dtype(dtype, "auto")
-        else:
-            where, extra = str(ref.path.parent), {"gguf_file": ref.path.name}
-            torch_dtype = _torch_dtype(dtype, torch.float32)  # dequantized values are exact in float32
-        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True, **extra)
-        model = AutoModelForCausalLM.from_pretrained(where, local_files_only=True, dtype=torch_dtype, **extra)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise ExportError(f"{ref.path}: transformers cannot load this model: {e}") from e
-    if ref.kind == "gguf":  # plain tensors now, not a quantized model
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-    return model.eval(), tokenizer, ref
+    tokenizer, model = load_hf(ref, "cpu", _torch_dtype(dtype, "auto" if ref.kind == "hf" else torch.float32))
+    return model, tokenizer, ref
 
 
 def _merge_lora(adapter: Path, base: str | None, dtype: str | None):
@@ -89,13 +76,6 @@ def _merge_lora(adapter: Path, base: str | None, dtype: str | None):
 
         tokenizer = AutoTokenizer.from_pretrained(str(adapter), local_files_only=True)
     return merged, tokenizer, ref
-
-
-def _end_of_turn_ids(tokenizer, chat_format) -> list[int]:
-    vocab = tokenizer.get_vocab()
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    ids.update(vocab[t] for t in chat_format.stop_tokens if t in vocab)
-    return sorted(ids)
 
 
 def repair_gguf_tokenizer(out: Path, gguf_path: Path) -> list[str]:
@@ -149,7 +129,8 @@ def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str |
               overwrite: bool = False) -> Path:
     """Write ``reference`` (HF dir, GGUF file, embedded name, or LoRA adapter dir) to ``out`` as a merged HF
     directory; returns ``out``."""
-    from taide.chat.formats import LLAMA3_TEMPLATE, chat_format_for
+    from taide.chat.formats import chat_format_for
+    from taide.models.loading import end_of_turn_ids
     from taide.models.reference import detect_chat_format
 
     started = time.time()
@@ -171,14 +152,14 @@ def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str |
     out.mkdir(parents=True, exist_ok=True)
     model.config.use_cache = True
     model.save_pretrained(out, safe_serialization=True)
-    if fmt_name == "llama3" and not template:
-        tokenizer.chat_template = LLAMA3_TEMPLATE
+    if fmt_name and fmt_name != "template" and not template:
+        tokenizer.chat_template = chat_format_for(fmt_name).hf_template
     tokenizer.save_pretrained(out)
     changes = repair_gguf_tokenizer(out, ref.path) if ref.kind == "gguf" else []
     if fmt_name:
         fmt = chat_format_for(fmt_name, tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
         generation = model.generation_config
-        generation.eos_token_id = _end_of_turn_ids(tokenizer, fmt)
+        generation.eos_token_id = end_of_turn_ids(tokenizer, fmt)
         generation.save_pretrained(out)
     manifest = {
         "produced_by": "taide export --format hf",

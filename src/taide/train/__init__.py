@@ -11,6 +11,15 @@ data, parallelism, checkpointing and metrics as separate components.
 """
 
 from taide.train.config import LoraConfig, TrainConfig, TrainError, load_recipe
-from taide.train.trainer import TrainResult, train
 
 __all__ = ["LoraConfig", "TrainConfig", "TrainError", "TrainResult", "load_recipe", "train"]
+
+
+def __getattr__(name: str):
+    """``train`` and ``TrainResult`` load torch: imported on first use, so that reading a recipe (``taide build
+    --dry-run`` checks its stages' keys against TrainConfig) stays quick."""
+    if name in ("train", "TrainResult"):
+        from taide.train import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'taide.train' has no attribute {name!r}")

@@ -1,6 +1,9 @@
 """A training run's settings: one dataclass, filled from a YAML recipe and then from command-line flags
 of the same names. The batch is given in tokens, as the card gives it (1M tokens for continued
-pretraining, 256K for instruction tuning); gradient accumulation follows from it."""
+pretraining, 256K for instruction tuning); gradient accumulation follows from it. A run that gives no
+``seq_len`` or ``global_batch_tokens`` gets values its data can fill, chosen when the data is tokenized
+(``taide.train.datasets.choose_batch``): the card's 8B values live in the card's recipes, not here, since
+a small file cannot fill one of its 1M-token batches."""
 
 from __future__ import annotations
 
@@ -34,8 +37,8 @@ class TrainConfig:
     out: str
     mix: dict[str, float] | None = None  # source -> weight (CP)
     text_field: str = "text"
-    seq_len: int = 8192
-    global_batch_tokens: int = 1 << 20
+    seq_len: int | None = None  # tokens per row; None: chosen from the data (≤ 2048 and the model's context)
+    global_batch_tokens: int | None = None  # tokens per optimizer step; None: chosen so an epoch has ~10 steps
     micro_batch_size: int = 1  # sequences per forward pass on each process
     epochs: float = 1.0
     max_steps: int | None = None  # stop earlier (demos, smoke tests)
@@ -53,7 +56,10 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0: only at the end
     log_every: int = 1
     on_bad_record: str = "skip"  # SFT: "skip" (report and go on) or "error"
-    dtype: str = "auto"  # "auto": bf16 autocast on GPU, fp32 on CPU; or "float32", "bfloat16"
+    dtype: str = "auto"  # "auto": bf16 autocast on GPU and on CPUs with AMX, else fp32; or "float32", "bfloat16"
+    freeze_embeddings: bool = False  # keep the token embeddings (and a tied output head) as they are
+    trainable_layers: int | None = None  # train only the top N transformer blocks (and the final norm); None: all
+    end_of_turn_from_eos: bool = False  # SFT of a pretrained base: start the end-of-turn token's embedding from EOS's
     activation_checkpointing: bool = False
     compile: bool = False
     lora: LoraConfig | None = None
@@ -66,8 +72,12 @@ class TrainConfig:
             raise TrainError(f"schedule: {self.schedule!r} is not cosine or wsd")
         if self.on_bad_record not in ("skip", "error"):
             raise TrainError(f"on_bad_record: {self.on_bad_record!r} is not skip or error")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise TrainError(f"dtype: {self.dtype!r} is not auto, float32 or bfloat16")
+        if self.trainable_layers is not None and self.trainable_layers < 1:
+            raise TrainError(f"trainable_layers: must be at least 1 (or left out for all), got {self.trainable_layers}")
         for name in ("seq_len", "global_batch_tokens", "micro_batch_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise TrainError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
@@ -75,6 +85,9 @@ class TrainConfig:
 
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per optimizer step on each process, so that a step sees global_batch_tokens."""
+        if self.seq_len is None or self.global_batch_tokens is None:
+            raise TrainError("seq_len and global_batch_tokens are not set: they are chosen from the data when it is "
+                             "tokenized (build_datasets), so the accumulation is known only after that")
         per_micro = self.micro_batch_size * self.seq_len * world_size
         steps, rest = divmod(self.global_batch_tokens, per_micro)
         if steps < 1 or rest:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from taide.chat.formats import LLAMA3_TEMPLATE, chat_format_for
-from taide.engines.transformers_engine import HFCodec, load_hf
+from taide.chat.formats import chat_format_for
+from taide.models.loading import end_of_turn_ids, load_hf
 from taide.models import resolve_model
 from taide.train.config import LoraConfig, TrainConfig, TrainError
 from taide.train.parallel import World
@@ -23,16 +23,46 @@ def load_for_training(reference: str, device: torch.device):
     if ref.kind == "endpoint":
         raise TrainError(f"{reference} is an endpoint; training needs the weights (an HF directory or GGUF file)")
     tokenizer, model = load_hf(ref, str(device), torch.float32)
-    if ref.kind == "gguf":  # dequantized on load: the weights are plain tensors now, not a quantized model
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
     template = tokenizer.chat_template or ref.chat_template
     chat_format = chat_format_for(ref.chat_format, template, tokenizer.bos_token or ref.bos_token,
                                   tokenizer.eos_token or ref.eos_token)
     model.config.use_cache = False
     return model, tokenizer, chat_format
+
+
+def freeze(model, config: TrainConfig) -> None:
+    """Stop gradients where the config says: the embeddings (with a 262K vocabulary they are most of a small
+    model's weights) and every block below the top ``trainable_layers``. Backward then ends at the lowest trained
+    block, so a CPU step costs about half as much with half the blocks frozen."""
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    if config.trainable_layers is not None:
+        layers = getattr(model.get_decoder(), "layers", None)
+        if layers is None:
+            raise TrainError(f"trainable_layers: {type(model).__name__} has no list of transformer blocks to freeze")
+        if config.trainable_layers > len(layers):
+            raise TrainError(f"trainable_layers: {config.trainable_layers} is more than the model's {len(layers)} blocks")
+        for layer in layers[:len(layers) - config.trainable_layers]:
+            layer.requires_grad_(False)
+
+
+@torch.no_grad()
+def end_of_turn_from_eos(model, tokenizer, chat_format) -> list[str]:
+    """Copy EOS's embedding row into the chat format's end-of-turn tokens; returns the tokens changed.
+
+    A pretrained base (Gemma 3 270M) has never predicted ``<end_of_turn>``: its row is as untrained as the unused
+    tokens' (cosine 0.95 with ``<start_of_turn>``), so an instruction-tuned answer ends in whatever unused token
+    lies nearest, and with frozen embeddings it cannot learn better. EOS's row is one the base predicts at every
+    document end; from there the end of an answer is learned in a few steps (and both end the turn)."""
+    eos = tokenizer.eos_token_id
+    weight = model.get_input_embeddings().weight
+    changed = []
+    for token in chat_format.stop_tokens:
+        token_id = tokenizer.get_vocab().get(token)
+        if token_id is not None and eos is not None and token_id != eos:
+            weight[token_id] = weight[eos]
+            changed.append(token)
+    return changed
 
 
 def apply_lora(model, lora: LoraConfig):
@@ -42,13 +72,6 @@ def apply_lora(model, lora: LoraConfig):
         raise TrainError("lora: needs peft (pip install peft)") from e
     return get_peft_model(model, PeftLora(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                           target_modules=lora.target_modules, task_type="CAUSAL_LM"))
-
-
-def end_of_turn_ids(tokenizer, chat_format) -> list[int]:
-    codec = HFCodec(tokenizer)
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    ids.update(i for i in (codec.token_id(t) for t in chat_format.stop_tokens) if i is not None)
-    return sorted(ids)
 
 
 def save_hf_directory(model, tokenizer, chat_format, config: TrainConfig, world: World, directory: Path) -> Path:
@@ -74,8 +97,7 @@ def save_hf_directory(model, tokenizer, chat_format, config: TrainConfig, world:
         target.config.use_cache = True
         target.config.dtype = str(dtype).removeprefix("torch.")
         target.save_pretrained(directory, state_dict=state, safe_serialization=True)
-        if chat_format.name == "llama3":
-            tokenizer.chat_template = LLAMA3_TEMPLATE
+        tokenizer.chat_template = chat_format.hf_template
         tokenizer.save_pretrained(directory)
         generation = target.generation_config
         generation.eos_token_id = end_of_turn_ids(tokenizer, chat_format)

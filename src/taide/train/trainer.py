@@ -57,14 +57,32 @@ def learning_rate(config: TrainConfig, step: int, total: int) -> float:
 
 
 def token_loss_sum(model, batch: dict, autocast) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy of every position whose next token is trained, and how many there are. The labels
-    are shifted (the last position gets -100), not the logits: slicing [B, T, vocab] logits would copy them
-    (2 GB in bf16 at 8K tokens × 128K vocabulary, and again in the backward)."""
-    with autocast():
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+    """Summed cross-entropy of every position whose next token is trained, and how many there are.
+
+    The labels are shifted (the last position gets -100), not the logits, and the model computes logits only at
+    positions where some row of the batch has a trained next token (``logits_to_keep``): in instruction tuning the
+    head over a large vocabulary is skipped on prompts."""
     targets = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)
+    keep = (targets != -100).any(0).nonzero().squeeze(1)
+    if len(keep) == targets.shape[1]:
+        keep = 0  # every position: the model's plain path
+    else:
+        targets = targets[:, keep]
+    with autocast():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], logits_to_keep=keep).logits
     loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum")
     return loss, int((targets != -100).sum())
+
+
+def autocast_for(dtype: str, device: torch.device):
+    """bf16 autocast where it pays: GPUs, and CPUs with AMX tiles (bf16 matmuls about 8× float32 on 2 cores here);
+    float32 elsewhere, where bf16 is emulated and slower."""
+    if dtype == "auto":
+        fast_cpu = device.type == "cpu" and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        dtype = "bfloat16" if device.type == "cuda" or fast_cpu else "float32"
+    if dtype == "bfloat16":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
 
 
 def _to(batch: dict, device: torch.device) -> dict:
@@ -90,16 +108,19 @@ def train(config: TrainConfig, resume: bool | str = False,
           on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
     """Run ``config``; with ``resume``, continue from the newest checkpoint under ``OUT/checkpoints``
     (``resume="if_any"``: when there is one, else start)."""
-    from taide.train.model import apply_lora, load_for_training, save_hf_directory
+    from taide.train.model import apply_lora, end_of_turn_from_eos, freeze, load_for_training, save_hf_directory
     from taide.train.datasets import build_datasets
 
     world = init_world()
     try:
         torch.manual_seed(config.seed)
         out = Path(config.out)
-        accumulation = config.accumulation(world.size)
         model, tokenizer, chat_format = load_for_training(config.model, world.device)
-        data = build_datasets(config, tokenizer, chat_format, world)
+        data = build_datasets(config, tokenizer, chat_format, world)  # sets seq_len and the batch when not given
+        accumulation = config.accumulation(world.size)
+        if config.end_of_turn_from_eos and config.mode == "sft":
+            end_of_turn_from_eos(model, tokenizer, chat_format)
+        freeze(model, config)
         if config.lora is not None:
             model = apply_lora(model, config.lora)
         if config.activation_checkpointing:
@@ -112,9 +133,7 @@ def train(config: TrainConfig, resume: bool | str = False,
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay,
                                       fused=world.device.type == "cuda")
-        use_bf16 = config.dtype == "bfloat16" or (config.dtype == "auto" and world.device.type == "cuda")
-        autocast = ((lambda: torch.autocast(world.device.type, dtype=torch.bfloat16)) if use_bf16
-                    else contextlib.nullcontext)
+        autocast = autocast_for(config.dtype, world.device)
 
         total = data.steps
         if config.max_steps:

@@ -1,0 +1,174 @@
+"""Load a resolved model for computation: tokenizer and transformers weights, the same way for the
+transformers engine, training and export.
+
+A GGUF file is dequantized by transformers once and kept as a safetensors directory in taide's cache
+(``$TAIDE_CACHE``, default ``~/.cache/taide``): later loads read that directory in seconds instead of
+dequantizing again (about 45 s for Gemma 3 270M, whose 262K-token vocabulary is slow to convert).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from taide.errors import EngineError, ModelError
+from taide.models.reference import ModelRef, cache_root, resolve_model
+
+
+class HFCodec:
+    """A transformers tokenizer as the chat formats' :class:`~taide.chat.formats.TokenCodec`."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._vocab = tokenizer.get_vocab()
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+    def token_id(self, token: str) -> int | None:
+        return self._vocab.get(token)
+
+    def control_tokens(self) -> list[str]:
+        added = [t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special]
+        return sorted(set(added) | set(self.tokenizer.all_special_tokens))
+
+    def encode_prompt(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+
+def _gguf_key(path: Path) -> str:
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+
+
+def dequantized_directory(ref: ModelRef, progress=None) -> Path:
+    """The safetensors directory of GGUF ``ref``, written on first use (float32: dequantized values are exact).
+    The cache entry is keyed by the file's path, size and modification time, and written atomically."""
+    if ref.kind != "gguf":
+        raise ModelError(f"{ref.reference}: only a GGUF file is dequantized")
+    target = cache_root() / "dequantized" / f"{ref.path.stem}-{_gguf_key(ref.path)}"
+    if (target / "taide-dequantized.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if progress:
+        progress(f"dequantizing {ref.path.name} once into {target} (later loads reuse it)")
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        _write_dequantized(ref, tmp)
+        if target.exists():  # a concurrent process finished first
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_dequantized(ref: ModelRef, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from taide.chat.formats import chat_format_for
+    from taide.export.hf import repair_gguf_tokenizer
+
+    where, name = str(ref.path.parent), ref.path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelError(f"{ref.path}: transformers cannot load this GGUF: {e}") from e
+    model.hf_quantizer = None  # plain tensors now, not a quantized model
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.use_cache = True
+    model.save_pretrained(out, safe_serialization=True)
+    fmt = chat_format_for(ref.chat_format, ref.chat_template, ref.bos_token, ref.eos_token) if ref.chat_format else None
+    if fmt is not None and not tokenizer.chat_template:
+        tokenizer.chat_template = fmt.hf_template
+    tokenizer.save_pretrained(out)
+    repairs = repair_gguf_tokenizer(out, ref.path)
+    if fmt is not None:
+        generation = model.generation_config
+        generation.eos_token_id = end_of_turn_ids(tokenizer, fmt)
+        generation.save_pretrained(out)
+    (out / "taide-dequantized.json").write_text(json.dumps(
+        {"source": str(ref.path), "size": ref.path.stat().st_size, "chat_format": ref.chat_format,
+         "tokenizer_repairs": repairs}, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def end_of_turn_ids(tokenizer, chat_format) -> list[int]:
+    """The tokenizer's EOS and the chat format's end-of-turn tokens: what a generation config stops on."""
+    codec = HFCodec(tokenizer)
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    ids.update(i for i in (codec.token_id(t) for t in chat_format.stop_tokens) if i is not None)
+    return sorted(ids)
+
+
+def hf_directory(reference: str | ModelRef, progress=None) -> tuple[ModelRef, Path]:
+    """(the resolved reference, the HF directory transformers loads it from)."""
+    ref = reference if isinstance(reference, ModelRef) else resolve_model(reference)
+    if ref.kind == "hf":
+        return ref, ref.path
+    if ref.kind == "gguf":
+        return ref, dequantized_directory(ref, progress)
+    raise ModelError(f"{ref.reference} is an endpoint; loading needs local weights (an HF directory or a GGUF file)")
+
+
+def load_tokenizer(reference: str | ModelRef):
+    from transformers import AutoTokenizer
+
+    ref, where = hf_directory(reference)
+    try:
+        return AutoTokenizer.from_pretrained(str(where), local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelError(f"{ref.path}: transformers cannot load this tokenizer: {e}") from e
+
+
+QUANTIZATIONS = ("nf4",)
+
+
+def quantization_options(quantization: str, device: str, dtype) -> dict:
+    """from_pretrained options for 4-bit NF4 weights through bitsandbytes (the card's 4-bit build, on GPU)."""
+    import torch
+
+    if quantization.lower() not in QUANTIZATIONS:
+        raise EngineError(f"quantization {quantization!r} is not supported; choose nf4 (bitsandbytes 4-bit, GPU), "
+                         "or export to GGUF (taide export --quant q4_k_m) for 4-bit on CPU")
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        raise EngineError(f"quantization='nf4' needs a CUDA GPU (bitsandbytes' 4-bit kernels), but the device is "
+                         f"{device!r}; on CPU, export the model to GGUF (taide export --quant q4_k_m) and use the "
+                         "llamacpp engine")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise EngineError("quantization='nf4' needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    return {"quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                      bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute),
+            "device_map": {"": device}}
+
+
+def load_hf(model: str | ModelRef, device: str = "cpu", dtype=None, quantization: str | None = None,
+            progress=None):
+    """(tokenizer, model in eval mode on ``device``) for an HF directory (safetensors only) or a GGUF file (through
+    its dequantized copy), never from a hub. ``quantization="nf4"`` loads 4-bit NF4 weights (bitsandbytes, CUDA)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ref, where = hf_directory(model, progress)
+    dtype = dtype or torch.float32
+    quantized = quantization_options(quantization, device, dtype) if quantization else {}
+    tokenizer = load_tokenizer(ref)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(str(where), local_files_only=True, dtype=dtype, use_safetensors=True,
+                                                  **quantized)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelError(f"{ref.path}: transformers cannot load this model: {e}") from e
+    return tokenizer, (lm if quantized else lm.to(device)).eval()  # bitsandbytes placed it already
