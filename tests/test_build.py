@@ -208,3 +208,30 @@ def test_expected_tokens_informs_the_plan_and_never_reaches_training(tmp_path, m
         assert not set(PLAN_ONLY) & set(config.to_dict())
         assert config.seq_len == 8192  # the card's settings reach training as given
     assert configs[0].global_batch_tokens == 1 << 20 and configs[1].global_batch_tokens == 1 << 18
+
+
+def test_the_gemma_card_recipe_says_its_published_hours_cannot_be_full_training():
+    """Gemma-3-TAIDE 12B: 46B tokens at 32K context on gemma-3-12b's shape. Five of six layers attend to a 1,024-token
+    window, so the attention term is 12 × 16 heads × 256 × (8 × 32768 + 40 × 1024), not × 48 × 32768; the card's
+    642 H200-hours would need an MFU above 100%."""
+    plan = build(ROOT / "recipes/build/gemma-3-taide-12b.yaml", dry_run=True)
+    cp = next(s for s in plan["stages"] if s["stage"] == "cp")
+    by_hand = 6 * plan["parameters"] + 12 * 16 * 256 * (8 * 32768 + 40 * 1024)
+    assert cp["flops_per_token"] == by_hand
+    assert 11.7e9 < plan["parameters"] < 11.9e9  # gemma-3-12b's text model
+    published = plan["published"]
+    assert published["gpu_hours"] == 642 and published["implied_mfu"] > 1.5
+    assert abs(published["implied_mfu"] - published["training_flops"] / (642 * 3600 * 989e12)) < 1e-9
+
+
+def test_sliding_window_layers_attend_to_their_window_only():
+    from taide.train.metrics import attended_positions
+
+    full = {"num_hidden_layers": 12}
+    gemma = {"num_hidden_layers": 12, "sliding_window": 512, "sliding_window_pattern": 6}
+    assert attended_positions(full, 8192) == 12 * 8192
+    assert attended_positions(gemma, 8192) == 2 * 8192 + 10 * 512
+    assert attended_positions(gemma, 256) == 12 * 256  # shorter than the window: every layer sees it all
+    typed = {"num_hidden_layers": 3, "sliding_window": 4, "layer_types": ["sliding_attention", "full_attention",
+                                                                           "sliding_attention"]}
+    assert attended_positions(typed, 10) == 4 + 10 + 4

@@ -132,3 +132,28 @@ def test_gguf_header_is_read_without_gguf_py(embedded_gguf):
             assert ours[key] == field.contents(), key
     assert ours["_vocab_size"] == len(theirs.fields["tokenizer.ggml.tokens"].data)
     assert ours["_tensor_count"] == len(theirs.tensors)
+
+
+@pytest.mark.slow
+def test_a_gguf_is_dequantized_once_and_its_stale_copies_go(tmp_path, monkeypatch, embedded_gguf):
+    """transformers loads a GGUF through one safetensors copy in taide's cache: written once, reused, and removed
+    once the GGUF it came from is gone."""
+    import time
+
+    from taide.models.loading import hf_directory, load_hf
+
+    monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    shutil.copy(embedded_gguf, gguf)
+    ref, directory = hf_directory(str(gguf))
+    assert (directory / "model.safetensors").is_file() and (directory / "tokenizer.json").is_file()
+    started = time.perf_counter()
+    tokenizer, model = load_hf(ref)
+    assert time.perf_counter() - started < 30 and hf_directory(str(gguf))[1] == directory
+    assert model.config.vocab_size == ref.metadata["_vocab_size"] and not getattr(model, "is_quantized", False)
+    ids = tokenizer("臺灣的夜市", add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids) == "臺灣的夜市"
+
+    other = tmp_path / "other.gguf"
+    gguf.rename(other)  # the first copy's source is gone: writing the next one removes it
+    assert hf_directory(str(other))[1] != directory and not directory.exists()

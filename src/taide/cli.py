@@ -829,6 +829,14 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                 compute = plan["compute"]
                 out.print(f"≈ {plan['gpu_hours']:,.0f} {compute['device'].upper()} GPU-hours at "
                           f"{compute.get('mfu', 0.3):.0%} MFU (tokens × FLOPs per token ÷ peak × MFU)")
+            published = plan.get("published")
+            if published:
+                mfu = published["implied_mfu"]
+                out.print(f"the published {published['gpu_hours']:,} GPU-hours imply {mfu:.0%} MFU for these "
+                          f"{published['training_flops']:.2e} training FLOPs"
+                          + (": more than the GPUs' peak, so not a full-parameter run of these tokens (fewer "
+                             "tokens, shorter sequences, frozen or adapter weights, or not counted hours)"
+                             if mfu > 1 else " (30–45% is typical of well-tuned large runs)"))
             return
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -861,8 +869,14 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
         report = results.get("eval", {}).get("bench", {}).get("report", {})
         if report.get("markdown"):
             out.print(Path(report["markdown"]).read_text(encoding="utf-8"))
+        taiwan = results.get("eval", {}).get("taiwan", {}).get("built")
+        if taiwan and taiwan.get("n"):
+            out.print(f"Taiwan prompts never seen ({taiwan['n']}): {taiwan['language_ok_rate']:.0%} in the asked language, "
+                      f"{taiwan['simplified_share_overall']:.2%} Simplified-only characters, "
+                      f"{taiwan['degenerate_rate']:.0%} looping")
         proof = results.get("eval", {}).get("proof", {})
-        for key, label in (("heldout_perplexity", "held-out perplexity"), ("heldout_chrf", "held-out chrF")):
+        for key, label in (("heldout_perplexity_cp", "held-out perplexity after CP"),
+                           ("heldout_perplexity", "held-out perplexity"), ("heldout_chrf", "held-out chrF")):
             if key in proof:
                 p = proof[key]
                 note = " (within noise)" if p["within_noise"] else ""

@@ -80,9 +80,11 @@ def _features(evaluation: dict, chat_format: str | None) -> list[str]:
                      f"要求的語言（中文題以繁體中文、中翻英題以英文）；簡體專用字占所有中文字的 "
                      f"{_pct(taiwan['simplified_share_overall'])}；{_pct(taiwan['degenerate_rate'])} 的回答出現重複迴圈。")
     proof = evaluation.get("proof", {})
-    ppl, chrf = proof.get("heldout_perplexity"), proof.get("heldout_chrf")
-    if ppl and not ppl["within_noise"] and ppl["built"] < ppl["base"]:
-        lines.append(f"- 保留語料的困惑度由基礎模型的 {ppl['base']:.2f} 降至 {ppl['built']:.2f}（差異的 95% 區間不含 0）。")
+    chrf = proof.get("heldout_chrf")
+    for key, what in (("heldout_perplexity", "建置模型"), ("heldout_perplexity_cp", "持續預訓練後的模型")):
+        ppl = proof.get(key)
+        if ppl and not ppl["within_noise"] and ppl["built"] < ppl["base"]:
+            lines.append(f"- 保留語料的困惑度：基礎模型 {ppl['base']:.2f}，{what} {ppl['built']:.2f}（差異的 95% 區間不含 0）。")
     if chrf and not chrf["within_noise"] and chrf["built"] > chrf["base"]:
         lines.append(f"- 保留翻譯句對的 chrF 由 {chrf['base']:.1f} 升至 {chrf['built']:.1f}（差異的 95% 區間不含 0）。")
     if chat_format in ("llama3", "gemma"):
@@ -145,14 +147,16 @@ def _bench_table(evaluation: dict, root: Path) -> list[str]:
 
 def _proof(evaluation: dict) -> list[str]:
     proof = evaluation.get("proof", {})
-    lines = ["### 保留資料上的改進（建置從未訓練過的資料）", "", "| 指標 | 基礎模型 | 建置模型 | 差異的 95% 區間 | 判讀 |",
+    lines = ["### 保留資料上的改進（建置從未訓練過的資料）", "", "| 指標 | 基礎模型 | 比較的模型 | 差異的 95% 區間 | 判讀 |",
              "|---|---:|---:|---|---|"]
-    ppl = proof.get("heldout_perplexity")
-    if ppl:
-        low, high = ppl["loss_diff_95"]
-        verdict = "在雜訊範圍內" if ppl["within_noise"] else ("改進" if ppl["built"] < ppl["base"] else "變差")
-        lines.append(f"| 保留語料困惑度（{ppl['rows']} 段、{ppl['tokens']:,} tokens，越低越好） | {ppl['base']:.2f} | "
-                     f"{ppl['built']:.2f} | 每 token loss {low:+.3f} ~ {high:+.3f} | {verdict} |")
+    for key, what in (("heldout_perplexity_cp", "持續預訓練後"), ("heldout_perplexity", "")):
+        ppl = proof.get(key)
+        if ppl:
+            low, high = ppl["loss_diff_95"]
+            verdict = "在雜訊範圍內" if ppl["within_noise"] else ("改進" if ppl["built"] < ppl["base"] else "變差")
+            lines.append(f"| 保留語料困惑度{f'（{what}）' if what else ''}（{ppl['rows']} 段、{ppl['tokens']:,} tokens，"
+                         f"越低越好） | {ppl['base']:.2f} | {ppl['built']:.2f} | 每 token loss {low:+.3f} ~ {high:+.3f} "
+                         f"| {verdict} |")
     chrf = proof.get("heldout_chrf")
     if chrf:
         low, high = chrf["diff_95"]

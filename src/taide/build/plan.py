@@ -24,7 +24,8 @@ KNOWN_SHAPES = {
     "llama-3.2-3b": {"vocab_size": 128256, "hidden_size": 3072, "intermediate_size": 8192, "num_hidden_layers": 28,
                      "num_attention_heads": 24, "num_key_value_heads": 8, "tie_word_embeddings": True},
     "gemma-3-12b": {"vocab_size": 262208, "hidden_size": 3840, "intermediate_size": 15360, "num_hidden_layers": 48,
-                    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "tie_word_embeddings": True},
+                    "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256, "tie_word_embeddings": True,
+                    "sliding_window": 1024, "sliding_window_pattern": 6},
     "smollm2-135m": {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
                      "num_attention_heads": 9, "num_key_value_heads": 3, "tie_word_embeddings": True},
 }
@@ -43,13 +44,17 @@ class Shape:
     kv_heads: int
     head_dim: int
     tied: bool
+    attention: tuple = ()  # config.json's sliding-window fields: (("sliding_window", 1024), ...)
 
     @classmethod
     def from_config(cls, config: dict) -> Shape:
         heads = config["num_attention_heads"]
+        attention = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in config.items()
+                          if k in ("sliding_window", "sliding_window_pattern", "layer_types") and v)
         return cls(config["vocab_size"], config["hidden_size"], config["intermediate_size"],
-                   config["num_hidden_layers"], heads, config.get("num_key_value_heads", heads),
-                   config.get("head_dim") or config["hidden_size"] // heads, bool(config.get("tie_word_embeddings")))
+                   config["num_hidden_layers"], heads, config.get("num_key_value_heads") or heads,
+                   config.get("head_dim") or config["hidden_size"] // heads, bool(config.get("tie_word_embeddings")),
+                   attention)
 
     @property
     def parameters(self) -> int:
@@ -59,8 +64,12 @@ class Shape:
         return self.layers * layer + self.hidden + embedding + (0 if self.tied else embedding)
 
     def flops_per_token(self, seq_len: int) -> float:
+        from taide.train.metrics import attended_positions
+
         without_input_embedding = self.parameters - (0 if self.tied else self.vocab * self.hidden)
-        return 6 * without_input_embedding + 12 * self.layers * self.heads * self.head_dim * seq_len
+        config = {"num_hidden_layers": self.layers, **{k: list(v) if isinstance(v, tuple) else v
+                                                       for k, v in self.attention}}
+        return 6 * without_input_embedding + 12 * self.heads * self.head_dim * attended_positions(config, seq_len)
 
 
 def model_shape(model: str, fallback: str | None = None) -> tuple[Shape, str]:
@@ -84,6 +93,8 @@ def model_shape(model: str, fallback: str | None = None) -> tuple[Shape, str]:
                   "num_hidden_layers": meta[f"{arch}.block_count"], "num_attention_heads": meta[f"{arch}.attention.head_count"],
                   "num_key_value_heads": meta.get(f"{arch}.attention.head_count_kv"),
                   "head_dim": meta.get(f"{arch}.attention.key_length"),
+                  "sliding_window": meta.get(f"{arch}.attention.sliding_window"),
+                  "sliding_window_pattern": 6 if arch == "gemma3" else None,  # llama.cpp's fixed gemma3 pattern
                   "tie_word_embeddings": True}
     except KeyError as e:
         from taide.errors import TaideError
@@ -92,10 +103,20 @@ def model_shape(model: str, fallback: str | None = None) -> tuple[Shape, str]:
     return Shape.from_config(config), f"{model} (GGUF metadata)"
 
 
-def gpu_hours(tokens: float, flops_per_token: float, device: str, mfu: float) -> float:
+def device_peak(device: str) -> float:
     peak = DEVICE_PEAK.get(device.lower())
     if peak is None:
         from taide.errors import TaideError
 
         raise TaideError(f"compute.device: {device!r} is not one of {', '.join(DEVICE_PEAK)}")
-    return tokens * flops_per_token / (peak * mfu) / 3600
+    return peak
+
+
+def gpu_hours(tokens: float, flops_per_token: float, device: str, mfu: float) -> float:
+    return tokens * flops_per_token / (device_peak(device) * mfu) / 3600
+
+
+def implied_mfu(flops: float, hours: float, device: str) -> float:
+    """The MFU a published GPU-hour figure implies for ``flops`` of training: above 1, the figure cannot be a
+    full-parameter run of that many tokens on that many GPU-hours."""
+    return flops / (hours * 3600 * device_peak(device))

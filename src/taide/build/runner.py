@@ -15,7 +15,7 @@ from pathlib import Path
 
 from taide.build import stages as stage_functions
 from taide.build.card import write_card
-from taide.build.plan import gpu_hours, model_shape
+from taide.build.plan import gpu_hours, implied_mfu, model_shape
 from taide.build.recipe import PLAN_ONLY, STAGES, BuildError, Recipe, load_build_recipe
 
 RUNNERS = {"data": stage_functions.run_data, "cp": stage_functions.run_cp, "sft": stage_functions.run_sft,
@@ -94,9 +94,16 @@ def make_plan(recipe: Recipe) -> dict:
                                              compute.get("mfu", 0.3))
         rows.append(row)
     total = sum(r.get("gpu_hours", 0) for r in rows)
-    return {"recipe": str(recipe.source), "name": recipe.name, "base_model": recipe.base_model,
+    plan = {"recipe": str(recipe.source), "name": recipe.name, "base_model": recipe.base_model,
             "parameters": shape.parameters, "shape_from": shape_source, "out": recipe.out, "stages": rows,
             "compute": compute, "gpu_hours": total or None}
+    if compute.get("published_gpu_hours") and compute.get("device"):
+        flops = sum(r["tokens"] * r["flops_per_token"] * recipe.resolve(getattr(recipe, r["stage"])).get("epochs", 1)
+                    for r in rows if r.get("tokens") and r["stage"] in ("cp", "sft"))
+        plan["published"] = {"gpu_hours": compute["published_gpu_hours"],
+                             "implied_mfu": implied_mfu(flops, compute["published_gpu_hours"], compute["device"]),
+                             "training_flops": flops}
+    return plan
 
 
 def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run: bool = False,

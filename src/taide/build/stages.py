@@ -128,18 +128,22 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
     models = {"base": recipe.base_model, "built": built_gguf or built_model(upstream, recipe)}
     proof: dict = {}
 
-    # 1. Perplexity on held-out corpus documents.
+    # 1. Perplexity on held-out corpus documents: the built model, and the continued-pretraining stage's model
+    # when instruction tuning followed (what CP gained on corpus text, and what SFT kept of it).
     if "cp" in upstream and "data" in upstream:
-        losses = _heldout_losses(recipe, upstream, {"base": recipe.base_model, "built": built_model(upstream, recipe)},
-                                 settings.get("heldout_rows", 32))
-        (base_l, base_n), (built_l, _) = losses["base"], losses["built"]
-        per_row_base = [l / n for l, n in zip(base_l, base_n) if n]
-        per_row_built = [l / n for l, n in zip(built_l, base_n) if n]
-        ppl = lambda ls, ns: math.exp(sum(ls) / sum(ns))  # noqa: E731
-        low, high = _bootstrap(per_row_base, per_row_built, lambda xs: sum(xs) / len(xs))
-        proof["heldout_perplexity"] = {"base": ppl(base_l, base_n), "built": ppl(built_l, base_n),
-                                       "rows": len(base_l), "tokens": sum(base_n),
-                                       "loss_diff_95": [low, high], "within_noise": low <= 0 <= high}
+        compared = {"base": recipe.base_model, "built": built_model(upstream, recipe)}
+        if compared["built"] != upstream["cp"]["model"]:
+            compared["cp"] = upstream["cp"]["model"]
+        losses = _heldout_losses(recipe, upstream, compared, settings.get("heldout_rows", 32))
+        base_l, counts = losses["base"]
+        ppl = lambda ls: math.exp(sum(ls) / sum(counts))  # noqa: E731
+        for name, key in (("built", "heldout_perplexity"), ("cp", "heldout_perplexity_cp")):
+            if name in losses:
+                other = losses[name][0]
+                low, high = _bootstrap([l / n for l, n in zip(base_l, counts) if n],
+                                       [l / n for l, n in zip(other, counts) if n], lambda xs: sum(xs) / len(xs))
+                proof[key] = {"base": ppl(base_l), "built": ppl(other), "rows": len(base_l), "tokens": sum(counts),
+                              "loss_diff_95": [low, high], "within_noise": low <= 0 <= high}
 
     # 2. chrF on held-out translation pairs (both models, greedy); 3. Taiwan prompts and 4. taide-bench (the built
     # model: a pretrained base does not answer instructions, and its rambling would double the stage's time).

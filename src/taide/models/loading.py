@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from taide.errors import EngineError, ModelError
@@ -55,6 +56,7 @@ def dequantized_directory(ref: ModelRef, progress=None) -> Path:
     if (target / "taide-dequantized.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    _evict_stale(target.parent)
     if progress:
         progress(f"dequantizing {ref.path.name} once into {target} (later loads reuse it)")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
@@ -68,6 +70,21 @@ def dequantized_directory(ref: ModelRef, progress=None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _evict_stale(cache: Path) -> None:
+    """Remove the dequantized copies of GGUF files that are gone or changed since (a GGUF exported to a temporary
+    directory and loaded once must not leave a gigabyte behind for good)."""
+    for entry in cache.iterdir():
+        try:
+            note = json.loads((entry / "taide-dequantized.json").read_text(encoding="utf-8"))
+            source = Path(note["source"])
+            stale = not source.is_file() or entry.name != f"{source.stem}-{_gguf_key(source)}"
+        except (OSError, ValueError, KeyError):
+            # a write killed an hour ago or more; a finished entry always has its note
+            stale = entry.name.startswith(".tmp-") and time.time() - entry.stat().st_mtime > 3600
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _write_dequantized(ref: ModelRef, out: Path) -> None:
@@ -99,7 +116,7 @@ def _write_dequantized(ref: ModelRef, out: Path) -> None:
         generation.eos_token_id = end_of_turn_ids(tokenizer, fmt)
         generation.save_pretrained(out)
     (out / "taide-dequantized.json").write_text(json.dumps(
-        {"source": str(ref.path), "size": ref.path.stat().st_size, "chat_format": ref.chat_format,
+        {"source": str(ref.path.resolve()), "size": ref.path.stat().st_size, "chat_format": ref.chat_format,
          "tokenizer_repairs": repairs}, ensure_ascii=False, indent=1), encoding="utf-8")
 
 

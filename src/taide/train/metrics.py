@@ -15,17 +15,32 @@ PEAK_BF16 = {"H200": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 98
              "RTX 4090": 165e12, "MI300X": 1307e12, "MI250X": 383e12}
 
 
+def attended_positions(config: dict, seq_len: int) -> int:
+    """Positions all layers attend to per token, summed over layers: ``seq_len`` for a full-attention layer, at most
+    the window for a sliding-window one (Gemma 3: five of every six layers see 1,024 tokens, so at 128K context
+    its attention costs a sixth of a full-attention model's). ``config``: config.json's fields."""
+    layers = config["num_hidden_layers"]
+    window = config.get("sliding_window")
+    types = config.get("layer_types")
+    if not window or (types is None and not config.get("sliding_window_pattern")):
+        return layers * seq_len
+    if types is None:  # every Nth layer global (sliding_window_pattern = N)
+        pattern = config["sliding_window_pattern"]
+        types = ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(layers)]
+    return sum(seq_len if kind == "full_attention" else min(seq_len, window) for kind in types)
+
+
 def flops_per_token(model, seq_len: int) -> float:
     """6 × parameters (forward + backward, input embedding excluded: a lookup, not a matmul) plus the
-    attention term 12 × layers × heads × head_dim × seq_len, as torchtitan counts. Llama 3 8B at 8K
-    context: 6 × 7.50e9 + 1.29e10 ≈ 5.8e10."""
+    attention term 12 × heads × head_dim × attended positions (:func:`attended_positions`), as torchtitan counts.
+    Llama 3 8B at 8K context: 6 × 7.50e9 + 12 × 32 × 32 × 128 × 8192 ≈ 5.8e10."""
     config = model.config
     embedding = model.get_input_embeddings().weight.numel()
     params = sum(p.numel() for p in model.parameters()) - embedding
     if getattr(config, "tie_word_embeddings", False):
         params += embedding  # the tied matrix still does the output projection's matmul
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 6 * params + 12 * config.num_hidden_layers * config.num_attention_heads * head_dim * seq_len
+    return 6 * params + 12 * config.num_attention_heads * head_dim * attended_positions(config.to_dict(), seq_len)
 
 
 def peak_flops(device: torch.device) -> float | None:
