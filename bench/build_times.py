@@ -67,6 +67,9 @@ def main() -> None:
     for stage in STAGES:
         lines.append(f"| {stage} | " + " | ".join(f"{r['stages'].get(stage, 0):.0f} s" for r in runs.values()) + " |")
     lines.append("| **wall, whole command** | " + " | ".join(f"**{r['wall']:.0f} s**" for r in runs.values()) + " |")
+    if len(runs) == 2:
+        (a, ra), (b, rb) = runs.items()
+        lines += ["", f"{a} / {b} wall time: {ra['wall'] / rb['wall']:.2f}× (same run, same machine)."]
     lines += ["", "Taiwan prompts the build never saw, answered by the built GGUF with the default sampling:", "",
               "| build | answers in the asked language | Simplified-only characters | looping answers |", "|---|---:|---:|---:|"]
     for name, r in runs.items():

@@ -59,11 +59,26 @@ def test_info_json():
 
 @pytest.mark.slow
 def test_demo_runs_every_office_task():
-    result = run("demo", "--max-tokens", "8")
+    result = run("demo", "smollm2-135m", "--max-tokens", "8")
     assert result.returncode == 0, result.stderr
     for name in ("article", "letter", "summary", "zh2en", "en2zh"):
         assert name in result.stdout
     assert "tok/s" in result.stdout and "請把下面的中文翻譯成" in result.stdout
+
+
+def test_demo_runs_the_newest_build(tmp_path, monkeypatch):
+    """After a `taide build`, `taide demo` with no model runs its model; a build whose files are gone is forgotten."""
+    from taide.build.runner import _remember, latest_build
+
+    monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))
+    assert latest_build() is None
+    gguf = tmp_path / "build" / "export" / "model.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"GGUF")
+    _remember({"export": {"path": str(gguf)}, "sft": {"model": str(tmp_path / "build" / "sft" / "model")}})
+    assert latest_build() == str(gguf.resolve())
+    gguf.unlink()
+    assert latest_build() is None
 
 
 @pytest.mark.slow

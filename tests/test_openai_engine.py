@@ -29,7 +29,12 @@ def llamacpp_server(embedded_gguf, tmp_path_factory):
     pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed")
     port = _free_port()
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")  # a pipe would fill up and block it
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf),
+    # llama.cpp's own server, with the model opened as taide opens it (plain CPU buffers on AMX CPUs, where the
+    # repacked ones crash llama-cpp-python 0.3.36)
+    serve = ("import runpy, sys\nfrom taide.engines.llamacpp_engine import plain_cpu_buffers\n"
+             "sys.argv[0] = 'llama_cpp.server'\nwith plain_cpu_buffers():\n"
+             "    runpy.run_module('llama_cpp.server', run_name='__main__')\n")
+    proc = subprocess.Popen([sys.executable, "-c", serve, "--model", str(embedded_gguf),
                              "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
                              "--model_alias", "smollm2"],
                             stdout=log, stderr=subprocess.STDOUT)

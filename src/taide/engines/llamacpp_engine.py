@@ -10,6 +10,7 @@ between steps. The prompt comes from taide's chat format as token ids.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import random
 from dataclasses import dataclass
@@ -34,18 +35,18 @@ def _has_amx() -> bool:
         return False
 
 
-def open_llama(path, **options):
-    """``llama_cpp.Llama(path, **options)``, the one way taide opens a GGUF with llama.cpp.
+@contextlib.contextmanager
+def plain_cpu_buffers():
+    """Models opened inside use llama.cpp's plain CPU buffers on CPUs with AMX.
 
-    On CPUs with AMX, llama.cpp (llama-cpp-python 0.3.36) repacks quantized weights into AMX buffers, and the first
-    evaluation then crashes the process (a segmentation fault, with the embedded models' own GGUFs too). Llama()
-    has no option for it, so the model is opened with llama.cpp's plain CPU buffers by patching the default model
-    parameters for the duration of the call."""
-    import llama_cpp
+    There, llama.cpp (llama-cpp-python 0.3.36) repacks quantized weights into AMX buffers, and the first evaluation
+    then crashes the process (a segmentation fault, with the embedded models' own GGUFs too). Llama() has no option
+    for it, so llama.cpp's default model parameters are patched while the block runs."""
     import llama_cpp.llama_cpp as lib
 
     if not _has_amx():
-        return llama_cpp.Llama(model_path=str(path), **options)
+        yield
+        return
     default = lib.llama_model_default_params
 
     def without_extra_buffers():
@@ -55,9 +56,18 @@ def open_llama(path, **options):
 
     lib.llama_model_default_params = without_extra_buffers
     try:
-        return llama_cpp.Llama(model_path=str(path), **options)
+        yield
     finally:
         lib.llama_model_default_params = default
+
+
+def open_llama(path, **options):
+    """``llama_cpp.Llama(path, **options)``, the one way taide opens a GGUF with llama.cpp (see
+    :func:`plain_cpu_buffers`)."""
+    import llama_cpp
+
+    with plain_cpu_buffers():
+        return llama_cpp.Llama(model_path=str(path), **options)
 
 
 class LlamaCppCodec:
