@@ -161,7 +161,22 @@ class ChatFormat(ABC):
         return token_id
 
 
-class Llama3Format(ChatFormat):
+class _CodedFormat(ChatFormat):
+    """A format written out in code: ``_render`` builds the ids and the SFT mask in one pass."""
+
+    @abstractmethod
+    def _render(self, messages, codec, add_generation_prompt) -> tuple[list[int], list[bool]]:
+        """(ids, mask) of the conversation, the mask as :meth:`ChatFormat.render_ids_with_mask` defines it."""
+
+    def render_ids(self, messages, codec, add_generation_prompt=True):
+        return self._render(messages, codec, add_generation_prompt)[0]
+
+    def render_ids_with_mask(self, messages, codec):
+        """As :meth:`ChatFormat.render_ids_with_mask`, marking the spans directly while building the ids."""
+        return self._render(messages, codec, add_generation_prompt=False)
+
+
+class Llama3Format(_CodedFormat):
     """``<|begin_of_text|>`` then per message ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>``."""
 
     name = "llama3"
@@ -176,13 +191,6 @@ class Llama3Format(ChatFormat):
         if add_generation_prompt:
             out.append(f"{self.START}assistant{self.END}\n\n")
         return "".join(out)
-
-    def render_ids(self, messages, codec, add_generation_prompt=True):
-        return self._render(messages, codec, add_generation_prompt)[0]
-
-    def render_ids_with_mask(self, messages, codec):
-        """As :meth:`ChatFormat.render_ids_with_mask`, marking the spans directly while building the ids."""
-        return self._render(messages, codec, add_generation_prompt=False)
 
     def _render(self, messages, codec, add_generation_prompt):
         bos, start, end, eot = (self._require(codec, t) for t in (self.BOS, self.START, self.END, self.EOT))
@@ -221,11 +229,12 @@ def _header_length(body: list[int], header: str, content: str, codec) -> int:
     return 0
 
 
-class GemmaFormat(ChatFormat):
+class GemmaFormat(_CodedFormat):
     """Gemma 3's template: ``<bos>``, then per turn ``<start_of_turn>{user|model}\\n{content}<end_of_turn>\\n``.
     A system message is no turn of its own: its text and "\\n\\n" open the first user turn (Gemma has no system
     role). As in HF, the text between two control tokens is one span: ``model\\n`` + content is tokenized together,
-    and the ``\\n`` after ``<end_of_turn>`` on its own."""
+    and the ``\\n`` after ``<end_of_turn>`` on its own; SFT learns an answer's content and its ``<end_of_turn>``,
+    not that ``\\n`` (generation stops first)."""
 
     name = "gemma"
     BOS, START, END, EOS = "<bos>", "<start_of_turn>", "<end_of_turn>", "<eos>"
@@ -255,14 +264,6 @@ class GemmaFormat(ChatFormat):
         if add_generation_prompt:
             out.append(f"{self.START}model\n")
         return "".join(out)
-
-    def render_ids(self, messages, codec, add_generation_prompt=True):
-        return self._render(messages, codec, add_generation_prompt)[0]
-
-    def render_ids_with_mask(self, messages, codec):
-        """As :meth:`ChatFormat.render_ids_with_mask`, marking the spans directly while building the ids: each
-        assistant message's content and its ``<end_of_turn>``, not the ``\\n`` after it (generation stops first)."""
-        return self._render(messages, codec, add_generation_prompt=False)
 
     def _render(self, messages, codec, add_generation_prompt):
         bos, start, end = (self._require(codec, t) for t in (self.BOS, self.START, self.END))
