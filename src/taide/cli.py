@@ -59,6 +59,19 @@ def _errors():
 
 # --- shared options --------------------------------------------------------------------------------
 Model = Annotated[str, typer.Argument(help="HF directory, .gguf file, http(s) endpoint URL, or 'smollm2-135m'.")]
+NewestModel = Annotated[Optional[str], typer.Argument(help="HF directory, .gguf file, http(s) endpoint URL, or an "
+                                                      "embedded name (default: the model of the newest `taide build` "
+                                                      "on this machine, else the English 'smollm2-135m').")]
+
+
+def _model_or_newest(model: str | None) -> str:
+    from taide.build import latest_build
+
+    if model is None:
+        model = latest_build() or "smollm2-135m"
+        note = " (English; `taide build` makes a model that answers in Traditional Chinese)" * (model == "smollm2-135m")
+        err.print(f"[dim]model: {model}{note}[/]")
+    return model
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="auto, llamacpp, transformers or openai.")]
 MaxTokens = Annotated[int, typer.Option("--max-tokens", help="Most new tokens per answer.")]
 DEFAULTS = GenerationParams()  # the library's sampling defaults are the commands' defaults
@@ -113,7 +126,7 @@ def _speed(completion) -> str:
 
 # --- commands --------------------------------------------------------------------------------------
 @app.command()
-def chat(model: Model = "smollm2-135m", engine: EngineOpt = "auto", system: System = None,
+def chat(model: NewestModel = None, engine: EngineOpt = "auto", system: System = None,
          max_tokens: MaxTokens = 512, temperature: Temperature = DEFAULTS.temperature, top_p: TopP = DEFAULTS.top_p,
          top_k: TopK = DEFAULTS.top_k, repetition_penalty: RepPenalty = DEFAULTS.repetition_penalty, seed: Seed = None,
          stop: Stop = None,
@@ -125,7 +138,7 @@ def chat(model: Model = "smollm2-135m", engine: EngineOpt = "auto", system: Syst
     In the chat: **/reset** forgets the conversation, **/system TEXT** sets the system prompt (**/system -**
     clears it), **/save FILE** appends the transcript as JSONL, **/exit** or Ctrl-D quits.
 
-    Example: `taide chat smollm2-135m --temperature 0.3`
+    Example: `taide chat` (your newest `taide build`), `taide chat smollm2-135m --temperature 0.3`
     """
     from taide.chat.session import ChatSession
     from taide.chat.traditional import TraditionalGuard
@@ -133,7 +146,7 @@ def chat(model: Model = "smollm2-135m", engine: EngineOpt = "auto", system: Syst
 
     with _errors():
         params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
-        eng = _load(model, engine, chat_format, n_ctx, api_key)
+        eng = _load(_model_or_newest(model), engine, chat_format, n_ctx, api_key)
         session = ChatSession(_system(system) if system else eng.default_system_prompt)
         err.print("[dim]/reset · /system TEXT · /save FILE · /exit[/]")
         while True:
@@ -261,22 +274,18 @@ def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2
 
 
 @app.command()
-def demo(model: Annotated[Optional[str], typer.Argument(help="Model reference (default: the newest `taide build` "
-                                                        "on this machine, else 'smollm2-135m').")] = None,
+def demo(model: NewestModel = None,
          engine: EngineOpt = "auto", max_tokens: MaxTokens = 96):
     """Run each office task once on a sample input and show prompt, answer and speed.
 
     Example: `taide demo` (the model of your newest `taide build`; before any build, the embedded English
     SmolLM2-135M-Instruct on llama.cpp, about a minute on 2 cores)
     """
-    from taide.build import latest_build
     from taide.chat.presets import TASKS
     from taide.tasks import DEMO_PARAMS, demo as run_demo
 
     with _errors():
-        if model is None:
-            model = latest_build() or "smollm2-135m"
-            err.print(f"[dim]model: {model}[/]")
+        model = _model_or_newest(model)
         params = _params(max_tokens, DEMO_PARAMS.temperature, DEMO_PARAMS.top_p, DEMO_PARAMS.top_k,
                          DEMO_PARAMS.repetition_penalty, None, None)
         current = {"task": None}
