@@ -432,3 +432,12 @@ def test_greedy_parting_at_a_near_tie_is_no_failure():
     _judge(report)
     assert len(report.failures) == 1 and report.failures[0].startswith("greedy: 'wrong' parts after 1 tokens")
     assert "'tie' parts at a 0.00009 margin" in report.summary()
+
+
+def test_a_bad_output_type_fails_before_any_work(tmp_path):
+    from taide.export import export_model
+    from taide.export.common import ExportError
+
+    with pytest.raises(ExportError, match="output type 'q3': choose f32, f16"):
+        export_model("no-such-dir-is-read", "gguf", "q8_0", tmp_path / "x.gguf", output_type="q3")
+    assert not list(tmp_path.iterdir())

@@ -73,9 +73,10 @@ def export_model(model, fmt: str = "gguf", quant: str = "f16", out: str | Path |
     if fmt != "gguf":
         raise ExportError(f"unknown export format {fmt!r}; choose gguf or hf")
 
-    from taide.export.quantize import get_quant
+    from taide.export.quantize import get_quant, output_ggml_type
 
     q = get_quant(quant)
+    output_ggml_type(output_type)  # a bad --output-type fails now, not after the model is loaded and written
     target = _gguf_target(Path(out) if out else None, reference, q.name)
     if target.exists() and not overwrite:
         raise ExportError(f"{target}: exists; pass overwrite=True (--overwrite) or another path")
