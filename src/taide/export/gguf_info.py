@@ -1,137 +1,17 @@
-"""A fast reader of a GGUF's header: metadata and tensor infos, arrays skipped unless asked for.
-
-gguf-py's ``GGUFReader`` builds a numpy view per element, which takes seconds for a 128K-token Llama 3
-vocabulary (tokens + 280K merges); export and verification read headers often, so they use this instead.
-"""
+"""GGUF headers for export and verification: the reader lives in :mod:`taide.models.gguf` (resolving a reference
+reads headers too); a GGUF's :class:`~taide.models.ModelRef` is the one ``resolve_model`` makes."""
 
 from __future__ import annotations
 
-import math
-import mmap
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 
-from taide.export.common import ExportError
+from taide.models.gguf import GGUFHeader, TensorInfo, read_header
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: "u1", 1: "i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?", 10: "<u8", 11: "<i8", 12: "<f8"}
-STRING, ARRAY = 8, 9
-
-
-@dataclass
-class TensorInfo:
-    name: str
-    shape: tuple[int, ...]  # GGUF order (fastest dimension first), as gguf-py reports it
-    type_name: str
-    n_elements: int
-    n_bytes: int
-
-
-@dataclass
-class GGUFHeader:
-    path: Path
-    metadata: dict
-    tensors: list[TensorInfo]
-    array_lengths: dict  # arrays not read: key -> number of elements
-
-    @property
-    def parameters(self) -> int:
-        return sum(t.n_elements for t in self.tensors)
-
-    @property
-    def tensor_bytes(self) -> int:
-        return sum(t.n_bytes for t in self.tensors)
-
-
-def read_header(path: str | Path, arrays: tuple[str, ...] = ()) -> GGUFHeader:
-    """The metadata (arrays named in ``arrays`` read in full, short arrays always, others only counted) and the
-    tensor infos of the GGUF at ``path``."""
-    import gguf
-    import numpy as np
-
-    path = Path(path)
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        if mm[:4] != b"GGUF":
-            raise ExportError(f"{path}: not a GGUF file")
-        pos = 4
-        version, n_tensors, n_kv = struct.unpack_from("<IQQ", mm, pos)
-        pos += 20
-
-        def string(p):
-            (n,) = struct.unpack_from("<Q", mm, p)
-            return mm[p + 8:p + 8 + n].decode("utf-8", errors="replace"), p + 8 + n
-
-        def value(p, vtype):
-            if vtype == STRING:
-                return string(p)
-            fmt = _SCALARS[vtype]
-            return struct.unpack_from(fmt, mm, p)[0], p + struct.calcsize(fmt)
-
-        meta: dict = {"GGUF.version": version}
-        lengths: dict = {}
-        for _ in range(n_kv):
-            key, pos = string(pos)
-            (vtype,) = struct.unpack_from("<I", mm, pos)
-            pos += 4
-            if vtype != ARRAY:
-                meta[key], pos = value(pos, vtype)
-                continue
-            etype, count = struct.unpack_from("<IQ", mm, pos)
-            pos += 12
-            want = key in arrays or count <= 64
-            if etype == STRING:
-                items = []
-                for _ in range(count):
-                    (n,) = struct.unpack_from("<Q", mm, pos)
-                    if want:
-                        items.append(mm[pos + 8:pos + 8 + n].decode("utf-8", errors="replace"))
-                    pos += 8 + n
-            elif etype == ARRAY:
-                raise ExportError(f"{path}: nested array in {key}; not supported by this reader")
-            else:
-                size = struct.calcsize(_SCALARS[etype])
-                items = np.frombuffer(mm, dtype=_NUMPY[etype], count=count, offset=pos).tolist() if want else None
-                pos += size * count
-            if want:
-                meta[key] = items
-            else:
-                lengths[key] = count
-        tensors = []
-        for _ in range(n_tensors):
-            name, pos = string(pos)
-            (n_dims,) = struct.unpack_from("<I", mm, pos)
-            shape = struct.unpack_from(f"<{n_dims}Q", mm, pos + 4)
-            ttype, _offset = struct.unpack_from("<IQ", mm, pos + 4 + 8 * n_dims)
-            pos += 4 + 8 * n_dims + 12
-            qtype = gguf.GGMLQuantizationType(ttype)
-            block, type_size = gguf.GGML_QUANT_SIZES[qtype]
-            n = math.prod(shape)
-            tensors.append(TensorInfo(name, tuple(shape), qtype.name, n, n // block * type_size))
-    return GGUFHeader(path, meta, tensors, lengths)
+__all__ = ["GGUFHeader", "TensorInfo", "model_ref", "read_header"]
 
 
 def model_ref(path: str | Path, reference: str | None = None):
-    """A :class:`~taide.models.ModelRef` for a GGUF file, as ``resolve_model`` makes it, from the fast reader."""
-    from taide.models import ModelRef
-    from taide.models.reference import _GEMMA_CONTROL, _LLAMA3_CONTROL, detect_chat_format
+    """A :class:`~taide.models.ModelRef` for a GGUF file, as ``resolve_model`` makes it."""
+    from taide.models.reference import _from_gguf
 
-    path = Path(path)
-    header = read_header(path, arrays=("tokenizer.ggml.tokens",))
-    meta = header.metadata
-    arch = meta.get("general.architecture")
-    if arch is None:
-        raise ExportError(f"{path}: GGUF metadata has no 'general.architecture'; the file is incomplete")
-    tokens = meta.pop("tokenizer.ggml.tokens", None) or []
-    template = meta.get("tokenizer.chat_template")
-
-    def token(role):
-        i = meta.get(f"tokenizer.ggml.{role}_token_id")
-        return tokens[i] if i is not None and i < len(tokens) else None
-
-    return ModelRef(reference=reference or str(path), name=path.stem, kind="gguf", path=path.resolve(),
-                    architecture=arch, context_length=meta.get(f"{arch}.context_length"), chat_template=template,
-                    chat_format=detect_chat_format(template, set(_LLAMA3_CONTROL) <= set(tokens[-512:]),
-                                                   set(_GEMMA_CONTROL) <= set(tokens[:1024])),
-                    bos_token=token("bos"), eos_token=token("eos"),
-                    metadata={**meta, "_vocab_size": len(tokens), "_bos_token": token("bos"), "_eos_token": token("eos")})
+    return _from_gguf(Path(path), reference=reference or str(path))

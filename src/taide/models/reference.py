@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import math
 import os
 import re
 import struct
@@ -183,14 +182,22 @@ def detect_chat_format(template: str | None, vocabulary_has_llama3_tokens: bool,
 
 def read_gguf_metadata(path: Path) -> dict:
     """Key/value metadata of a GGUF file (arrays other than short ones are skipped), with what the vocabulary
-    says (``_vocab_size``, ``_llama3_tokens``, ``_gemma_tokens``, ``_bos_token``, ``_eos_token``)."""
+    says (``_vocab_size``, ``_llama3_tokens``, ``_gemma_tokens``, ``_bos_token``, ``_eos_token``) and
+    ``_tensor_count``."""
+    from taide.models.gguf import read_header
+
     if not _has_gguf_magic(path):
         raise ModelError(f"{path}: not a GGUF file (its first bytes are not 'GGUF'); the file is corrupt "
                          "or of another format")
     try:
-        meta, tokens = _parse_gguf_header(path)
-    except (struct.error, ValueError, IndexError, UnicodeDecodeError) as e:
+        header = read_header(path, arrays=("tokenizer.ggml.tokens",))
+    except (struct.error, ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as e:
         raise ModelError(f"{path}: corrupt GGUF file, it cannot be parsed ({type(e).__name__}: {e})") from e
+    except ModelError as e:  # truncated: say it is corrupt, with the reader's detail
+        raise ModelError(f"{path}: corrupt GGUF file, {str(e).removeprefix(f'{path}: ')}") from e
+    meta = {k: v for k, v in header.metadata.items() if k != "tokenizer.ggml.tokens"}
+    meta["_tensor_count"] = len(header.tensors)
+    tokens = header.metadata.get("tokenizer.ggml.tokens")
     if tokens is not None:
         meta["_vocab_size"] = len(tokens)
         control = set(tokens[-512:]) | set(tokens[:512])  # control tokens sit at either end of a vocabulary
@@ -201,84 +208,6 @@ def read_gguf_metadata(path: Path) -> dict:
             if token_id is not None and token_id < len(tokens):
                 meta[f"_{role}_token"] = tokens[token_id]
     return meta
-
-
-# GGUF value types: struct format of each scalar; 8 is a string, 9 an array.
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
-
-
-def _parse_gguf_header(path: Path) -> tuple[dict, list[str] | None]:
-    """Parse the header with struct over a memory map: gguf-py's reader builds numpy views of every array item
-    and takes ~9 s on a 262K-token vocabulary; this takes a fraction of a second. Checks that the tensor data
-    the header describes fits in the file (a truncated download is reported, not loaded)."""
-    import mmap
-
-    import gguf
-
-    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        pos = 4
-
-        def take(fmt: str):
-            nonlocal pos
-            value = struct.unpack_from(fmt, buf, pos)
-            pos += struct.calcsize(fmt)
-            return value[0]
-
-        def string() -> str:
-            nonlocal pos
-            n = take("<Q")
-            if pos + n > len(buf):
-                raise ValueError(f"a string of {n} bytes runs past the end of the file")
-            pos += n
-            return buf[pos - n:pos].decode("utf-8", errors="replace")
-
-        def value(kind: int):
-            if kind == 8:
-                return string()
-            if kind == 9:
-                item, count = take("<I"), take("<Q")
-                if item == 8:
-                    return [string() for _ in range(count)]
-                if item not in _GGUF_SCALARS:
-                    raise ValueError(f"unknown array item type {item}")
-                size = struct.calcsize(_GGUF_SCALARS[item])
-                if count > 64:  # scores, token types, merges: large and not needed here
-                    nonlocal pos
-                    pos += size * count
-                    return None
-                return [take(_GGUF_SCALARS[item]) for _ in range(count)]
-            if kind not in _GGUF_SCALARS:
-                raise ValueError(f"unknown value type {kind}")
-            return take(_GGUF_SCALARS[kind])
-
-        version, tensor_count, kv_count = take("<I"), take("<Q"), take("<Q")
-        if version not in (2, 3):
-            raise ValueError(f"GGUF version {version} is not 2 or 3")
-        meta: dict = {}
-        tokens = None
-        for _ in range(kv_count):
-            key, kind = string(), take("<I")
-            found = value(kind)
-            if key == "tokenizer.ggml.tokens":
-                tokens = found
-            elif found is not None:
-                meta[key] = found
-        alignment = int(meta.get("general.alignment", 32))
-        extents = []
-        for _ in range(tensor_count):
-            name, dims = string(), take("<I")
-            shape = [take("<Q") for _ in range(dims)]
-            qtype, offset = take("<I"), take("<Q")
-            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(qtype)]
-            elements = math.prod(shape)
-            extents.append((offset + elements // block * type_size, name))
-        data_start = -(-pos // alignment) * alignment
-        end, name = max(extents, default=(0, ""))
-        if extents and data_start + end > len(buf):
-            raise ValueError(f"truncated: tensor {name} ends at byte {data_start + end:,} but the file has "
-                             f"{len(buf):,} bytes")
-    meta["_tensor_count"] = tensor_count
-    return meta, tokens
 
 
 def _from_gguf(path: Path, reference: str, name: str | None = None) -> ModelRef:
