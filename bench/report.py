@@ -10,7 +10,8 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 HEADER = ("# Benchmarks\n\nEvery figure here is printed by a script in `bench/`, with a ratio against an anchor "
           "measured in the same run on the same machine (these machines are noisy: compare ratios, not "
-          "absolute numbers across runs).\n")
+          "absolute numbers across runs). What the benchmarks compare against (datatrove, ...) is installed by "
+          "`bash scripts/install.sh --bench`; then each section's command reproduces it.\n")
 
 
 def machine() -> str:
@@ -47,3 +48,10 @@ def write_section(name: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     BENCHMARKS.write_text(text, encoding="utf-8")
     print(f"wrote the '{name}' section of {BENCHMARKS.name}")
+
+
+def publish(name: str, text: str, write: bool = True) -> None:
+    """Print a benchmark's section and, unless told not to, write it into BENCHMARKS.md."""
+    print(text)
+    if write:
+        write_section(name, text)

@@ -2,6 +2,7 @@
 # Set up taide in ./.venv: the one install script behind both README commands.
 #   bash scripts/install.sh          # taide and its engines
 #   bash scripts/install.sh --dev    # plus the test tools
+#   bash scripts/install.sh --bench  # plus the test tools and what bench/ compares against (datatrove, ...)
 # torch: the CPU build is installed unless a torch is already in the venv. For a GPU, install the CUDA
 # build of torch into .venv first (see README, "GPU"); this script keeps whatever torch it finds.
 set -euo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 extras=""
 [[ "${1:-}" == "--dev" ]] && extras="[dev]"
+[[ "${1:-}" == "--bench" ]] && extras="[dev,bench]"
 
 PYTHON="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then

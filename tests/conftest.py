@@ -14,7 +14,6 @@ LLAMA3_VOCAB = SHARED / "vocab" / "llama3"
 needs_shared = pytest.mark.skipif(not (LLAMA3_VOCAB / "ggml-vocab-llama-bpe.gguf").is_file(),
                                   reason="../shared/vocab/llama3 is absent (it ships only with the project checkout)")
 
-LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 CORPUS = [
     "中華民國憲法第一條：中華民國基於三民主義，為民有、民治、民享之民主共和國。",
     "臺灣的夜市小吃很有名，例如滷肉飯、蚵仔煎和珍珠奶茶。",
@@ -27,29 +26,10 @@ CORPUS = [
 
 def build_tiny_llama3(path: Path, context_length: int = 256, seed: int = 0) -> Path:
     """A 2-layer Llama with a byte-level BPE tokenizer trained here and Llama 3's control tokens and template."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from taide.models.tiny import tiny_model
 
-    from taide.chat.formats import LLAMA3_TEMPLATE
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=LLAMA3_SPECIALS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(CORPUS * 4, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-                                  pad_token="<|end_of_text|>")
-    tok.chat_template = LLAMA3_TEMPLATE
-    tok.save_pretrained(path)
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context_length,
-                         bos_token_id=tok.convert_tokens_to_ids("<|begin_of_text|>"),
-                         eos_token_id=[tok.convert_tokens_to_ids("<|eot_id|>"), tok.convert_tokens_to_ids("<|end_of_text|>")])
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
+    return tiny_model("llama3", path, CORPUS * 4, vocab_size=400, hidden=64, context_length=context_length, seed=seed,
+                      intermediate_size=128, num_attention_heads=4, num_key_value_heads=2)
 
 
 @pytest.fixture(scope="session")

@@ -235,3 +235,80 @@ def test_sliding_window_layers_attend_to_their_window_only():
     typed = {"num_hidden_layers": 3, "sliding_window": 4, "layer_types": ["sliding_attention", "full_attention",
                                                                            "sliding_attention"]}
     assert attended_positions(typed, 10) == 4 + 10 + 4
+
+
+# --- --smoke: every shipped recipe end to end at toy scale ------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "recipes/build").glob("*.yaml")))
+def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, name):
+    """`taide build RECIPE --smoke`: the card's recipes (Llama 3 8B, Gemma 3 12B: weights, data and judge not on
+    this machine) run every stage on a tiny model of their family with their own executors (local Ray, 2 torchrun
+    processes); the SmolLM2 demo on its own small base. Each stage leaves a complete manifest; the card says it is a
+    smoke build; the export passes its verification against transformers."""
+    from taide.build.recipe import load_build_recipe
+    from taide.models import resolve_model
+
+    monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))  # a smoke build must not become `taide chat`'s default
+    recipe = load_build_recipe(ROOT / f"recipes/build/{name}.yaml")
+    result = build(ROOT / f"recipes/build/{name}.yaml", str(tmp_path / "out"), smoke=True)
+    results = result["results"]
+    assert list(results) == ["data", "cp", "sft", "export", "eval", "card"]
+    for stage in results:
+        manifest = json.loads((tmp_path / "out" / stage / "manifest.json").read_text())
+        assert manifest["complete"], stage
+    assert results["data"]["kept"] > 0 and results["data"]["read"] == results["data"]["kept"] + sum(
+        results["data"]["removed"].values()) + results["data"]["unreadable"]
+    expected_processes = 2 if recipe.launch.get("train") else 1
+    for stage in ("cp", "sft"):
+        assert results[stage]["steps"] == 2 and results[stage]["processes"] == expected_processes
+        assert (tmp_path / "out" / stage / "checkpoints").is_dir() and results[stage]["heldout_loss"] is not None
+    assert results["export"]["verification"]["ok"] and results["export"]["quant"] == recipe.export["quant"]
+
+    model = resolve_model(results["sft"]["model"])
+    family = {"llama3-taide-8b": "llama3", "gemma-3-taide-12b": "gemma"}.get(name)
+    if family:  # a tiny stand-in of the base's family and chat format
+        config = json.loads((Path(results["sft"]["model"]) / "config.json").read_text())
+        assert config["hidden_size"] == 256 and model.chat_format == family
+        judge = json.loads(Path(results["eval"]["bench"]["report"]["json"]).read_text())["runs"][0]["judge"]
+        assert judge["engine"] == "stub"  # the recipe's judge (api.openai.com) does not answer here
+    else:
+        assert recipe.base_model == "smollm2-135m" and "the recipe's base smollm2-135m" in result["smoke"][0]
+    card = Path(results["card"]["card"]).read_text(encoding="utf-8")
+    assert "Smoke 建置" in card and all(change in card for change in result["smoke"])
+    assert not (tmp_path / "cache" / "latest-build.json").exists()
+
+
+def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeypatch, tiny_model_dir):
+    """When the recipe's base, corpus, SFT set and bench are on the machine, --smoke keeps the base's tokenizer
+    (shrinking only the layers) and takes the first records of each; a missing input is said; an unreachable
+    judge endpoint becomes the stub."""
+    from transformers import AutoTokenizer
+
+    from conftest import free_port, write_jsonl
+    from taide.build import smoke
+    from taide.build.recipe import load_build_recipe
+
+    monkeypatch.setattr(smoke, "SMALL_BASE", 0)  # treat the tiny base as a big one
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    write_jsonl(corpus / "laws.jsonl", [{"id": i, "text": f"第{i}條 本法所稱主管機關為內政部。" * 5} for i in range(100)])
+    conversations = [{"messages": [{"role": "user", "content": f"問題{i}"}, {"role": "assistant", "content": "回答"}]}
+                     for i in range(100)]
+    write_jsonl(tmp_path / "sft.jsonl", conversations)
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump({
+        "name": "t", "base_model": str(tiny_model_dir), "out": "/nowhere/run",
+        "data": {"inputs": [str(corpus), "/nowhere/news"]}, "sft": {"data": [str(tmp_path / "sft.jsonl")]},
+        "eval": {"judge_endpoint": f"http://127.0.0.1:{free_port()}/v1", "judge_model": "gpt-4"}}), encoding="utf-8")
+    recipe = smoke.smoke_recipe(load_build_recipe(recipe_path), str(tmp_path / "out"))
+
+    base = Path(recipe.base_model)
+    assert base == tmp_path / "out/smoke/base"
+    assert len(AutoTokenizer.from_pretrained(base)) == len(AutoTokenizer.from_pretrained(tiny_model_dir))
+    sampled = list((tmp_path / "out/smoke/inputs").iterdir())
+    assert len(sampled) == 1 and len(sampled[0].read_text(encoding="utf-8").splitlines()) == smoke.DOCUMENTS
+    assert len(Path(recipe.sft["data"][0]).read_text(encoding="utf-8").splitlines()) == smoke.CONVERSATIONS
+    assert "data: 20 documents from the 1 of 2 inputs here" in recipe.smoke
+    assert recipe.eval["judge_model"] == "stub" and recipe.eval["judge_endpoint"] is None
+    with pytest.raises(BuildError, match="choose one"):
+        build(recipe_path, dry_run=True, smoke=True)

@@ -126,3 +126,45 @@ def test_detokenizer_never_splits_a_character(tiny_engine):
     pieces = [detok.add(i) for i in ids] + [detok.flush()]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+@pytest.mark.slow
+def test_llamacpp_reuses_a_conversations_prefix_and_evicts_kept_cells_for_room():
+    """Turn 2 decodes only what turn 1 did not: its prompt starts with turn 1's prompt, whose cells were kept.
+    Scores never use kept cells (they must not depend on what ran before). Kept cells give way when other prompts
+    need the room. (Greedy answers with and without the cache: BENCHMARKS.md, where a five-turn conversation
+    answers alike; llama.cpp's quantized kernels round by batch shape, so a near-tie can part.)"""
+    from taide.engines import GenerationParams, load_engine
+
+    greedy = GenerationParams(max_tokens=16, temperature=0)
+    cached = load_engine("smollm2-135m", "llamacpp", n_ctx=1024, n_parallel=2)
+    fresh = load_engine("smollm2-135m", "llamacpp", n_ctx=1024, n_parallel=2, prefix_cache=False)
+    try:
+        messages = [{"role": "user", "content": "Name three night markets in Taipei and say what to eat there. " * 4}]
+        first = cached.chat(messages, greedy)
+        messages += [{"role": "assistant", "content": first.text}, {"role": "user", "content": "And in Tainan?"}]
+        second = cached.chat(messages, greedy)
+        stats = cached.stats()
+        assert stats["prefix_hits"] == 1 and stats["prefix_tokens_reused"] >= first.prompt_tokens
+        assert fresh.stats()["prefix_hits"] == 0
+        assert second.text and cached.loglikelihood(messages, [second.text]) == fresh.loglikelihood(messages, [second.text])
+        assert cached.stats()["prefix_hits"] == 1
+        for i in range(6):  # other long prompts: the kept cells are dropped for them, nothing fails
+            prompt = [{"role": "user", "content": f"Topic {i}: " + "Describe Taiwan's mountains in detail. " * 30}]
+            assert cached.chat(prompt, greedy).finish_reason in ("stop", "length")
+    finally:
+        cached.close()
+        fresh.close()
+
+
+def test_a_vanishing_temperature_samples_like_greedy(tiny_engine):
+    """temperature 1e-89 and a repetition penalty of 1e-300 (the schema fuzzer's finds) once divided the logits
+    into inf and a 500."""
+    from taide.engines import GenerationParams
+
+    messages = [{"role": "user", "content": "Hello"}]
+    tiny = tiny_engine.chat(messages, GenerationParams(max_tokens=6, temperature=1e-89, seed=1))
+    greedy = tiny_engine.chat(messages, GenerationParams(max_tokens=6, temperature=0))
+    assert tiny.text == greedy.text
+    extreme = GenerationParams(max_tokens=6, temperature=1.0, repetition_penalty=1e-300, seed=1)  # overflows to inf
+    assert tiny_engine.chat(messages, extreme).finish_reason in ("stop", "length")

@@ -29,7 +29,8 @@ from taide.eval import (
     parse_score,
     run_bench,
 )
-from taide.eval.bench import eval_path, journal_path, read_rows, resp_path
+from taide.eval.bench import eval_path, journal_path, resp_path
+from taide.jsonl import read_resumable
 from taide.eval.judge import RUBRICS, SCORE_LINE, TASK_RUBRIC
 
 FAST = RetryPolicy(retries=3, parse_retries=2, backoff=0.01, max_backoff=0.05, jitter=0.5)
@@ -313,7 +314,7 @@ def stop_after(n):
 
 
 def qids(path):
-    return [row["qid"] for _, row in read_rows(path)]
+    return [row["qid"] for _, row in read_resumable(path)]
 
 
 def test_local_generation_resumes_after_a_crash_and_a_torn_line(tiny_engine, tmp_path):
@@ -327,7 +328,7 @@ def test_local_generation_resumes_after_a_crash_and_a_torn_line(tiny_engine, tmp
     assert reports["en2zh"]["already_done"] == 2 and reports["en2zh"]["generated"] == 2
     assert reports["article"]["generated"] == 2 and resp_path(out, "article").name == "resp_essay.jsonl"
     assert sorted(qids(resp_path(out, "en2zh"))) == ["e0", "e1", "e2", "e3"]  # each exactly once
-    row = read_rows(resp_path(out, "en2zh"))[0][1]
+    row = read_resumable(resp_path(out, "en2zh"))[0][1]
     assert {"qid", "prompt", "resp", "reference", "model", "finish_reason", "completion_tokens", "elapsed"} <= set(row)
     assert row["source"] == "unit" and row["system"] is None and row["task"] == "en2zh"
     assert row["completion_tokens"] <= 6
@@ -338,7 +339,7 @@ def test_a_bad_line_inside_an_output_file_is_an_error_not_a_silent_drop(tmp_path
     path = tmp_path / "resp_en2zh.jsonl"
     path.write_text('{"qid": "a", "resp": "x"}\nnot json\n{"qid": "b", "resp": "y"}\n', encoding="utf-8")
     with pytest.raises(InputError, match="resp_en2zh.jsonl:2"):
-        read_rows(path)
+        read_resumable(path)
     path.write_text('{"qid": "a", "resp": "x"}', encoding="utf-8")  # a whole row, only its newline missing
     assert qids(path) == ["a"] and path.read_text().endswith("\n")
 
@@ -354,9 +355,9 @@ def test_endpoint_generation_resumes_and_uses_the_taide_system_prompt(stub, tmp_
     data, out = small_bench(tmp_path / "bench"), tmp_path / "out"
     model = load_endpoint(stub.url, timeout=5)
     with pytest.raises(Stop):
-        generate_responses(model, out, data, tasks="en2zh", system_prompt=True, concurrency=3, on_progress=stop_after(3))
+        generate_responses(model, out, data, tasks="en2zh", system_prompt="taide", concurrency=3, on_progress=stop_after(3))
     assert 0 < len(qids(resp_path(out, "en2zh"))) < 6
-    generate_responses(model, out, data, tasks="en2zh", system_prompt=True, concurrency=3)
+    generate_responses(model, out, data, tasks="en2zh", system_prompt="taide", concurrency=3)
     answered = qids(resp_path(out, "en2zh"))
     assert sorted(answered) == [f"e{i}" for i in range(6)]
     assert all(b["messages"][0] == {"role": "system", "content": TAIDE_SYSTEM_PROMPT} for b in stub.bodies)
@@ -407,7 +408,7 @@ def test_judging_excludes_failures_from_means_and_resumes_per_qid(stub, tmp_path
     summary = judge_responses(out, judge)
     assert stub.hits - before == Counter({"你好，世界 2": 1, "你好，世界 3": 1})
     assert summary["tasks"]["en2zh"]["mean"] == 6.0 and summary["tasks"]["en2zh"]["judged"] == 4
-    assert len(read_rows(journal_path(out, "en2zh"))) == 6  # 4 verdicts, then 2 replacements
+    assert len(read_resumable(journal_path(out, "en2zh"))) == 6  # 4 verdicts, then 2 replacements
 
 
 def test_judging_stopped_midway_resumes(stub, tmp_path):
@@ -441,7 +442,7 @@ def test_end_to_end_tiny_model_judged_by_the_stub(tiny_engine, stub, tmp_path):
         "bench_summary.json", "eval_en2zh.json", "eval_essay.json", "judge_en2zh.jsonl", "judge_essay.jsonl",
         "resp_en2zh.jsonl", "resp_essay.jsonl"]
     # The tiny model's answers reached the judge verbatim.
-    answer = read_rows(resp_path(out, "en2zh"))[0][1]["resp"]
+    answer = read_resumable(resp_path(out, "en2zh"))[0][1]["resp"]
     assert any(answer in b["messages"][1]["content"] for b in stub.bodies)
     before = len(stub.bodies)
     run_bench(tiny_engine, out, data, judge=judge, params=TINY)  # all done: nothing generated or judged again

@@ -175,15 +175,18 @@ def test_mc_on_small_exams(tiny_model_dir, tmp_path):
     (tmp_path / "exams" / "subjects" / "地理" / "data.csv").write_text(TMMLU_CSV, encoding="utf-8")
     out = tmp_path / "out"
     result = run("eval", "mc", str(tiny_model_dir), str(tmp_path / "exams"), "--engine", "transformers",
-                 "--limit-per-subject", "5", "--system", "none", "-o", str(out))
+                 "--limit-per-subject", "5", "--system", "none", "--runs", "2", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert "math" in result.stdout and "地理" in result.stdout and "overall (micro)" in result.stdout
     assert "predicted letters:" in result.stdout and "25.0%" in result.stdout  # chance
+    assert "±" in result.stdout and "2 runs, options shuffled" in result.stdout
     summary = json.loads((out / "mc_summary.json").read_text())
-    assert summary["method"] == "loglikelihood" and summary["overall"]["n"] == 7  # 5 math (limited) + 2 地理
-    assert summary["subjects"]["math"]["n"] == 5 and sum(summary["predicted_letters"].values()) == 7
+    assert summary["method"] == "loglikelihood" and summary["overall"]["n"] == 14  # (5 math (limited) + 2 地理) × 2
+    assert summary["subjects"]["math"]["n"] == 10 and sum(summary["letters"]["predicted"].values()) == 14
+    assert len(summary["spread"]["overall"]["runs"]) == 2
+    assert summary["published"][0]["accuracy"]["TMMLU+"] == 0.3903 and "published" in result.stdout
     records = [json.loads(x) for x in (out / "mc_records.jsonl").read_text().splitlines()]
-    assert len(records) == 7 and all(set(r["scores"]) == {"A", "B", "C", "D"} for r in records)
+    assert len(records) == 14 and all(set(r["scores"]) == {"A", "B", "C", "D"} for r in records)
 
 
 @pytest.mark.parametrize("args, message", [

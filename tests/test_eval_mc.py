@@ -259,3 +259,81 @@ def test_loglikelihood_path_on_the_embedded_model(smol_llamacpp, tmp_path):
     # The prompt is kept short (well under 128 tokens), so the four letters are scored in one batch.
     result = _check_argmax(smol_llamacpp, tmp_path, system=None)
     assert result["subjects"]["地理"]["chance"] == 0.25
+
+
+# --- the leaderboard's exams as published, and shuffled runs ---
+# Small fixtures written for taide in each exam's published layout (the exams themselves are not shipped).
+
+TTQA_JSON = {
+    "1": {"category": "地理", "question": "臺灣最高的山是哪一座？", "choices": ["雪山", "玉山", "合歡山", "阿里山"], "answer": 1},
+    "2": {"category": "歷史", "question": "臺灣第一條鐵路由誰主持興建？", "choices": ["劉銘傳", "沈葆楨", "丘逢甲", "鄭成功"],
+          "answer": 0},
+    "3": {"category": "地理", "question": "日月潭位於哪一縣？", "choices": ["南投縣", "嘉義縣", "臺中市", "花蓮縣"], "answer": 0},
+    "4": {"category": "歷史", "question": "壞的答案", "choices": ["甲", "乙"], "answer": 5},
+}
+TMMLU_PLUS_CSV = "question,A,B,C,D,answer\n" + "".join(
+    f"第{i}題：臺灣本島最長的河流？,濁水溪,高屏溪,淡水河,{'曾文溪' if i % 2 else '大甲溪'},A\n" for i in range(4))
+TMLU_JSONL = "".join(json.dumps({"id": f"t{i}", "question": f"「{w}」的注音是？", "A": "ㄅ", "B": "ㄆ", "C": "ㄇ",
+                                  "D": "ㄈ", "answer": "ABCD"[i]}, ensure_ascii=False) + "\n"
+                     for i, w in enumerate("八爬媽發"))
+TW_LEGAL_CSV = "question,A,B,C,D,answer\n民法規定成年年齡為幾歲？,十六歲,十八歲,二十歲,二十一歲,B\n" \
+               "刑法之最重本刑為？,無期徒刑,死刑,有期徒刑三十年,罰金,B\n"
+
+
+def _exams(tmp_path):
+    write(tmp_path / "ttqa" / "TTQA_mc.json", json.dumps(TTQA_JSON, ensure_ascii=False))
+    write(tmp_path / "tmmluplus" / "geography_of_taiwan_test.csv", TMMLU_PLUS_CSV)
+    write(tmp_path / "tmlu" / "chinese_test.jsonl", TMLU_JSONL)
+    write(tmp_path / "twlegal" / "tw_legal_test.csv", TW_LEGAL_CSV)
+    return tmp_path
+
+
+def test_each_published_exam_format_is_read(tmp_path):
+    data = load_mc(_exams(tmp_path))
+    assert sorted(set(data.formats.values())) == ["TTQA (JSON)", "question, A–D, answer (CSV)",
+                                                  "question, A–D, answer (JSONL)"]
+    ttqa = data.subjects["TTQA_mc"]
+    assert [(i.qid, i.category, i.answer, i.options["B"]) for i in ttqa] == [
+        ("1", "地理", "B", "玉山"), ("2", "歷史", "A", "沈葆楨"), ("3", "地理", "A", "嘉義縣")]
+    assert data.bad_rows[0]["source"].endswith("TTQA_mc.json:id 4") and "index" in data.bad_rows[0]["reason"]
+    assert {i.category for i in data.subjects["geography_of_taiwan"]} == {"Social Sciences"}  # TMMLU+'s category
+    assert len(data.subjects["chinese"]) == 4 and len(data.subjects["tw_legal"]) == 2
+
+
+class OracleOrLetter(FakeChatEngine):
+    """Answers with the letter of the right option's text (an oracle), or always ``letter``."""
+
+    def __init__(self, gold_texts: dict[str, str], letter: str | None = None):
+        super().__init__({})
+        self.gold_texts, self.letter = gold_texts, letter
+
+    def chat(self, messages, params=None):
+        question = messages[-1]["content"]
+        text = self.letter or next(f"答案：{line[1]}" for line in question.splitlines()
+                                   if line.startswith("(") and line[4:] in self.gold_texts.values()
+                                   and any(q in question for q, g in self.gold_texts.items() if g == line[4:]))
+
+        class Completion:
+            pass
+
+        c = Completion()
+        c.text = text
+        return c
+
+
+def test_shuffled_runs_report_mean_and_spread_and_follow_the_gold_option(tmp_path):
+    data = load_mc(_exams(tmp_path))
+    gold = {i.question: i.options[i.answer] for items in data.subjects.values() for i in items}
+    oracle = run_mc(OracleOrLetter(gold), data, runs=3, method="generate")
+    assert oracle["spread"]["overall"] == {"mean": 1.0, "std": 0.0, "runs": [1.0, 1.0, 1.0]}
+    assert oracle["overall"]["n"] == 3 * data.n_items and {r["run"] for r in oracle["records"]} == {0, 1, 2}
+
+    always_a = run_mc(OracleOrLetter(gold, "答案：A"), data, runs=3, method="generate", seed=7)
+    runs = always_a["spread"]["overall"]["runs"]
+    assert len(set(runs)) > 1 and always_a["spread"]["overall"]["std"] > 0  # option order moves a letter-picker
+    assert always_a["letters"]["top"] == "A" and always_a["letters"]["top_share"] == 1.0
+    again = run_mc(OracleOrLetter(gold, "答案：A"), data, runs=3, method="generate", seed=7)
+    assert again["spread"] == always_a["spread"]  # the shuffles are seeded
+    one = run_mc(OracleOrLetter(gold, "答案：A"), data, method="generate")
+    assert "spread" not in one and [r["gold"] for r in one["records"]][:3] == ["B", "A", "A"]  # runs=1: as published
+    assert set(always_a["spread"]["categories"]) == {"Social Sciences", "地理", "歷史"}

@@ -21,45 +21,25 @@ import pytest
 from conftest import CORPUS
 from taide.export import ExportError, export_model, verify_gguf
 from taide.export.verify import TOKENIZER_TEXTS, LlamaCppScorer, TransformersScorer
+from taide.models.tiny import GEMMA3_SPECIALS, tiny_model
 from test_export import CONVERSATIONS, TAIDE_PROMPT, go_render, gguf_fields
 
-GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
 SCORES_KEYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type")
 
 
 def build_tiny_gemma3(path: Path, seed: int = 0, **config) -> Path:
-    """A 6-layer Gemma 3 (hidden 256, so q4_k_m gets real K-quants) with a byte-fallback BPE tokenizer trained here:
-    Gemma's special tokens first, then the 256 byte tokens, then the trained tokens; ``\\n\\n`` a non-special added
-    token as in Gemma's vocabulary; Gemma 3's chat template."""
+    """taide's tiny Gemma 3 (6 layers, hidden 256, so q4_k_m gets real K-quants; a byte-fallback BPE tokenizer
+    trained here) with random norm weights: HF initialises Gemma's norms at 0 (a multiplier of 1), and the "+1"
+    conversion should matter."""
     import torch
-    from tokenizers import Tokenizer, models, normalizers, trainers
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-    from transformers.models.gemma.tokenization_gemma import GemmaTokenizer
+    from transformers import Gemma3ForCausalLM
 
-    from taide.chat.formats import GEMMA3_TEMPLATE
-
-    bpe = Tokenizer(models.BPE())
-    bpe.normalizer = normalizers.Replace(" ", "\u2581")
-    bpe.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(vocab_size=600, show_progress=False))
-    trained = json.loads(bpe.to_str())["model"]
-    vocab = {t: i for i, t in enumerate(GEMMA_SPECIALS + [f"<0x{b:02X}>" for b in range(256)])}
-    for token, _ in sorted(trained["vocab"].items(), key=lambda kv: kv[1]):
-        vocab.setdefault(token, len(vocab))
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]]
-    tok = GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
-    tok.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
-    tok.add_tokens(["\n\n"])
-    tok.chat_template = GEMMA3_TEMPLATE
-    tok.save_pretrained(path)
+    tiny_model("gemma3", path, CORPUS * 4, vocab_size=600, seed=seed, **config)
+    model = Gemma3ForCausalLM.from_pretrained(path)
     torch.manual_seed(seed)
-    settings = dict(vocab_size=len(tok), hidden_size=256, intermediate_size=512, num_hidden_layers=6,
-                    num_attention_heads=4, num_key_value_heads=1, head_dim=64, query_pre_attn_scalar=64,
-                    sliding_window=16, max_position_embeddings=512, bos_token_id=2, pad_token_id=0,
-                    eos_token_id=[1, vocab["<end_of_turn>"]])
-    model = Gemma3ForCausalLM(Gemma3TextConfig(**{**settings, **config}))
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:  # HF initialises Gemma's norms at 0 (a multiplier of 1): make the "+1" matter
+            if "norm" in name:
                 p.normal_(0.0, 0.5)
     model.save_pretrained(path)
     return path
@@ -141,7 +121,7 @@ def test_metadata_and_tensors_are_llamacpps_gemma3(gemma_ggufs, tiny_gemma):
             f["tokenizer.ggml.unknown_token_id"]) == (2, 1, 0, 3)
     assert f["tokenizer.ggml.eot_token_id"] == ids["<end_of_turn>"] == 6
     assert f["tokenizer.chat_template"].startswith("{{ bos_token }}")
-    assert [types[ids[t]] for t in GEMMA_SPECIALS] == [3] * 7 and types[ids["\n\n"]] == 4
+    assert [types[ids[t]] for t in GEMMA3_SPECIALS] == [3] * 7 and types[ids["\n\n"]] == 4
     assert {types[i] for i in range(7, 263)} == {6} and {scores[i] for i in range(7, 263)} == {0.0}
     normal = [i for i, t in enumerate(types) if t == 1]
     assert normal[0] == 263 and all(scores[i] == -(i - 263) for i in normal)  # merges rank by id

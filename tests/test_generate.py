@@ -50,6 +50,21 @@ def test_resume_skips_done_ids_and_repairs_a_torn_line(tiny_engine, tmp_path):
     assert again.generated == 0 and out.read_text().splitlines() == complete
 
 
+def test_a_corrupt_line_before_the_end_stops_resume_and_changes_nothing(tiny_engine, tmp_path):
+    """Only a torn last line is repaired: a bad line with answers after it is an error naming file:line, and every
+    answer stays on disk."""
+    src = write_jsonl(tmp_path / "in.jsonl", _records(4))
+    out = tmp_path / "out.jsonl"
+    generate_file(tiny_engine, src, out, PARAMS, batch_size=4)
+    lines = out.read_text().splitlines()
+    lines[1] = lines[1][:20]
+    damaged = "\n".join(lines) + "\n"
+    out.write_text(damaged)
+    with pytest.raises(InputError, match=r"out.jsonl:2: not a JSON object"):
+        generate_file(tiny_engine, src, out, PARAMS)
+    assert out.read_text() == damaged
+
+
 @pytest.mark.parametrize("lines, match", [
     (['{"id": 1, "prompt": "ok"}', '{"id": 2, "prompt": '], r"in.jsonl:2: not valid JSON"),
     (['{"id": 1, "messages": [{"role": "bot", "content": "x"}]}'], r"in.jsonl:1: field messages\[0\]\.role"),

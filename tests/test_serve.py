@@ -71,7 +71,8 @@ def test_unknown_fields_are_ignored(smol_server):
     ({"messages": QUESTION, "temperature": "hot"}, 400, "temperature", "valid number"),
     ({"messages": QUESTION, "n": 2}, 400, "n", "less than or equal to 1"),
     ({"messages": QUESTION, "model": "gpt-4o"}, 404, "model", "serves 'smollm2-135m'"),
-    ({"messages": QUESTION, "logprobs": True}, 400, "logprobs", "not available"),
+    ({"messages": QUESTION, "logprobs": True, "top_logprobs": 30}, 400, "top_logprobs", "less than or equal to 20"),
+    ({"messages": QUESTION, "top_logprobs": 2}, 400, None, "needs logprobs"),
     ({"messages": QUESTION, "max_tokens": 9000}, 400, "messages", "9000"),
 ])
 def test_bad_requests_get_openai_errors(smol_server, body, status, param, words):
@@ -163,6 +164,10 @@ def test_health_is_503_while_loading(tiny_model_dir):
     try:
         assert wait_for(lambda: _status(server.url + "/health") == 503)
         assert _status(server.url + "/v1/models") == 503
+        for route, body in [("/v1/chat/completions", {"messages": QUESTION}), ("/v1/completions", {"prompt": "hi"}),
+                            ("/tokenize", {"prompt": "hi"})]:  # every route that needs the model: 503, never 500
+            r = httpx.post(server.url + route, json=body, timeout=5)
+            assert (r.status_code, r.json()["error"]["code"]) == (503, "model_not_ready")
         release.set()
         assert wait_for(lambda: _status(server.url + "/health") == 200)
     finally:
@@ -185,7 +190,7 @@ def test_taide_system_prompt_for_taide_format_models(tiny_engine):
         assert "usage" in r, r
         with_system = [{"role": "system", "content": TAIDE_SYSTEM_PROMPT}] + user_only
         assert r["usage"]["prompt_tokens"] == tiny_engine.count_tokens(with_system)
-    with LiveServer(create_app(tiny_engine, ServeConfig(system_prompt=None))) as server:
+    with LiveServer(create_app(tiny_engine, ServeConfig(system_prompt="none"))) as server:
         r = httpx.post(server.url + "/v1/chat/completions", json={"messages": user_only, "max_tokens": 2}).json()
         assert r["usage"]["prompt_tokens"] == tiny_engine.count_tokens(user_only)
 
@@ -204,6 +209,12 @@ def test_gateway_in_front_of_another_taide_serve(smol_server, smol_llamacpp):
         streamed = "".join(e.choices[0].delta.content or "" for e in client.chat.completions.create(
             model="smollm2-135m", messages=QUESTION, temperature=0, max_tokens=24, stream=True) if e.choices)
         assert streamed == direct.choices[0].message.content
+        scored = client.chat.completions.create(model="smollm2-135m", messages=QUESTION, temperature=0, max_tokens=8,
+                                                logprobs=True, top_logprobs=2)
+        assert [t.token for t in scored.choices[0].logprobs.content] == \
+            [t.token for t in _chat_logprobs(direct_client(smol_server), 8)]
+        with pytest.raises(openai.BadRequestError, match="gateway"):  # echo's prompt scores stay upstream
+            client.completions.create(model="smollm2-135m", prompt="Taipei", max_tokens=1, logprobs=1, echo=True)
         assert httpx.get(gateway.url + "/v1/models").status_code == 401
         with pytest.raises(openai.BadRequestError, match="2048"):  # the upstream's 400 comes through as a 400
             client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "word " * 2500}],
@@ -219,3 +230,133 @@ def test_gateway_in_front_of_another_taide_serve(smol_server, smol_llamacpp):
                     break
         assert wait_for(lambda: smol_llamacpp.stats()["cancelled"] == before + 1, timeout=15)
     upstream.close()
+
+
+CITY = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Taipei", "Tainan", "Hualien"]},
+                                         "night_market": {"type": "boolean"}},
+        "required": ["city", "night_market"], "additionalProperties": False}
+
+
+def test_structured_output_parses_and_validates(client, smol_llamacpp, tiny_engine):
+    """response_format json_schema constrains llama.cpp's decoding with a grammar from the schema: the answer is
+    JSON that matches it; a schema the grammar cannot express, or an engine that cannot constrain, is a 400."""
+    import jsonschema
+
+    from taide.engines import GenerationParams
+    from taide.errors import EngineError
+
+    reply = client.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Which city has the Shilin night market?"}],
+        max_tokens=48, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY, "strict": True}})
+    answer = json.loads(reply.choices[0].message.content)
+    jsonschema.validate(answer, CITY)
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="smollm2-135m", messages=[{"role": "user", "content": "Name a city in Taiwan."}], max_tokens=48,
+        temperature=0.8, seed=3, stream=True, response_format={"type": "json_schema", "json_schema": {"schema": CITY}}))
+    jsonschema.validate(json.loads(streamed), CITY)
+
+    with pytest.raises(openai.BadRequestError, match="cannot constrain decoding"):
+        client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "hi"}], max_tokens=8,
+                                       response_format={"type": "json_schema",
+                                                        "json_schema": {"schema": {"not": {"type": "string"}}}})
+    # the transformers engine constrains with token masks: even a random-weight model answers valid JSON
+    flag = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+            "additionalProperties": False}
+    answer = tiny_engine.chat([{"role": "user", "content": "hi"}], GenerationParams(max_tokens=40, json_schema=flag))
+    assert answer.finish_reason == "stop"
+    jsonschema.validate(json.loads(answer.text), flag)
+    with pytest.raises(EngineError, match="not"):
+        tiny_engine.chat([{"role": "user", "content": "hi"}],
+                         GenerationParams(max_tokens=4, json_schema={"not": {"type": "string"}}))
+
+
+def direct_client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="sk-test")
+
+
+def _chat_logprobs(client, max_tokens, **extra):
+    reply = client.chat.completions.create(model="smollm2-135m", messages=QUESTION, temperature=0,
+                                           max_tokens=max_tokens, logprobs=True, top_logprobs=2, **extra)
+    return reply.choices[0].logprobs.content
+
+
+def test_chat_logprobs_plain_and_streamed(client, smol_llamacpp):
+    """OpenAI's choices[].logprobs.content: one entry per answer token, its text is the answer, greedy picks the top
+    alternative, and the log-probabilities are the engine's own scores of that answer."""
+    reply = client.chat.completions.create(model="smollm2-135m", messages=QUESTION, temperature=0, max_tokens=16,
+                                           logprobs=True, top_logprobs=3)
+    content = reply.choices[0].logprobs.content
+    assert "".join(t.token for t in content) == reply.choices[0].message.content
+    assert all(len(t.top_logprobs) == 3 and t.top_logprobs[0].token == t.token for t in content)
+    assert all(t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob for t in content)
+    assert all(bytes(t.bytes).decode() == t.token for t in content)
+    answer = reply.choices[0].message.content
+    [scored] = smol_llamacpp.loglikelihood(QUESTION, [answer])
+    assert sum(t.logprob for t in content) == pytest.approx(scored, abs=0.05)
+
+    events = [e for e in client.chat.completions.create(model="smollm2-135m", messages=QUESTION, temperature=0,
+                                                        max_tokens=16, logprobs=True, top_logprobs=3, stream=True)
+              if e.choices and e.choices[0].logprobs]
+    streamed = [t for e in events for t in e.choices[0].logprobs.content]
+    assert [t.token for t in streamed] == [t.token for t in content]
+    assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in content], abs=1e-4)
+    plain = client.chat.completions.create(model="smollm2-135m", messages=QUESTION, temperature=0, max_tokens=4)
+    assert plain.choices[0].logprobs is None
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        client.chat.completions.create(model="smollm2-135m", messages=QUESTION, max_tokens=4, top_logprobs=2)
+    with pytest.raises(openai.BadRequestError, match="top_logprobs"):
+        client.chat.completions.create(model="smollm2-135m", messages=QUESTION, max_tokens=4, logprobs=True,
+                                       top_logprobs=21)
+
+
+def test_completions_echo_scores_the_prompt(client, smol_llamacpp, smol_server):
+    """echo + logprobs (what lm-evaluation-harness's local-completions asks): the prompt comes back first with each of
+    its tokens scored (the first None), then the answer's token; text prompts and token-id prompts, several at once."""
+    context, continuation = "The capital of Taiwan is", " Taipei"
+    reply = client.completions.create(model="smollm2-135m", prompt=context + continuation, max_tokens=1, temperature=0,
+                                      logprobs=1, echo=True)
+    choice = reply.choices[0]
+    lp = choice.logprobs
+    assert choice.text.startswith(context + continuation)
+    ids = httpx.post(smol_server.url + "/tokenize", json={"prompt": context + continuation, "add_special_tokens": False},
+                     headers={"Authorization": "Bearer sk-test"}).json()["tokens"]
+    assert len(lp.tokens) == len(ids) + 1 and lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert "".join(lp.tokens[:len(ids)]) == context + continuation
+    assert lp.text_offset[:3] == [0, len(lp.tokens[0]), len(lp.tokens[0]) + len(lp.tokens[1])]
+    n_context = len(smol_llamacpp.tokenize(context, False))
+    [scored] = smol_llamacpp.loglikelihood(context, [continuation])
+    assert sum(lp.token_logprobs[n_context:len(ids)]) == pytest.approx(scored, abs=0.05)
+    assert all(top[token] == logprob for token, logprob, top in
+               zip(lp.tokens[1:], lp.token_logprobs[1:], lp.top_logprobs[1:]))
+
+    # token ids in, two prompts: one choice each, in order
+    other = httpx.post(smol_server.url + "/tokenize", json={"prompt": "Hello"}, headers={"Authorization": "Bearer sk-test"})
+    batch = client.completions.create(model="smollm2-135m", prompt=[ids, other.json()["tokens"]], max_tokens=1,
+                                      temperature=0, logprobs=0, echo=True)
+    assert [c.index for c in batch.choices] == [0, 1]
+    assert batch.choices[0].logprobs.token_logprobs[1:len(ids)] == pytest.approx(lp.token_logprobs[1:len(ids)], abs=1e-3)
+    assert batch.choices[1].text.startswith("Hello")
+    streamed = [c for c in client.completions.create(model="smollm2-135m", prompt=context, max_tokens=3, temperature=0,
+                                                     logprobs=2, echo=True, stream=True) if c.choices]
+    assert "".join(c.choices[0].text for c in streamed).startswith(context)
+    tokens = [t for c in streamed if c.choices[0].logprobs for t in c.choices[0].logprobs.token_logprobs]
+    assert tokens[0] is None and len(tokens) == n_context + 3
+    with pytest.raises(openai.BadRequestError, match="outside the vocabulary"):
+        client.completions.create(model="smollm2-135m", prompt=[[1, 2, 10**7]], max_tokens=1)
+
+
+def test_tokenizer_routes(smol_server, smol_llamacpp):
+    """vLLM's /tokenize, /detokenize and /tokenizer_info, which lm-evaluation-harness's remote tokenizer uses."""
+    auth = {"Authorization": "Bearer sk-test"}
+    ids = httpx.post(smol_server.url + "/tokenize", json={"prompt": "臺北市 Taipei"}, headers=auth).json()
+    assert ids["tokens"] == smol_llamacpp.tokenize("臺北市 Taipei") and ids["count"] == len(ids["tokens"])
+    text = httpx.post(smol_server.url + "/detokenize", json={"tokens": ids["tokens"]}, headers=auth).json()["prompt"]
+    assert text == "臺北市 Taipei"
+    chat = httpx.post(smol_server.url + "/tokenize", json={"messages": QUESTION}, headers=auth).json()["tokens"]
+    assert chat == smol_llamacpp.prompt_ids(QUESTION)
+    info = httpx.get(smol_server.url + "/tokenizer_info", headers=auth).json()
+    assert info["eos_token"] and info["model_max_length"] == 2048
+    bad = httpx.post(smol_server.url + "/detokenize", json={"tokens": [10**8]}, headers=auth)
+    assert bad.status_code == 400 and "vocabulary" in bad.json()["error"]["message"]
+    assert httpx.post(smol_server.url + "/tokenize", json={}, headers=auth).status_code == 400

@@ -81,9 +81,9 @@ TopK = Annotated[int, typer.Option("--top-k", help="0 = off.")]
 RepPenalty = Annotated[float, typer.Option("--repetition-penalty", help="1.0 = off.")]
 Seed = Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling (repeatable answers).")]
 Stop = Annotated[Optional[list[str]], typer.Option("--stop", help="A string that ends the answer; repeatable.")]
-System = Annotated[Optional[str], typer.Option("--system", "-s",
-                   help="System prompt, or a preset name ('taide'). Default: the TAIDE prompt for Llama 3 "
-                        "format models, the model's own default otherwise.")]
+System = Annotated[str, typer.Option("--system", "-s",
+                   help="System prompt: 'auto' (the TAIDE prompt for TAIDE-format models, the model's own default "
+                        "otherwise), 'none', a preset name ('taide'), or the text itself.")]
 Traditional = Annotated[bool, typer.Option("--traditional",
                         help="Convert Simplified characters in the output to Taiwan Traditional (OpenCC s2twp) "
                              "and report how many changed.")]
@@ -111,12 +111,6 @@ def _load(model, engine, chat_format=None, n_ctx=None, api_key=None):
     return eng
 
 
-def _system(system: str | None) -> str | None:
-    from taide.chat.presets import SYSTEM_PRESETS
-
-    return SYSTEM_PRESETS.get(system, system) if system else system
-
-
 def _speed(completion) -> str:
     tps = completion.tokens_per_second
     rate = f"{tps:.1f} tok/s" if not math.isnan(tps) else "– tok/s"
@@ -126,7 +120,7 @@ def _speed(completion) -> str:
 
 # --- commands --------------------------------------------------------------------------------------
 @app.command()
-def chat(model: NewestModel = None, engine: EngineOpt = "auto", system: System = None,
+def chat(model: NewestModel = None, engine: EngineOpt = "auto", system: System = "auto",
          max_tokens: MaxTokens = 512, temperature: Temperature = DEFAULTS.temperature, top_p: TopP = DEFAULTS.top_p,
          top_k: TopK = DEFAULTS.top_k, repetition_penalty: RepPenalty = DEFAULTS.repetition_penalty, seed: Seed = None,
          stop: Stop = None,
@@ -140,6 +134,7 @@ def chat(model: NewestModel = None, engine: EngineOpt = "auto", system: System =
 
     Example: `taide chat` (your newest `taide build`), `taide chat smollm2-135m --temperature 0.3`
     """
+    from taide.chat.presets import resolve_system_prompt
     from taide.chat.session import ChatSession
     from taide.chat.traditional import TraditionalGuard
     from taide.tasks import stream_guarded
@@ -147,7 +142,7 @@ def chat(model: NewestModel = None, engine: EngineOpt = "auto", system: System =
     with _errors():
         params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
         eng = _load(_model_or_newest(model), engine, chat_format, n_ctx, api_key)
-        session = ChatSession(_system(system) if system else eng.default_system_prompt)
+        session = ChatSession(resolve_system_prompt(system, eng.default_system_prompt))
         err.print("[dim]/reset · /system TEXT · /save FILE · /exit[/]")
         while True:
             try:
@@ -166,7 +161,7 @@ def chat(model: NewestModel = None, engine: EngineOpt = "auto", system: System =
             if text.startswith("/system"):
                 value = text[len("/system"):].strip()
                 if value:
-                    session.system = None if value == "-" else _system(value)
+                    session.system = resolve_system_prompt("none" if value == "-" else value, eng.default_system_prompt)
                 err.print(f"[dim]system prompt: {session.system or '(none)'}[/]")
                 continue
             if text.startswith("/save"):
@@ -200,7 +195,7 @@ def chat(model: NewestModel = None, engine: EngineOpt = "auto", system: System =
 @app.command()
 def generate(model: Model, input: Annotated[Path, typer.Argument(help="JSONL: {id, messages} or {id, prompt} per line.")],
              output: Annotated[Path, typer.Argument(help="JSONL to append answers to; ids already there are skipped.")],
-             engine: EngineOpt = "auto", system: System = None, max_tokens: MaxTokens = 512,
+             engine: EngineOpt = "auto", system: System = "auto", max_tokens: MaxTokens = 512,
              temperature: Temperature = DEFAULTS.temperature, top_p: TopP = DEFAULTS.top_p, top_k: TopK = DEFAULTS.top_k,
              repetition_penalty: RepPenalty = DEFAULTS.repetition_penalty,
              seed: Seed = None, stop: Stop = None, traditional: Traditional = False, chat_format: ChatFormatOpt = None,
@@ -223,7 +218,7 @@ def generate(model: Model, input: Annotated[Path, typer.Argument(help="JSONL: {i
         with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err) as progress:
             bar = progress.add_task("generate", total=None)
-            report = generate_file(eng, input, output, params, batch_size=batch_size, system=_system(system),
+            report = generate_file(eng, input, output, params, batch_size=batch_size, system=system,
                                    traditional=traditional,
                                    on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
         eng.close()
@@ -236,7 +231,7 @@ def generate(model: Model, input: Annotated[Path, typer.Argument(help="JSONL: {i
 def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2en or en2zh.")],
          input: Annotated[str, typer.Argument(help="A file with the input text, or - for standard input.")] = "-",
          model: Annotated[str, typer.Option("--model", "-m", help="Model reference (see `taide chat --help`).")] = "smollm2-135m",
-         engine: EngineOpt = "auto", system: System = None, max_tokens: MaxTokens = 512,
+         engine: EngineOpt = "auto", system: System = "auto", max_tokens: MaxTokens = 512,
          temperature: Temperature = 0.3, top_p: TopP = 1.0, top_k: TopK = 0, repetition_penalty: RepPenalty = 1.05,
          seed: Seed = None, traditional: Traditional = False, chat_format: ChatFormatOpt = None,
          n_ctx: NCtx = None, api_key: ApiKey = None):
@@ -264,7 +259,7 @@ def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2
         params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, None)
         eng = _load(model, engine, chat_format, n_ctx, api_key)
         guard = TraditionalGuard() if traditional else None
-        for chunk in run_task(eng, kind, text, params, _system(system), guard):
+        for chunk in run_task(eng, kind, text, params, system, guard):
             sys.stdout.write(chunk.text)
             sys.stdout.flush()
             if chunk.completion:
@@ -347,7 +342,7 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
           served_model_name: Annotated[Optional[str], typer.Option("--served-model-name", help="Model id clients use.")] = None,
           system_prompt: Annotated[Optional[str], typer.Option("--system-prompt",
                                    help="Applied when a request has no system message: 'auto' (the TAIDE prompt for "
-                                        "TAIDE-format models), a preset name, text, or 'none'.")] = "auto",
+                                        "TAIDE-format models), 'none', a preset name, or the text itself.")] = "auto",
           concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1,
                                  help="Requests decoded together (default: the engine's batch, 8).")] = None,
           max_waiting: Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may wait; more get 429.")] = 64,
@@ -365,10 +360,8 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
 
     with _errors():
         target = upstream or model
-        if system_prompt and system_prompt.lower() == "none":
-            system_prompt = None
         config = ServeConfig(served_model_name=served_model_name, api_key=api_key, concurrency=concurrency,
-                             max_waiting=max_waiting, system_prompt=_system(system_prompt) if system_prompt != "auto" else "auto")
+                             max_waiting=max_waiting, system_prompt=system_prompt)
         options = {k: v for k, v in {"chat_format": chat_format, "n_ctx": n_ctx, "api_key": upstream_api_key}.items() if v}
         err.print(f"[dim]serving {target} on http://{host}:{port} (web chat at /, API at /v1)[/]")
         run_server(target, engine, host=host, port=port, config=config, **options)
@@ -550,19 +543,13 @@ def _print_scores(report: dict) -> None:
 
 
 def _check_endpoint(engine, what: str) -> None:
-    """Fail now, not after the whole generation, when an endpoint is unreachable or refuses the key: list
-    its models (cheap). Endpoints that do not list models (HTTP 404/405) are let through."""
+    """Fail now, not after the whole generation, when an endpoint is unreachable or refuses the key."""
     from taide.errors import EngineError
 
-    client = getattr(engine, "client", None)
-    if client is None:
-        return
     try:
-        engine._call(client.models.list)
+        engine.check()
     except EngineError as e:
-        status = getattr(e, "status", None)
-        if status is None or status in (401, 403):
-            raise EngineError(f"{what}: {e}") from e
+        raise EngineError(f"{what}: {e}") from e
 
 
 def _write_and_show_report(report: dict, out_dir: Path | None) -> None:
@@ -598,7 +585,7 @@ def eval_bench(
                                      help="Judge requests in flight (default: --concurrency, else 8).")] = None,
         judge_max_tokens: Annotated[int, typer.Option("--judge-max-tokens", min=1,
                                     help="Most tokens per judge reply.")] = 512,
-        system: System = None,
+        system: System = "auto",
         tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="Tasks to run, comma-separated or "
                          "repeated: article (essay), letter, summary, zh2en, en2zh. Default: all in --data.")] = None,
         generate_only: Annotated[bool, typer.Option("--generate-only", help="Answer only; judge later by rerunning "
@@ -625,6 +612,7 @@ def eval_bench(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from taide.chat.presets import resolve_system_prompt
     from taide.engines import GenerationParams, load_engine
     from taide.eval.bench import SAMPLE_BENCH, load_bench, run_bench
     from taide.eval.judge import Judge, load_endpoint
@@ -656,10 +644,7 @@ def eval_bench(
             with err.status(f"Loading the judge {judge_model} …"):
                 judge = Judge(load_engine(judge_model, "auto"), **judge_options)
         out_dir.mkdir(parents=True, exist_ok=True)
-        if system and system.lower() == "none":
-            system_text = False
-        else:
-            system_text = _system(system) if system else (eng.default_system_prompt or False)
+        system_text = resolve_system_prompt(system, eng.default_system_prompt)
         started = time.perf_counter()
         with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err) as progress:
@@ -671,11 +656,11 @@ def eval_bench(
                     bars[key] = progress.add_task(f"{stage} {task_name}", total=total)
                 progress.update(bars[key], completed=done, total=total)
 
-            result = run_bench(eng, out_dir, data_dir, judge, task_list, params, system_text, concurrency,
+            result = run_bench(eng, out_dir, data_dir, judge, task_list, params, system, concurrency,
                                on_progress=on_progress)
         wall = time.perf_counter() - started
         meta = {"model": eng.describe(), "judge": judge.describe() if judge else None, "data": str(data_dir),
-                "tasks": list(result["generation"]), "system": system_text or None, "params": params.to_dict(),
+                "tasks": list(result["generation"]), "system": system_text, "params": params.to_dict(),
                 "concurrency": concurrency, "wall_s": round(wall, 1), "argv": sys.argv[1:]}
         (out_dir / "bench_run.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         failed = sum(len(g["failed"]) for g in result["generation"].values())
@@ -690,79 +675,94 @@ def eval_bench(
 
 @eval_app.command("mc")
 def eval_mc(model: Model,
-            paths: Annotated[list[Path], typer.Argument(help="Exam files or directories (every .csv/.jsonl under "
-                             "them). TMMLU: subjects/<科目>/data.csv with header ',content.A,content.Q' (options "
-                             "(A)…(D) inside the question); TMMLU+/TMLU: question,A,B,C,D,answer as CSV or JSONL.")],
+            paths: Annotated[list[Path], typer.Argument(help="Exam files or directories (every .csv/.jsonl/.json "
+                             "under them). TMMLU: subjects/<科目>/data.csv with header ',content.A,content.Q' (options "
+                             "(A)…(D) inside the question); TMMLU+, TMLU, TW Legal: question,A,B,C,D,answer as CSV "
+                             "or JSONL; TTQA: its JSON {id: {category, question, choices, answer}}.")],
             out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for mc_records.jsonl and "
                                "mc_summary.json (overwritten).")],
             shots: Annotated[int, typer.Option("--shots", "-k", min=0, help="Answered examples from the same "
                              "subject before each question (not scored).")] = 0,
             limit_per_subject: Annotated[Optional[int], typer.Option("--limit-per-subject", min=1,
                                          help="Score at most this many items per subject.")] = None,
+            runs: Annotated[int, typer.Option("--runs", min=1, help="Ask every item this many times, each run "
+                            "with the options shuffled (seeded); report mean ± std.")] = 1,
+            seed: Annotated[int, typer.Option("--seed", help="Seed of the option shuffles (--runs).")] = 0,
             method: Annotated[str, typer.Option("--method", help="auto (log-likelihood when the engine can score, "
                               "else generation), loglikelihood, or generate.")] = "auto",
-            engine: EngineOpt = "auto", system: System = None, api_key: ApiKey = None, n_ctx: NCtx = None,
+            engine: EngineOpt = "auto", system: System = "auto", api_key: ApiKey = None, n_ctx: NCtx = None,
             max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length when generating.")] = 32):
-    """Multiple-choice exams (TMMLU, TMMLU+, TMLU): accuracy per subject and overall, beside chance.
+    """Multiple-choice exams (TMMLU, TMMLU+, TMLU, TTQA, TW Legal): accuracy per subject, per category and
+    overall, beside chance and beside the published leaderboard figures of the card's model.
 
-    Writes `mc_records.jsonl` (one line per question: gold, predicted, letter scores or the answer text) and
-    `mc_summary.json` in OUT, and prints which letters the model picks (a model near chance often just
-    picks one). `--system none` sends no system prompt.
+    Writes `mc_records.jsonl` (one line per question and run: gold, predicted, letter scores or the answer text)
+    and `mc_summary.json` in OUT, and prints which letters the model picks (a model near chance often just
+    picks one). `--runs 3` shuffles the options in each run and reports mean ± std. `--system none` sends no
+    system prompt. A local model is scored on the transformers engine unless `--engine` says otherwise (a GGUF
+    through its dequantized copy): reading exam prompts is its strength on a CPU.
 
-    Example: `taide eval mc smollm2-135m data/tmmlu/subjects --limit-per-subject 20 -o runs/mc-smol`
+    Example: `taide eval mc smollm2-135m data/tmmluplus --runs 3 --limit-per-subject 20 -o runs/mc-smol`
     """
-    from collections import Counter
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from taide.eval.mc import METHODS, load_mc, run_mc, write_records
+    from taide.eval.mc import METHODS, PUBLISHED, load_mc, run_mc, write_mc
+    from taide.models import resolve_model
 
     with _errors():
         if method not in METHODS:
             raise TaideError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
         data = load_mc(paths)  # bad paths fail before the model loads
+        if engine == "auto" and resolve_model(model).is_local:
+            engine = "transformers"  # exams read long prompts: 2.3× faster than llama.cpp here (BENCHMARKS.md)
         eng = _load(model, engine, n_ctx=n_ctx, api_key=api_key)
         with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err) as progress:
             bar = progress.add_task("mc", total=None)
-            system_text = "" if system and system.lower() == "none" else _system(system) if system else None
             result = run_mc(eng, data, shots=shots, limit_per_subject=limit_per_subject, method=method,
-                            system=system_text, max_tokens=max_tokens,
+                            system=system, max_tokens=max_tokens, runs=runs, seed=seed,
                             progress=lambda done, total: progress.update(bar, completed=done, total=total))
         eng.close()
-        records = result.pop("records")
-        predicted = Counter(r["predicted"] or "none" for r in records)
-        gold = Counter(r["gold"] for r in records)
-        top, top_n = predicted.most_common(1)[0]
-        result["predicted_letters"] = dict(sorted(predicted.items()))
-        result["gold_letters"] = dict(sorted(gold.items()))
-        result["top_letter_share"] = top_n / len(records)
         result["model"] = eng.describe()
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_records(records, out_dir / "mc_records.jsonl")
-        (out_dir / "mc_summary.json").write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n",
-                                                 encoding="utf-8")
-        table = Table(title=f"{result['model']['model']} · {result['method']} · {shots}-shot")
-        for col in ("subject", "n", "correct", "accuracy", "chance", "no answer"):
+        files = write_mc(result, out_dir)
+        spread = result.get("spread", {})
+
+        def accuracy(value, scope, name):
+            if name in spread.get(scope, {}):
+                return f"{spread[scope][name]['mean']:.1%} ± {spread[scope][name]['std']:.1%}"
+            return f"{value:.1%}"
+
+        table = Table(title=f"{result['model']['model']} · {result['method']} · {shots}-shot"
+                            + (f" · {runs} runs, options shuffled" if runs > 1 else ""))
+        for col in ("subject", "answers", "correct", "accuracy", "chance", "no answer"):
             table.add_column(col, justify="left" if col == "subject" else "right")
         for name, s in result["subjects"].items():
-            table.add_row(name, str(s["n"]), str(s["correct"]), f"{s['accuracy']:.1%}", f"{s['chance']:.1%}",
-                          str(s["extraction_failures"] + s["errors"]))
+            table.add_row(name, str(s["n"]), str(s["correct"]), accuracy(s["accuracy"], "subjects", name),
+                          f"{s['chance']:.1%}", str(s["extraction_failures"] + s["errors"]))
+        for name, c in result["categories"].items():
+            table.add_row(f"[italic]{name}[/]", str(c["n"]), str(c["correct"]),
+                          accuracy(c["accuracy"], "categories", name), "", "")
         o = result["overall"]
-        table.add_row("overall (micro)", str(o["n"]), str(o["correct"]), f"{o['micro_accuracy']:.1%}",
-                      f"{o['micro_chance']:.1%}", str(o["extraction_failures"] + o["errors"]), style="bold")
+        overall = (f"{spread['overall']['mean']:.1%} ± {spread['overall']['std']:.1%}" if spread
+                   else f"{o['micro_accuracy']:.1%}")
+        table.add_row("overall (micro)", str(o["n"]), str(o["correct"]), overall, f"{o['micro_chance']:.1%}",
+                      str(o["extraction_failures"] + o["errors"]), style="bold")
         table.add_row("overall (macro)", "", "", f"{o['macro_accuracy']:.1%}", f"{o['macro_chance']:.1%}", "")
         out.print(table)
-        share = ", ".join(f"{k} {v / len(records):.0%}" for k, v in sorted(predicted.items()))
-        gold_share = ", ".join(f"{k} {v / len(records):.0%}" for k, v in sorted(gold.items()))
+        for row in PUBLISHED:
+            figures = ", ".join(f"{exam} {value:.2%}" for exam, value in row["accuracy"].items())
+            out.print(f"[dim]published, not comparable number for number (other prompts and runs): {row['model']}, "
+                      f"{row['source']}: {figures}[/]")
+        letters, n = result["letters"], sum(result["letters"]["predicted"].values())
+        share = ", ".join(f"{k} {v / n:.0%}" for k, v in letters["predicted"].items())
+        gold_share = ", ".join(f"{k} {v / n:.0%}" for k, v in letters["gold"].items())
         out.print(f"predicted letters: {share} (gold: {gold_share})")
-        if result["top_letter_share"] >= 0.9:
-            out.print(f"[yellow]the model answers {top} {result['top_letter_share']:.0%} of the time: it just picks "
-                      "one letter[/]")
+        if letters["top_share"] >= 0.9:
+            out.print(f"[yellow]the model answers {letters['top']} {letters['top_share']:.0%} of the time: it just "
+                      "picks one letter[/]")
         if result["bad_rows"]:
             out.print(f"[dim]{len(result['bad_rows'])} rows could not be used (listed in mc_summary.json)[/]")
-        out.print(f"{o['n']} questions in {result['elapsed']:.0f} s → {out_dir / 'mc_records.jsonl'}, "
-                  f"{out_dir / 'mc_summary.json'}")
+        out.print(f"{o['n']} answers in {result['elapsed']:.0f} s → {files['records']}, {files['summary']}")
 
 
 @eval_app.command("compare")
@@ -809,7 +809,11 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                   dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan (stages, tokens, GPU-hours) "
                                                         "and stop.")] = False,
                   from_stage: Annotated[Optional[str], typer.Option("--from", help="Redo this stage and the ones after.")] = None,
-                  until_stage: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None):
+                  until_stage: Annotated[Optional[str], typer.Option("--until", help="Stop after this stage.")] = None,
+                  smoke: Annotated[bool, typer.Option("--smoke", help="Run every stage of the recipe at toy scale on "
+                                                      "this machine (a tiny model of the base's family, a few documents, "
+                                                      "2 steps, the same executors, export, eval and card) into "
+                                                      "--out or ./<out>-smoke: the step before a cluster run.")] = False):
     """Run the card's chain — data → cp → sft → export → eval → card — as one recipe.
 
     Each stage writes an artifact directory with a manifest; a rerun skips stages whose inputs did not change, reruns a changed
@@ -817,7 +821,8 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
     (MODEL_CARD.md, in the card's structure) and the evaluation table.
 
     Example: `taide build` (the demo: ≈ 10 minutes on 2 CPU cores), or
-    `taide build recipes/build/llama3-taide-8b.yaml --dry-run` (the card's own recipe: 2,336 H100-hours)
+    `taide build recipes/build/llama3-taide-8b.yaml --dry-run` (the card's own recipe: 2,336 H100-hours), then
+    `taide build recipes/build/llama3-taide-8b.yaml --smoke` (all of it at toy scale, a few minutes) before the cluster
     """
     from taide.build import build
 
@@ -865,14 +870,17 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
             if stage in bars:
                 progress.remove_task(bars.pop(stage))
                 progress.stop()
-            if kind == "skip":
+            if kind == "smoke":
+                for change in manifest["changes"]:
+                    err.print(f"[dim]smoke: {change}[/]")
+            elif kind == "skip":
                 err.print(f"[dim]{stage}: unchanged, skipped[/]")
             elif kind == "start":
                 err.print(f"[bold]{stage}[/] …")
             else:
                 err.print(f"[green]{stage}[/] done in {manifest['seconds']:.0f} s")
 
-        result = build(recipe, out_dir, from_stage=from_stage, until_stage=until_stage, on_event=on_event)
+        result = build(recipe, out_dir, from_stage=from_stage, until_stage=until_stage, on_event=on_event, smoke=smoke)
         results = result["results"]
         card = results.get("card", {}).get("card")
         report = results.get("eval", {}).get("bench", {}).get("report", {})

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taide.chat.formats import validate_messages
+from taide.chat.presets import resolve_system_prompt
 from taide.chat.traditional import TraditionalGuard
 from taide.engines import Engine, GenerationParams
 from taide.errors import ChatFormatError, InputError
-from taide.jsonl import iter_jsonl
+from taide.jsonl import iter_jsonl, read_resumable
 
 
 @dataclass
@@ -60,30 +61,17 @@ def read_conversations(path: Path) -> list[tuple[str, dict, list[dict]]]:
 
 
 def _done_ids(path: Path) -> set[str]:
-    """Ids already in the output. A torn last line (a crash mid-write) is cut off so it is redone."""
-    if not path.exists():
-        return set()
-    done, keep = set(), 0
-    with path.open("rb") as f:
-        for raw in f:
-            try:
-                done.add(str(json.loads(raw)["id"]))
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
-                break
-            keep += len(raw)
-    if keep < path.stat().st_size:
-        with path.open("r+b") as f:
-            f.truncate(keep)
-    return done
+    """Ids already in the output (a torn last line is cut off and redone; a bad line before it is an error)."""
+    return {str(row["id"]) for _, row in read_resumable(path) if "id" in row}
 
 
 def generate_file(engine: Engine, input_path: str | Path, output_path: str | Path,
-                  params: GenerationParams | None = None, batch_size: int = 8, system: str | None = None,
+                  params: GenerationParams | None = None, batch_size: int = 8, system: str | None = "auto",
                   traditional: bool = False, on_progress: Callable[[int, int], None] | None = None) -> GenerateReport:
     """Answer each conversation in ``input_path`` into ``output_path``; ids already there are skipped.
 
-    ``system`` is added to conversations without a system message (default: the TAIDE prompt for
-    TAIDE-format models). ``on_progress(done, total)`` is called after every batch.
+    ``system`` (:func:`~taide.chat.presets.resolve_system_prompt`: "auto", "none", a preset or text) is added to
+    conversations without a system message; "auto" is the TAIDE prompt for TAIDE-format models. ``on_progress(done, total)`` is called after every batch.
     """
     input_path, output_path = Path(input_path), Path(output_path)
     if not input_path.is_file():
@@ -92,7 +80,7 @@ def generate_file(engine: Engine, input_path: str | Path, output_path: str | Pat
     items = read_conversations(input_path)
     done = _done_ids(output_path)
     todo = [it for it in items if it[0] not in done]
-    system = system if system is not None else engine.default_system_prompt
+    system = resolve_system_prompt(system, engine.default_system_prompt)
     guard = TraditionalGuard() if traditional else None
     output_path.parent.mkdir(parents=True, exist_ok=True)
     started, tokens, finished = time.perf_counter(), 0, len(items) - len(todo)

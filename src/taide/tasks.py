@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from taide.chat.presets import TASKS, task_messages
+from taide.chat.presets import TASKS, resolve_system_prompt, task_messages
 from taide.chat.traditional import TraditionalGuard
 from taide.engines import Chunk, Completion, Engine, GenerationParams, load_engine
 
@@ -27,10 +27,12 @@ def stream_guarded(engine: Engine, messages: list[dict], params: GenerationParam
             yield Chunk(text, final)
 
 
-def run_task(engine: Engine, task: str, text: str, params: GenerationParams | None = None, system: str | None = None,
+def run_task(engine: Engine, task: str, text: str, params: GenerationParams | None = None, system: str | None = "auto",
              guard: TraditionalGuard | None = None) -> Iterator[Chunk]:
-    """Stream the answer to one office task (article, letter, summary, zh2en, en2zh) for ``text``."""
-    return stream_guarded(engine, task_messages(task, text, system if system is not None else engine.default_system_prompt), params, guard)
+    """Stream the answer to one office task (article, letter, summary, zh2en, en2zh) for ``text``; ``system`` as
+    :func:`~taide.chat.presets.resolve_system_prompt` takes it."""
+    system_text = resolve_system_prompt(system, engine.default_system_prompt)
+    return stream_guarded(engine, task_messages(task, text, system_text), params, guard)
 
 
 @dataclass

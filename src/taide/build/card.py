@@ -125,6 +125,8 @@ def _bench_table(evaluation: dict, root: Path) -> list[str]:
         name = {"base": "基礎模型", "built": "建置模型"}.get(Path(run.get("dir", "")).name.removeprefix("bench-"), run["name"])
         if run.get("published"):
             name = f"{run['model']['model']}（模型卡公布值，GPT-4 評分 500 題）"
+        elif (run.get("judge") or {}).get("engine") == "stub":
+            name += "（smoke 替身評審，分數沒有意義）"
         elif not any(s is not None for s in scores):
             continue
         lines.append(f"| {name} | " + " | ".join(_n(s, 2) for s in scores) + f" | {_n(run.get('average'), 3)} |")
@@ -184,7 +186,12 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
     gguf = _relative(export["path"], root) if export and export.get("format") == "gguf" else None
     trained = {stage: results[stage]["tokens"] for stage in ("cp", "sft") if stage in results}
     license_text = _base_license(recipe.base_model)
-    lines = [f"# {recipe.name}", "", "## 模型簡介", "",
+    lines = [f"# {recipe.name}", ""]
+    if recipe.smoke:
+        lines += ["> **Smoke 建置**（`taide build --smoke`）：配方的每個階段都以極小規模實際執行過一次，用來在租用叢集前"
+                  "確認配方可以跑完；模型只訓練了幾步，以下評測數字沒有意義。縮小的地方：", ">"]
+        lines += [f"> - {change}" for change in recipe.smoke] + [""]
+    lines += ["## 模型簡介", "",
              recipe.description or f"以 {recipe.base_model} 為基礎，依 TAIDE 模型卡的流程建置：語料前處理、"
              "持續預訓練、指令微調、量化匯出與評測。", "",
              f"- 基礎模型：`{recipe.base_model}`" + (f"（授權：{license_text}；建置結果沿用基礎模型的授權條款）"

@@ -30,14 +30,14 @@ DEFAULT_RECIPE = PACKAGE / "build/default.yaml"
 PLAN_ONLY = ("expected_tokens",)  # cp/sft keys that inform the plan (tokens → GPU-hours); no stage receives them
 SET_BY_BUILD = ("mode", "model", "out")  # TrainConfig fields the build fills in itself
 # What each non-training stage reads from its settings (build/stages.py), and the values it can use: a kind
-# ("path", "paths", "text", "count", "flag", "flag or text", "quant"; "?" allows null) or the allowed values.
+# ("path", "paths", "text", "count", "flag", "quant"; "?" allows null) or the allowed values.
 STAGE_KEYS = {
     "data": {"inputs": "paths", "config": "path?", "workers": "count?", "executor": ("local", "ray"),
              "ray_address": "text?"},
     "export": {"format": ("gguf", "hf"), "quant": "quant", "verify": "flag", "output_type": "text?"},
     "eval": {"bench": "path?", "heldout_pairs": "path?", "heldout_rows": "count", "taiwan_prompts": "path?",
-             "max_tokens": "count", "tasks": "texts?", "system_prompt": "flag or text", "judge_endpoint": "text?",
-             "judge_model": "text?"},
+             "max_tokens": "count", "tasks": "texts?", "system_prompt": "text?", "judge_endpoint": "text?",
+             "judge_model": "text?"},  # judge_model without an endpoint: "self" (the built model) or "stub" (--smoke)
 }
 
 
@@ -58,8 +58,10 @@ class Recipe:
     sft: dict | None = field(default_factory=dict)  # TrainConfig fields incl. data; None skips
     export: dict = field(default_factory=lambda: {"format": "gguf", "quant": "q8_0"})
     eval: dict = field(default_factory=dict)  # bench, judge_endpoint, judge_model, heldout_pairs, max_tokens, ...
-    launch: dict = field(default_factory=dict)  # how the card's recipe is run on a cluster (documentation)
+    launch: dict = field(default_factory=dict)  # how the recipe runs on a cluster (documentation), and
+    # train_processes: N, how many torchrun processes `taide build` trains with on this machine (default 1)
     source: Path | None = None
+    smoke: list[str] | None = None  # `--smoke`: what was made small, one sentence each (not a YAML key)
 
     def resolve(self, value):
         """``sample`` and ``sample:<kind>`` → the shipped file; relative paths → relative to the recipe."""
@@ -147,13 +149,12 @@ def _value_problem(kind, value) -> str | None:
           "paths": lambda v: isinstance(v, list) and v and all(isinstance(x, str) and x.strip() for x in v),
           "texts": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
           "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-          "flag": lambda v: isinstance(v, bool), "flag or text": lambda v: isinstance(v, (bool, str)),
+          "flag": lambda v: isinstance(v, bool),
           "quant": lambda v: isinstance(v, str)}[kind](value)
     if ok:
         return None
     described = {"path": "a path", "text": "a text", "paths": "a list of paths", "texts": "a list of names",
-                 "count": "a whole number of at least 1", "flag": "true or false",
-                 "flag or text": "true, false or a text", "quant": "a quantization name"}[kind]
+                 "count": "a whole number of at least 1", "flag": "true or false", "quant": "a quantization name"}[kind]
     return f"{value!r} is not {described}"
 
 
@@ -236,6 +237,9 @@ def _check_top(path: Path, lines: dict, settings: dict) -> None:
             fail(key, "expected a mapping")
         if key in settings:
             settings[key] = settings[key] or {}
+    processes = settings.get("launch", {}).get("train_processes", 1)
+    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
+        fail("launch", f"train_processes: {processes!r} is not a whole number of at least 1")
 
 
 def load_build_recipe(path: str | Path | None = None, out: str | None = None) -> Recipe:
@@ -251,7 +255,7 @@ def load_build_recipe(path: str | Path | None = None, out: str | None = None) ->
         raise BuildError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from e
     if not isinstance(settings, dict):
         raise BuildError(f"{path}: a build recipe is a mapping")
-    known = set(Recipe.__dataclass_fields__) - {"source"}
+    known = set(Recipe.__dataclass_fields__) - {"source", "smoke"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise BuildError(f"{path}: unknown keys {unknown}; known: {', '.join(sorted(known))}")

@@ -108,9 +108,16 @@ def make_plan(recipe: Recipe) -> dict:
 
 def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run: bool = False,
           from_stage: str | None = None, until_stage: str | None = None,
-          on_event: Callable[[str, str, dict], None] | None = None) -> dict:
-    """Run the recipe (the default one when None). Returns the plan (dry run) or every stage's result."""
-    recipe = load_build_recipe(recipe_path, out)
+          on_event: Callable[[str, str, dict], None] | None = None, smoke: bool = False) -> dict:
+    """Run the recipe (the default one when None). Returns the plan (dry run) or every stage's result.
+    ``smoke``: the same recipe at toy scale (:mod:`taide.build.smoke`), under ``out`` or ``<recipe out>-smoke``."""
+    recipe = load_build_recipe(recipe_path, None if smoke else out)
+    if smoke:
+        if dry_run:
+            raise BuildError("--smoke runs the recipe at toy scale and --dry-run only plans it: choose one")
+        from taide.build.smoke import smoke_recipe
+
+        recipe = smoke_recipe(recipe, out)
     plan = make_plan(recipe)
     if dry_run:
         return plan
@@ -124,6 +131,8 @@ def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run
     root.mkdir(parents=True, exist_ok=True)
     results, hashes = {}, {}
     event = on_event or (lambda *_: None)
+    if recipe.smoke:
+        event("smoke", "build", {"changes": recipe.smoke})
     for index, stage in enumerate(stages):
         if index > last:
             break
@@ -160,9 +169,9 @@ def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run
         tmp.replace(manifest_path)
         results[stage], hashes[stage] = result, digest
         event("done", stage, manifest)
-    if "card" in results:
+    if "card" in results and not recipe.smoke:  # a smoke build's random-init model is no one's chat default
         _remember(results)
-    return {"plan": plan, "results": results, "out": str(root)}
+    return {"plan": plan, "results": results, "out": str(root), "smoke": recipe.smoke}
 
 
 def _remember(results: dict) -> None:

@@ -27,19 +27,24 @@ def run_data(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
 
 def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, directory: Path, report=None) -> dict:
     from taide.train import TrainConfig, train
+    from taide.train.launch import train_in_processes
 
     settings = {k: v for k, v in recipe.resolve(settings).items() if k not in PLAN_ONLY}  # the plan's, not training's
     settings.setdefault("data", data)
     config = TrainConfig(mode=mode, model=model, out=str(directory), **settings)
-    on_step = (lambda step, total, values: report({"step": step, "total": total, **values})) if report else None
-    result = train(config, resume="if_any", on_step=on_step)
+    processes = recipe.launch.get("train_processes", 1)
+    if processes > 1:
+        result = train_in_processes(config, processes)
+    else:
+        on_step = (lambda step, total, values: report({"step": step, "total": total, **values})) if report else None
+        result = train(config, resume="if_any", on_step=on_step)
     heldout_tokens = None
     data_summary = directory / "data.json"
     if data_summary.is_file():
         heldout_tokens = json.loads(data_summary.read_text()).get("heldout_rows")
     return {"model": str(result.out), "steps": result.steps, "tokens": result.tokens,
             "final_loss": result.final_loss, "heldout_loss_before": result.heldout_loss_before,
-            "heldout_loss": result.heldout_loss, "heldout_rows": heldout_tokens,
+            "heldout_loss": result.heldout_loss, "heldout_rows": heldout_tokens, "processes": processes,
             "hyperparameters": {k: v for k, v in config.to_dict().items() if k not in ("data", "out", "model")}}
 
 
@@ -201,11 +206,14 @@ def _run_bench(settings: dict, engine, run: Path, max_tokens: int) -> dict:
     data_dir = settings.get("bench")  # None: the shipped sample
     generate_responses(engine, run, data_dir, tasks=settings.get("tasks"),
                        params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
-                       system_prompt=settings.get("system_prompt", False))
+                       system_prompt=settings.get("system_prompt") or "none")
     if settings.get("judge_endpoint"):
         judge = Judge.from_endpoint(settings["judge_endpoint"], settings.get("judge_model"))
         judge_responses(run, judge, data_dir, tasks=settings.get("tasks"))
-    elif settings.get("judge_model") == "self":
-        judge_responses(run, Judge(engine), data_dir, tasks=settings.get("tasks"))
+    elif settings.get("judge_model") in ("self", "stub"):
+        from taide.eval.judge import StubJudgeEngine
+
+        judge = Judge(engine if settings["judge_model"] == "self" else StubJudgeEngine())
+        judge_responses(run, judge, data_dir, tasks=settings.get("tasks"))
     files = write_report(compare([run]), run.parent / "report")
     return {"report": {k: str(v) for k, v in files.items()}, "runs": [str(run)]}

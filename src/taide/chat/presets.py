@@ -25,6 +25,22 @@ def default_system_prompt(chat_format: str | None) -> str | None:
     return TAIDE_SYSTEM_PROMPT if chat_format in TAIDE_FORMATS else None
 
 
+# The one way taide says which system prompt a conversation without one gets, in every command and function:
+# "auto" (or None): the model's default (default_system_prompt); "none" (or ""): no system message (the chat template
+# may still add its own); a preset name ("taide"); anything else is the prompt's text.
+AUTO, NONE = "auto", "none"
+
+
+def resolve_system_prompt(spec: str | None, default: str | None) -> str | None:
+    """The text ``spec`` stands for, or None for no system message; ``default`` is what "auto" means for the model at
+    hand (``Engine.default_system_prompt``)."""
+    if spec is None or spec.strip().lower() == AUTO:
+        return default
+    if not spec.strip() or spec.strip().lower() == NONE:
+        return None
+    return SYSTEM_PRESETS.get(spec.strip(), spec)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str

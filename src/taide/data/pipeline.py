@@ -22,9 +22,10 @@ from taide.data.pii import RedactPII
 from taide.data.quality import Quality
 from taide.data.readers import Raw, Unreadable, to_document
 from taide.data.script import Simplified
+from taide.data.vocabulary import Vocabulary
 
 STAGES: dict[str, type[Stage]] = {s.name: s for s in (
-    HtmlToText, FixMojibake, NonStandardChars, MinLength, Normalize, Simplified, JoinLayoutBreaks, RedactPII,
+    HtmlToText, FixMojibake, NonStandardChars, MinLength, Normalize, Simplified, Vocabulary, JoinLayoutBreaks, RedactPII,
     Inappropriate, Quality, ExactDedup, MinHashDedup)}
 # The card's order: noise removal, character normalization, layout breaks, PII, content, quality, dedup.
 DEFAULT_PIPELINE = list(STAGES)

@@ -38,8 +38,6 @@ SPACE, CJK, LETTER, DIGIT, PUNCT, SYMBOL, RULE, OTHER = range(8)
 _RULE_BLOCKS = ((0x2500, 0x259F),)
 # Runs of these draw the blanks of a form (姓名：＿＿＿＿, ˍˍˍˍ in older statutes): layout as well.
 _FILL = "_\uff3f\u02cd\u2017\ufe4d\ufe4e\ufe4f"
-# A table row (it holds a box-drawing character) or a line with no letter or digit at all.
-_LAYOUT_LINE = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _RULE_BLOCKS) + r"]|^[\W_]*$")
 _HAN_BLOCKS = ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x323AF))
 
 
@@ -75,11 +73,15 @@ def char_classes() -> np.ndarray:
     return table
 
 
-def _top_ngram_count(codes: np.ndarray, rule: np.ndarray, alnum: np.ndarray, n: int) -> int:
+def _top_ngram_count(codes: np.ndarray, rule: np.ndarray, alnum: np.ndarray, n: int, enough: float = 0) -> int:
     """Occurrences of the most frequent character n-gram (overlapping windows), keys packed 21 bits a
     character. Windows that touch layout (RULE) or hold no letter or digit (------, ……) are skipped:
     separators are the symbol and letter checks' business, and a table's frame is not repetition.
-    ``rule`` and ``alnum`` are prefix sums (length len(codes) + 1) of those two kinds of character."""
+    ``rule`` and ``alnum`` are prefix sums (length len(codes) + 1) of those two kinds of character.
+
+    With ``enough``, a count shown to be at most that by a cheap upper bound (the keys hashed into 4,096
+    buckets: a bucket holds the top n-gram and maybe others) is returned as that bound; sorting the keys
+    for the exact count is left to the rare text that comes close."""
     if len(codes) < n:
         return 0
     windows = len(codes) - n + 1
@@ -93,8 +95,30 @@ def _top_ngram_count(codes: np.ndarray, rule: np.ndarray, alnum: np.ndarray, n: 
     keep = (rule[n:] == rule[:-n]) & (alnum[n:] > alnum[:-n])
     if not keep.any():
         return 0
-    _, counts = np.unique(keys[keep], return_counts=True)
+    keys = keys[keep]
+    if enough:
+        bound = int(np.bincount((keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(52), minlength=4096).max())
+        if bound <= enough:
+            return bound
+    _, counts = np.unique(keys, return_counts=True)
     return int(counts.max())
+
+
+def _lines(text: str, codes: np.ndarray, classes: np.ndarray) -> tuple[list[str], list[str]]:
+    """The text's non-empty lines (stripped), split into text lines and layout lines: a table row (it holds a
+    box-drawing character) or a line with no letter or digit. Per-line counts come from prefix sums over the
+    character classes, so no line is scanned in Python."""
+    breaks = np.flatnonzero(codes == 10)
+    starts, ends = np.concatenate(([0], breaks + 1)), np.concatenate((breaks, [len(codes)]))
+    box = np.concatenate(([0], np.cumsum((codes >= _RULE_BLOCKS[0][0]) & (codes <= _RULE_BLOCKS[0][1]))))
+    word = np.concatenate(([0], np.cumsum((classes == CJK) | (classes == LETTER) | (classes == DIGIT))))
+    is_layout = ((box[ends] - box[starts]) > 0) | ((word[ends] - word[starts]) == 0)
+    lines, layout = [], []
+    for line, flag in zip(text.split("\n"), is_layout.tolist()):
+        line = line.strip()
+        if line:
+            (layout if flag else lines).append(line)
+    return lines, layout
 
 
 def _duplicate_share(parts: list[str], layout: list[str] = ()) -> float:
@@ -133,10 +157,11 @@ def _dup_phrase_share(text: str) -> float:
 
 
 def measure(text: str, ngrams: tuple[int, ...] = (2, 3, 4), min_ngram_chars: int = 0,
-            min_phrase_words: int = 50) -> dict[str, float]:
+            min_phrase_words: int = 50, ngram_limits: dict[int, float] | None = None) -> dict[str, float]:
     """Every signal of :class:`Quality` for one text; n-gram shares are 0 below ``min_ngram_chars``
     visible characters, and the repeated-phrase share is 0 unless the text is mostly letters of other
-    scripts than Chinese (English) and has ``min_phrase_words`` words."""
+    scripts than Chinese (English) and has ``min_phrase_words`` words. With ``ngram_limits`` ({n: share}), an
+    n-gram share that a cheap upper bound shows to be within its limit is that bound, not the exact share."""
     codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     classes = char_classes()[codes]
     counts = np.bincount(classes, minlength=8)
@@ -144,11 +169,7 @@ def measure(text: str, ngrams: tuple[int, ...] = (2, 3, 4), min_ngram_chars: int
     # Table rows (lines drawn with box-drawing characters) repeat by nature: the same frame, the same
     # 日│日│日 cells. Lines with no letter or digit are rules and separators. Both are layout; the
     # symbol check judges them, not the duplicate-line check.
-    lines, layout = [], []
-    for line in text.split("\n"):
-        line = line.strip()
-        if line:
-            (layout if _LAYOUT_LINE.search(line) else lines).append(line)
+    lines, layout = _lines(text, codes, classes)
     paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
     signals = {
         "dup_line_chars": _duplicate_share(lines, layout),
@@ -167,7 +188,8 @@ def measure(text: str, ngrams: tuple[int, ...] = (2, 3, 4), min_ngram_chars: int
     is_alnum = (dense_classes == CJK) | (dense_classes == LETTER) | (dense_classes == DIGIT)
     alnum = np.concatenate(([0], np.cumsum(is_alnum)))
     for n in ngrams:
-        top = _top_ngram_count(dense, rule, alnum, n) if visible >= min_ngram_chars else 0
+        enough = (ngram_limits or {}).get(n, 0) * visible / n
+        top = _top_ngram_count(dense, rule, alnum, n, enough) if visible >= min_ngram_chars else 0
         signals[f"top_{n}gram"] = min(1.0, top * n / visible)
     return signals
 
@@ -205,7 +227,7 @@ class Quality(Stage):
         """The first failed signal as a rejection, or None."""
         if len(text) < self.min_chars:
             return None
-        s = measure(text, tuple(self.max_top_ngram), self.min_ngram_chars, self.min_phrase_words)
+        s = measure(text, tuple(self.max_top_ngram), self.min_ngram_chars, self.min_phrase_words, self.max_top_ngram)
         # Paragraphs before lines: a repeated paragraph also repeats its lines, and is the better name.
         over = [("repetition_paragraphs", "duplicate-paragraph share", s["dup_paragraph_chars"],
                  self.max_dup_paragraph_chars),

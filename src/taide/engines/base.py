@@ -21,6 +21,22 @@ from taide.errors import ContextLengthError, EngineError
 from taide.models import ModelRef
 
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+
+
+@dataclass
+class TokenLogprob:
+    """One token with its log-probability: ``token`` is its text (a piece of a character shows as U+FFFD; ``bytes``
+    are exact); ``logprob`` is None for a prompt's first token, which nothing predicts; ``top`` holds the most likely
+    tokens at that place, best first."""
+
+    token: str
+    bytes: list[int]
+    logprob: float | None
+    top: list[TokenLogprob] = field(default_factory=list)
+    ends_turn: bool = False  # an end-of-turn token: counted in completions' logprobs, not part of a chat message
+
+
 @dataclass
 class GenerationParams:
     max_tokens: int | None = 512  # None: up to the end of the context window
@@ -31,6 +47,12 @@ class GenerationParams:
     repetition_penalty: float = 1.0  # 1.0 means off
     stop: list[str] = field(default_factory=list)  # strings that end the answer (not included)
     seed: int | None = None
+    # Structured output: True, any JSON object; a dict, a JSON schema the answer must match (decoding is
+    # constrained); None: free text.
+    json_schema: dict | bool | None = None
+    # Log-probabilities: None, none; k (0-20), each answer token's and the k most likely alternatives at its place.
+    logprobs: int | None = None
+    prompt_logprobs: bool = False  # also each prompt token's (after the first), as completions' echo reports them
 
     def __post_init__(self):
         if isinstance(self.stop, str):
@@ -43,6 +65,8 @@ class GenerationParams:
             ("repetition_penalty", 0 < self.repetition_penalty <= 5, "in (0, 5]"),
             ("stop", len(self.stop) <= 16 and all(isinstance(s, str) and s for s in self.stop),
              "at most 16 non-empty strings"),
+            ("logprobs", self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS,
+             f"between 0 and {MAX_TOP_LOGPROBS}"),
         ]
         for name, ok, limit in checks:
             if not ok:
@@ -64,6 +88,8 @@ class Completion:
     completion_tokens: int
     time_to_first_token: float  # seconds from the call to the first generated token
     elapsed: float  # seconds for the whole call
+    logprobs: list[TokenLogprob] | None = None  # each generated token's, with params.logprobs
+    prompt_logprobs: list[TokenLogprob] | None = None  # each prompt token's, with params.prompt_logprobs
 
     @property
     def tokens_per_second(self) -> float:
@@ -84,6 +110,8 @@ class Chunk:
 
     text: str
     completion: Completion | None = None
+    logprobs: list[TokenLogprob] | None = None  # the tokens read since the last chunk, with params.logprobs
+    prompt_logprobs: list[TokenLogprob] | None = None  # on the first chunk, with params.prompt_logprobs
 
 
 class ChunkStream:
@@ -115,8 +143,9 @@ class Engine(ABC):
         """Start an answer; prompt errors (bad messages, context overflow) are raised here, before any work."""
 
     @abstractmethod
-    def open_completion(self, prompt: str, params: GenerationParams | None = None) -> ChunkStream:
-        """Like :meth:`open_stream` for a raw text prompt, with no chat format applied (`/v1/completions`)."""
+    def open_completion(self, prompt: str | list[int], params: GenerationParams | None = None) -> ChunkStream:
+        """Like :meth:`open_stream` for a raw prompt (text, or token ids), with no chat format applied
+        (`/v1/completions`)."""
 
     def stream(self, messages: list[dict], params: GenerationParams | None = None) -> Iterator[Chunk]:
         """Yield the answer in pieces; the last chunk has ``completion`` set. Closing the iterator early
@@ -136,6 +165,10 @@ class Engine(ABC):
     def generate_batch(self, conversations: list[list[dict]], params: GenerationParams | None = None) -> list[Completion]:
         return [self.chat(messages, params) for messages in conversations]
 
+    def check(self) -> None:
+        """Raise EngineError when the engine cannot answer (an endpoint that is unreachable or refuses the key),
+        before a long job relies on it. Local engines answer once loaded."""
+
     def stats(self) -> dict:
         """Counters for metrics: requests submitted, active, waiting, cancelled, tokens, decode steps."""
         return {}
@@ -145,10 +178,17 @@ class Engine(ABC):
         """The system prompt used when a conversation has none: TAIDE's for TAIDE-format models."""
         return default_system_prompt(self.chat_format.name if self.chat_format else None)
 
+    def detokenize(self, ids: list[int]) -> str:
+        raise EngineError(f"the {self.name} engine has no tokenizer here; send text, or ask the upstream server")
+
     def loglikelihood(self, context: str | list[dict], continuations: list[str]) -> list[float]:
         """log P(continuation | context) for each continuation; engines that hold the weights can say."""
         raise EngineError(f"the {self.name} engine cannot score continuations; multiple choice over an endpoint "
                           "is answered by generation instead")
+
+    def loglikelihood_many(self, items: list[tuple[str | list[dict], list[str]]]) -> list[list[float]]:
+        """:meth:`loglikelihood` for many (context, continuations) pairs."""
+        return [self.loglikelihood(context, continuations) for context, continuations in items]
 
     def describe(self) -> dict:
         """What this engine runs, for logs, `taide info` and the server's model list."""
@@ -217,6 +257,7 @@ class _Answer:
         self.eos_ids = engine.eos_ids
         self.prompt_tokens, self.max_new, self.started = prompt_tokens, max_new, started
         self.parts: list[str] = []
+        self.logprobs: list[TokenLogprob] = []
         self.tokens = 0
         self.first_token_at: float | None = None
         self.finish_reason: str | None = None
@@ -276,14 +317,43 @@ class LocalEngine(Engine):
             raise ContextLengthError(prompt_tokens, wanted, self.context_length)
         return wanted
 
+    def check_params(self, params: GenerationParams) -> None:
+        """Raise EngineError for what this engine cannot do with ``params`` (before any work)."""
+
     def _request(self, messages, params) -> TokenRequest:
+        self.check_params(params)
         prompt = self.prompt_ids(messages)
         return TokenRequest(prompt, params, self.budget(len(prompt), params))
 
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """``text`` as token ids, control tokens written in it included; ``add_special_tokens`` adds the beginning of
+        text where the model has one."""
+        return self.codec.encode_prompt(text, add_special_tokens)
+
+    def detokenize(self, ids: list[int]) -> str:
+        self._check_ids(ids)
+        detok = self.detokenizer()
+        return "".join(detok.add(i) for i in ids) + detok.flush()
+
+    def _check_ids(self, ids: list[int]) -> None:
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise EngineError(f"prompt: token id {bad} is outside the vocabulary (0 to {self.vocab_size - 1})")
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
     def open_completion(self, prompt, params=None):
+        """``prompt``: text, or token ids given as they are."""
         started = time.perf_counter()
         params = params or GenerationParams()
-        ids = self.codec.encode_prompt(prompt)
+        self.check_params(params)
+        if isinstance(prompt, str):
+            ids = self.codec.encode_prompt(prompt)
+        else:
+            ids = list(prompt)
+            self._check_ids(ids)
         if not ids:
             raise EngineError("prompt: empty")
         request = TokenRequest(ids, params, self.budget(len(ids), params))
@@ -292,22 +362,52 @@ class LocalEngine(Engine):
 
     def _answer(self, request: TokenRequest, started: float) -> ChunkStream:
         answer = _Answer(self, request.params, len(request.prompt_ids), request.max_new, started)
+        with_logprobs = request.params.logprobs is not None
 
         def chunks():
+            pending: list[TokenLogprob] = []  # tokens read whose text has not been sent yet
+            prompt = None
             try:
                 for token_id in request:
+                    if prompt is None and request.prompt_logprobs is not None:  # filled before the first token
+                        prompt = self._prompt_logprobs(request)
                     text = answer.add(token_id)
+                    if with_logprobs:
+                        pending.append(self._token_logprob(request.logprobs[len(answer.logprobs)]))
+                        pending[-1].ends_turn = token_id in self.eos_ids
+                        answer.logprobs.append(pending[-1])
                     if text:
-                        yield Chunk(text)
+                        yield Chunk(text, logprobs=pending if with_logprobs else None, prompt_logprobs=prompt)
+                        pending, prompt = [], False
                     if answer.finish_reason:
                         break
             finally:
                 request.cancel()  # a stop string, or our caller leaving: the loop frees the slot
             if not answer.finish_reason and request.cancelled.is_set():
                 answer.finish_reason = "cancelled"
-            yield Chunk("", answer.completion())
+            completion = answer.completion()
+            if with_logprobs:
+                completion.logprobs = answer.logprobs
+            if request.prompt_logprobs is not None:
+                completion.prompt_logprobs = self._prompt_logprobs(request)
+            yield Chunk("", completion, logprobs=pending if with_logprobs else None,
+                        prompt_logprobs=prompt if prompt is not False else None)
 
         return ChunkStream(chunks(), request.cancel)
+
+    def _piece(self, token_id: int) -> tuple[str, list[int]]:
+        pieces = self.__dict__.setdefault("_pieces", {})  # token id -> its bytes, looked up once
+        if token_id not in pieces:
+            pieces[token_id] = self.codec.piece(token_id)
+        return pieces[token_id].decode("utf-8", errors="replace"), list(pieces[token_id])
+
+    def _token_logprob(self, entry: tuple[int, float, list[tuple[int, float]]]) -> TokenLogprob:
+        token_id, logprob, top = entry
+        return TokenLogprob(*self._piece(token_id), logprob, [TokenLogprob(*self._piece(i), lp) for i, lp in top])
+
+    def _prompt_logprobs(self, request: TokenRequest) -> list[TokenLogprob]:
+        return [TokenLogprob(*self._piece(request.prompt_ids[0]), None),
+                *(self._token_logprob(entry) for entry in request.prompt_logprobs)]
 
     def open_stream(self, messages, params=None):
         started = time.perf_counter()
@@ -325,6 +425,17 @@ class LocalEngine(Engine):
     def loglikelihood(self, context: str | list[dict], continuations: list[str]) -> list[float]:
         """The log-probability of each continuation after ``context`` (a raw prompt, or messages rendered
         with the chat format and the assistant's header), summed over the continuation's tokens."""
+        return self.loglikelihood_many([(context, continuations)])[0]
+
+    def loglikelihood_many(self, items: list[tuple[str | list[dict], list[str]]]) -> list[list[float]]:
+        """:meth:`loglikelihood` of many (context, continuations) pairs, queued together so that the decode loop
+        scores them in one batch where it batches (llama.cpp's slots). Every pair is checked before any runs."""
+        groups = [self._scoring_requests(context, continuations) for context, continuations in items]
+        self.loop.submit(*[request for group in groups for request in group])
+        return [next(iter(group[0])) if group[0].candidates is not None else [next(iter(r)) for r in group]
+                for group in groups]
+
+    def _scoring_requests(self, context, continuations: list[str]) -> list[TokenRequest]:
         prefix = self.prompt_ids(context) if isinstance(context, list) else self.codec.encode_prompt(context)
         encoded = [self.codec.encode_text(c) for c in continuations]
         for i, ids in enumerate(encoded):
@@ -333,12 +444,8 @@ class LocalEngine(Engine):
             if len(prefix) + len(ids) > self.context_length:
                 raise ContextLengthError(len(prefix), len(ids), self.context_length)
         if all(len(ids) == 1 for ids in encoded):  # choices of one token (A/B/C/D): one pass over the prefix
-            request = TokenRequest(prefix, GenerationParams(), 0, candidates=[ids[0] for ids in encoded])
-            self.loop.submit(request)
-            return next(iter(request))
-        requests = [TokenRequest(prefix + ids, GenerationParams(), 0, score_from=len(prefix)) for ids in encoded]
-        self.loop.submit(*requests)
-        return [next(iter(r)) for r in requests]
+            return [TokenRequest(prefix, GenerationParams(), 0, candidates=[ids[0] for ids in encoded])]
+        return [TokenRequest(prefix + ids, GenerationParams(), 0, score_from=len(prefix)) for ids in encoded]
 
     def stats(self) -> dict:
         return dict(self.loop.stats)

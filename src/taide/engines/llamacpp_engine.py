@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import numpy as np
 
 from taide.chat.formats import chat_format_for
 from taide.engines.base import Detokenizer, LocalEngine
-from taide.engines.loop import DecodeLoop, TokenRequest
+from taide.engines.loop import DecodeLoop, TokenRequest, log_softmax, token_logprob
 from taide.errors import EngineError, ModelError
 from taide.models import ModelRef
 
@@ -82,8 +83,11 @@ class LlamaCppCodec:
         ids = self.llm.tokenize(token.encode("utf-8"), add_bos=False, special=True)
         return ids[0] if len(ids) == 1 else None
 
-    def encode_prompt(self, text: str) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    def encode_prompt(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
+
+    def piece(self, token_id: int) -> bytes:
+        return self.llm.detokenize([token_id], special=True)
 
     def control_tokens(self) -> list[str]:
         if self._controls is None:
@@ -130,12 +134,33 @@ class _Slot:
         return len(self.request.prompt_ids) + self.request.max_new
 
 
+def json_grammar(schema: dict | bool) -> str:
+    """llama.cpp's grammar for any JSON object (``True``) or for a JSON schema; EngineError names what of the schema
+    it cannot express."""
+    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+    if schema is True:
+        return JSON_GBNF
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except (AssertionError, ValueError, KeyError, TypeError, NotImplementedError) as e:
+        raise EngineError(f"json_schema: cannot constrain decoding to this schema: {e}") from e
+
+
 class SlotLoop(DecodeLoop):
     """Continuous batching over ``n_parallel`` sequence slots that share one KV cache of ``n_ctx`` cells.
-    A request is admitted when a slot is free and its prompt + max_tokens fit the cells not yet reserved."""
+    A request is admitted when a slot is free and its prompt + max_tokens fit the cells not yet reserved.
+
+    Prefix caching: a finished answer's sequence keeps the cells of its prompt, remembered with the tokens they
+    hold. A new request goes to the free sequence whose tokens share the longest prefix with its prompt, and only
+    the rest of the prompt is decoded: turn 5 of a conversation reads turns 1–4 from the cache and decodes turn 4's
+    answer and the new question. The answer's own cells are not kept: they were computed one token at a time, and
+    llama.cpp's quantized kernels round differently than for the same tokens read in a batch, which would make
+    greedy answers depend on the cache. Kept cells are dropped, least recently used first, when a request needs
+    the room (and when llama.cpp cannot cut a sequence short, as with sliding-window caches, it starts afresh)."""
 
     def __init__(self, llm, eos_ids: set[int], n_ctx: int, n_parallel: int, n_batch: int, n_threads: int,
-                 flash_attn: bool):
+                 flash_attn: bool, prefix_cache: bool = True):
         import llama_cpp
 
         super().__init__("llamacpp")
@@ -143,6 +168,7 @@ class SlotLoop(DecodeLoop):
         self.eos_ids = eos_ids
         self.n_ctx, self.n_batch = n_ctx, n_batch
         self.n_vocab = llm.n_vocab()
+        self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
         params.n_seq_max = n_parallel
@@ -159,11 +185,17 @@ class SlotLoop(DecodeLoop):
         self.free_ids = list(range(n_parallel))
         self.slots: list[_Slot] = []
         self.reserved = 0
+        self.prefix_cache = prefix_cache
+        self.cached: dict[int, list[int]] = {}  # free sequence -> the tokens its kept cells hold (oldest first)
+        self.stats.update(prefix_hits=0, prefix_tokens_reused=0)
 
     # --- sampling ---
     def _sampler(self, request: TokenRequest):
         lib, p = self.lib, request.params
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if p.json_schema:  # first in the chain: only tokens the grammar allows reach the others
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_grammar(
+                self.vocab, json_grammar(p.json_schema).encode(), b"root"))
         if p.repetition_penalty != 1.0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(
                 self.n_vocab, PENALTY_WINDOW, p.repetition_penalty, 0.0, 0.0))
@@ -194,12 +226,59 @@ class SlotLoop(DecodeLoop):
                 self.put_back(request)  # waits until running answers free their cells
                 return
             self.reserved += need
+            seq_id, reused = self._sequence_for(request)
             sampler = None if request.scoring else self._sampler(request)
-            self.slots.append(_Slot(self.free_ids.pop(0), request, sampler))
+            if request.params.prompt_logprobs:
+                request.prompt_logprobs = []
+            self.slots.append(_Slot(seq_id, request, sampler, prefilled=reused))
             self.stats["active"] = len(self.slots)
 
+    def _sequence_for(self, request: TokenRequest) -> tuple[int, int]:
+        """A free sequence for the request's prompt and how many of its first tokens are already in that sequence's
+        cells. Kept cells of other sequences are dropped (oldest first) until the running answers' reservations fit.
+
+        Scores never use kept cells, and drop them all: llama.cpp rounds differently for other batch shapes and
+        for other layouts of the shared cache (by up to a few tenths of a nat on SmolLM2's Q4_1), and an exam's
+        numbers must not depend on what ran before. A prompt whose own log-probabilities are asked for is decoded
+        whole (kept cells have no logits)."""
+        prompt = request.prompt_ids
+        if request.scoring:
+            self._drop_kept()
+        best, reused = (next((s for s in self.free_ids if s not in self.cached), self.free_ids[0]), 0)
+        reusable = not request.scoring and not request.params.prompt_logprobs
+        for seq_id in self.free_ids if reusable else []:
+            tokens = self.cached.get(seq_id, [])
+            common = next((i for i, (a, b) in enumerate(zip(tokens, prompt)) if a != b), min(len(tokens), len(prompt)))
+            if common > reused:
+                best, reused = seq_id, common
+        reused = min(reused, len(prompt) - 1)  # the last prompt token is decoded again for its logits
+        self.free_ids.remove(best)
+        tokens = self.cached.pop(best, [])
+        if reused > 0 and not self.lib.llama_memory_seq_rm(self.memory, best, reused, -1):
+            reused = 0  # llama.cpp cannot cut this sequence short: start it afresh
+        if reused == 0 and tokens:
+            self.lib.llama_memory_seq_rm(self.memory, best, -1, -1)
+        for seq_id in list(self.cached):  # room for the reservations: the least recently kept go first
+            if self.reserved + sum(map(len, self.cached.values())) <= self.n_ctx:
+                break
+            self.lib.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+            del self.cached[seq_id]
+        if reused:
+            self.stats["prefix_hits"] += 1
+            self.stats["prefix_tokens_reused"] += reused
+        return best, reused
+
+    def _drop_kept(self) -> None:
+        for seq_id in list(self.cached):
+            self.lib.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
+            del self.cached[seq_id]
+
     def _release(self, slot: _Slot, outcome: str, error: Exception | None = None) -> None:
-        self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        kept = slot.request.prompt_ids[:slot.prefilled] if outcome != "failed" else []
+        if self.prefix_cache and kept and slot.prefilled == len(slot.request.prompt_ids) and not slot.request.scoring:
+            self.cached[slot.seq_id] = kept  # the newest last: eviction takes the oldest first
+        else:
+            self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
         if slot.sampler is not None:
             self.lib.llama_sampler_free(slot.sampler)
         self.slots.remove(slot)
@@ -236,8 +315,10 @@ class SlotLoop(DecodeLoop):
                 last = i == len(prompt) - 1
                 if request.candidates is not None:  # next-token choices: the last position's logits
                     scored = last
-                else:
-                    scored = request.score_from is not None and request.score_from - 1 <= i < len(prompt) - 1
+                elif request.score_from is not None:
+                    scored = request.score_from - 1 <= i < len(prompt) - 1
+                else:  # an answer's prompt: every position's logits when its log-probabilities are asked for
+                    scored = request.params.prompt_logprobs and not last
                 self._add(n, prompt[i], i, slot.seq_id, scored or (last and not request.scoring))
                 if scored:
                     slot.score_rows.append((n, None if request.candidates is not None else prompt[i + 1]))
@@ -247,6 +328,9 @@ class SlotLoop(DecodeLoop):
             slot.prefilled += take
         self.batch.n_tokens = n
         status = self.lib.llama_decode(self.ctx, self.batch)
+        if status == 1 and self.cached:  # no room for the batch (kept cells scattered): they are only a cache
+            self._drop_kept()
+            status = self.lib.llama_decode(self.ctx, self.batch)
         if status != 0:
             raise EngineError(f"llama_decode returned {status} for a batch of {n} tokens")
         self.stats["steps"] += 1
@@ -254,20 +338,28 @@ class SlotLoop(DecodeLoop):
             if slot.request.scoring:
                 self._score(slot)
                 continue
+            k = slot.request.params.logprobs
+            for index, token in slot.score_rows:  # the prompt's log-probabilities, before its first token
+                slot.request.prompt_logprobs.append(token_logprob(self._logprobs(index), token, k or 0))
             if slot.batch_index < 0:
                 continue
+            logprobs = self._logprobs(slot.batch_index) if k is not None else None  # the model's, before sampling
             token = self.lib.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
+            if logprobs is not None:
+                slot.request.logprobs.append(token_logprob(logprobs, token, k))
             slot.request.emit(token)
             self.stats["tokens"] += 1
             slot.next_token = token
             if token in self.eos_ids or slot.request.generated >= slot.request.max_new:
                 self._release(slot, "finished")
 
+    def _logprobs(self, batch_index: int) -> np.ndarray:
+        return log_softmax(np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, batch_index),
+                                                 shape=(self.n_vocab,)))
+
     def _score(self, slot: _Slot) -> None:
         for index, token in slot.score_rows:
-            logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, index), shape=(self.n_vocab,))
-            top = logits.max()
-            logprobs = logits - top - np.log(np.exp(logits - top).sum())
+            logprobs = self._logprobs(index)
             if token is None:
                 slot.score = [float(logprobs[c]) for c in slot.request.candidates]
             else:
@@ -292,9 +384,20 @@ class SlotLoop(DecodeLoop):
 class LlamaCppEngine(LocalEngine):
     name = "llamacpp"
 
+    def check_params(self, params) -> None:
+        """A schema the grammar cannot express, or a grammar llama.cpp will not load: an error now, not in the loop."""
+        if params.json_schema:
+            import llama_cpp
+
+            sampler = llama_cpp.llama_sampler_init_grammar(self.loop.vocab, json_grammar(params.json_schema).encode(),
+                                                           b"root")
+            if not sampler:
+                raise EngineError("json_schema: llama.cpp could not load the grammar made from this schema")
+            llama_cpp.llama_sampler_free(sampler)
+
     def __init__(self, model: ModelRef, chat_format: str | None = None, n_ctx: int | None = None,
                  n_parallel: int = 8, n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
-                 flash_attn: bool = True, **_ignored):
+                 flash_attn: bool = True, prefix_cache: bool = True, **_ignored):
         if model.kind != "gguf":
             raise EngineError(f"the llamacpp engine runs GGUF files; {model.reference} is a {model.kind} model "
                               "(use --engine transformers, or export it to GGUF)")
@@ -323,10 +426,14 @@ class LlamaCppEngine(LocalEngine):
         # Flash attention on, as llama.cpp's own server does: about 10% faster decoding here, single or batched.
         # Its sums are ordered differently from transformers', so greedy answers can part on near-ties.
         self.loop = SlotLoop(self.llm, ends, self.context_length, n_parallel, n_batch, n_threads or os.cpu_count(),
-                             flash_attn)
+                             flash_attn, prefix_cache)
 
     def detokenizer(self) -> Detokenizer:
         return LlamaCppDetokenizer(self.llm)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.llm.n_vocab()
 
     def close(self) -> None:
         loop, self.loop = getattr(self, "loop", None), None

@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from taide.errors import EngineError
 
 if TYPE_CHECKING:
@@ -35,6 +37,11 @@ class TokenRequest:
     # each candidate token's log-probability as the next token after prompt_ids.
     score_from: int | None = None
     candidates: list[int] | None = None
+    # With params.logprobs set, the loop appends each emitted token's (id, log-probability, top alternatives) here
+    # before emitting it; with params.prompt_logprobs, it fills prompt_logprobs (one entry per prompt token after
+    # the first) before the first token.
+    logprobs: list = field(default_factory=list, repr=False)
+    prompt_logprobs: list | None = None
 
     @property
     def scoring(self) -> bool:
@@ -60,6 +67,21 @@ class TokenRequest:
             if isinstance(item, Exception):
                 raise item
             yield item
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float32, copy=False)
+    top = logits.max()
+    return logits - top - np.log(np.exp(logits - top).sum())
+
+
+def token_logprob(logprobs: np.ndarray, token: int, k: int) -> tuple[int, float, list[tuple[int, float]]]:
+    """``token``'s log-probability and the ``k`` most likely tokens (best first) from a row of log-probabilities."""
+    top = []
+    if k:
+        best = np.argpartition(-logprobs, k - 1)[:k]
+        top = [(int(i), float(logprobs[i])) for i in best[np.argsort(-logprobs[best], kind="stable")]]
+    return int(token), float(logprobs[token]), top
 
 
 class DecodeLoop(ABC):

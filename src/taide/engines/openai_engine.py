@@ -8,9 +8,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from taide.chat.formats import validate_messages
-from taide.engines.base import Chunk, ChunkStream, Completion, Engine, GenerationParams
+from taide.engines.base import Chunk, ChunkStream, Completion, Engine, GenerationParams, TokenLogprob
 from taide.errors import EngineError
 from taide.models import ModelRef
+
+
+def _logprobs(shaped) -> list[TokenLogprob] | None:
+    """An upstream choice's log-probabilities, in chat's shape (``content``) or completions' (``tokens``, ...)."""
+    if shaped is None:
+        return None
+    content = getattr(shaped, "content", None)
+    if content is not None:
+        return [TokenLogprob(e.token, list(e.bytes or e.token.encode()), e.logprob,
+                             [TokenLogprob(t.token, list(t.bytes or t.token.encode()), t.logprob)
+                              for t in e.top_logprobs or []]) for e in content]
+    tokens = getattr(shaped, "tokens", None) or []
+    tops = getattr(shaped, "top_logprobs", None) or [None] * len(tokens)
+    return [TokenLogprob(token, list(token.encode()), logprob,
+                         [TokenLogprob(t, list(t.encode()), lp) for t, lp in sorted((top or {}).items(),
+                                                                                    key=lambda kv: -kv[1])])
+            for token, logprob, top in zip(tokens, shaped.token_logprobs, tops)]
 
 
 class OpenAIEngine(Engine):
@@ -38,6 +55,15 @@ class OpenAIEngine(Engine):
             error.status = e.status_code  # a gateway passes the upstream's 4xx on as it came
             raise error from e
 
+    def check(self) -> None:
+        """Fail now when the endpoint is unreachable or refuses the key (listing its models is cheap); an endpoint
+        that does not list models (HTTP 404/405) passes."""
+        try:
+            self._call(self.client.models.list)
+        except EngineError as e:
+            if getattr(e, "status", None) in (None, 401, 403):
+                raise
+
     def _first_served_model(self) -> str:
         models = self._call(self.client.models.list).data
         if not models:
@@ -59,12 +85,27 @@ class OpenAIEngine(Engine):
             body["stop"] = params.stop
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.prompt_logprobs:
+            error = EngineError("echo with logprobs: the prompt's log-probabilities are not passed through a gateway; "
+                                "ask the upstream server")
+            error.status = 400
+            raise error
+        if params.logprobs is not None and prompt is None:
+            body.update(logprobs=True, top_logprobs=params.logprobs)
+        elif params.logprobs is not None:
+            body["logprobs"] = params.logprobs
+        if params.json_schema:
+            body["response_format"] = ({"type": "json_object"} if params.json_schema is True else
+                                       {"type": "json_schema", "json_schema": {"name": "answer", "strict": True,
+                                                                               "schema": params.json_schema}})
         extra = {}
         if params.top_k:
             extra["top_k"] = params.top_k
         if params.repetition_penalty != 1.0:
             extra["repetition_penalty"] = params.repetition_penalty  # vLLM's and taide's name
             extra["repeat_penalty"] = params.repetition_penalty  # llama.cpp's name
+        if prompt is not None and "response_format" in body:  # not in OpenAI's completions; vLLM and taide take it
+            extra["response_format"] = body.pop("response_format")
         if extra:
             body["extra_body"] = extra
         return body
@@ -87,6 +128,7 @@ class OpenAIEngine(Engine):
     def _chunks(self, response, started):
         first_at = None
         parts: list[str] = []
+        logprobs: list[TokenLogprob] | None = None
         finish, usage = None, None
         try:
             for event in response:
@@ -95,10 +137,13 @@ class OpenAIEngine(Engine):
                 for choice in event.choices:
                     delta = getattr(choice, "delta", None)  # chat chunks carry a delta, completion chunks text
                     text = (delta.content or "") if delta is not None else (getattr(choice, "text", None) or "")
-                    if text:
+                    pieces = _logprobs(choice.logprobs)
+                    if pieces is not None:
+                        logprobs = (logprobs or []) + pieces
+                    if text or pieces:
                         first_at = first_at or time.perf_counter()
                         parts.append(text)
-                        yield Chunk(text)
+                        yield Chunk(text, logprobs=pieces)
                     finish = choice.finish_reason or finish
         except self._openai.APIError as e:
             raise EngineError(f"the endpoint {self.client.base_url} failed mid-answer: {e}") from e
@@ -110,7 +155,7 @@ class OpenAIEngine(Engine):
             # Servers that leave usage out of streams: the prompt is uncounted, each piece taken as a token.
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else len(parts),
-            time_to_first_token=(first_at or now) - started, elapsed=now - started))
+            time_to_first_token=(first_at or now) - started, elapsed=now - started, logprobs=logprobs))
 
     def chat(self, messages, params=None):
         # Not streamed: every server reports usage here, while some omit it from streams.
@@ -122,7 +167,7 @@ class OpenAIEngine(Engine):
         return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason or "stop",
                           prompt_tokens=usage.prompt_tokens if usage else 0,
                           completion_tokens=usage.completion_tokens if usage else 0,
-                          time_to_first_token=elapsed, elapsed=elapsed)
+                          time_to_first_token=elapsed, elapsed=elapsed, logprobs=_logprobs(choice.logprobs))
 
     def generate_batch(self, conversations, params=None):
         # The server batches; we only keep several requests in flight.

@@ -17,8 +17,11 @@ def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
     return torch.where(seen, scaled, logits)
 
 
+MIN_TEMPERATURE = 1e-4  # below this the draw is greedy anyway; dividing by less overflows float32 to inf
+
+
 def filter_logits(logits: torch.Tensor, params: GenerationParams) -> torch.Tensor:
-    logits = logits / params.temperature
+    logits = logits / max(params.temperature, MIN_TEMPERATURE)
     if params.top_k > 0 and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -40,8 +43,11 @@ def choose_next(logits: torch.Tensor, seen: torch.Tensor, params: list[Generatio
     chosen = []
     for i, (p, g) in enumerate(zip(params, generators)):
         row = penalize_repeats(logits[i:i + 1], seen[i:i + 1], p.repetition_penalty)
-        if p.greedy:
-            chosen.append(row.argmax(dim=-1))
+        probs = None if p.greedy else torch.softmax(filter_logits(row, p), dim=-1)[0]
+        if probs is None or not torch.isfinite(probs).all():
+            # Greedy, or parameters so extreme (a penalty of 1e-300) that the division overflowed: their limit is
+            # the most likely token.
+            chosen.append(torch.nan_to_num(row, nan=float("-inf")).argmax(dim=-1))
         else:
-            chosen.append(torch.multinomial(torch.softmax(filter_logits(row, p), dim=-1)[0], 1, generator=g))
+            chosen.append(torch.multinomial(probs, 1, generator=g))
     return torch.cat(chosen)

@@ -9,9 +9,10 @@ import torch
 
 from taide.chat.formats import chat_format_for
 from taide.engines.base import Detokenizer, GenerationParams, LocalEngine
-from taide.engines.loop import DecodeLoop
+from taide.engines.json_constraint import JsonConstraint, JsonGrammars
+from taide.engines.loop import DecodeLoop, token_logprob
 from taide.engines.sampling import choose_next
-from taide.errors import EngineError, ModelError
+from taide.errors import EngineError
 from taide.models import ModelRef
 from taide.models.loading import HFCodec, load_hf
 
@@ -62,17 +63,22 @@ class StaticBatchLoop(DecodeLoop):
             return
         self.live = list(batch)
         self.stats["active"] = len(batch)
+        for request in batch:
+            if request.params.prompt_logprobs:
+                request.prompt_logprobs = self.engine.prompt_logprobs(request.prompt_ids, request.params.logprobs or 0)
         steps = self.engine.token_steps([r.prompt_ids for r in batch], [r.params for r in batch],
                                         max(r.max_new for r in batch))
         try:
-            for tokens in steps:
+            for tokens, logprobs in steps:
                 self.stats["steps"] += 1
-                for request, token in zip(batch, tokens):
+                for i, (request, token) in enumerate(zip(batch, tokens)):
                     if request not in self.live:
                         continue
                     if request.cancelled.is_set():
                         self._drop(request, "cancelled")
                         continue
+                    if request.params.logprobs is not None:
+                        request.logprobs.append(token_logprob(logprobs[i], token, request.params.logprobs))
                     request.emit(token)
                     self.stats["tokens"] += 1
                     if token in self.engine.eos_ids or request.generated >= request.max_new:
@@ -114,6 +120,7 @@ class TransformersEngine(LocalEngine):
         self.context_length = int(getattr(self.lm.config, "max_position_embeddings", None) or model.context_length or 2048)
         self.eos_ids = self._end_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
+        self.grammars = JsonGrammars(self.tokenizer, self.vocab_size, self.eos_ids)
         self.loop = StaticBatchLoop(self, max_batch)
 
     def _end_ids(self) -> set[int]:
@@ -130,6 +137,14 @@ class TransformersEngine(LocalEngine):
     def detokenizer(self) -> Detokenizer:
         return HFDetokenizer(self.tokenizer)
 
+    @property
+    def vocab_size(self) -> int:
+        return self.lm.get_output_embeddings().weight.shape[0]
+
+    def check_params(self, params: GenerationParams) -> None:
+        if params.json_schema:
+            self.grammars.grammar(params.json_schema)  # an error now for a schema it cannot express
+
     @torch.inference_mode()
     def score(self, ids: list[int], score_from: int | None, candidates: list[int] | None = None) -> float | list[float]:
         """log P(ids[score_from:] | ids[:score_from]), or each candidate's log P as the token after ids."""
@@ -141,9 +156,16 @@ class TransformersEngine(LocalEngine):
         return float(torch.log_softmax(logits, -1).gather(-1, targets[:, None]).sum())
 
     @torch.inference_mode()
+    def prompt_logprobs(self, ids: list[int], k: int) -> list[tuple[int, float, list[tuple[int, float]]]]:
+        """Each prompt token's log-probability after the tokens before it, with the ``k`` most likely there."""
+        logits = self.lm(input_ids=torch.tensor([ids], device=self.device)).logits[0, :-1].float()
+        rows = torch.log_softmax(logits, -1).cpu().numpy()
+        return [token_logprob(row, token, k) for row, token in zip(rows, ids[1:])]
+
+    @torch.inference_mode()
     def token_steps(self, prompts: list[list[int]], params: list[GenerationParams], max_new: int) -> Iterator[list[int]]:
-        """Decode the prompts together; each step yields the next token of every row. Closing the
-        iterator stops the computation."""
+        """Decode the prompts together; each step yields the next token of every row and, when a row asks for
+        log-probabilities, the rows' log-probabilities (else None). Closing the iterator stops the computation."""
         batch, width = len(prompts), max(len(p) for p in prompts)
         # Left padding keeps every row's next token at the last position.
         input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
@@ -164,9 +186,17 @@ class TransformersEngine(LocalEngine):
         out = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                       logits_to_keep=1)  # the prompt's other logits would cost batch×length×vocab floats
         cache = out.cache
+        grammars = JsonConstraint.for_rows(self, params)
+        with_logprobs = any(p.logprobs is not None for p in params)
         for _ in range(max_new):
-            next_ids = choose_next(out.logits[:, -1, :], seen, params, generators)
-            yield next_ids.tolist()
+            logits = out.logits[:, -1, :].float()
+            logprobs = torch.log_softmax(logits, -1).cpu().numpy() if with_logprobs else None  # the model's own
+            if grammars:
+                logits = grammars.mask(logits)
+            next_ids = choose_next(logits, seen, params, generators)
+            if grammars:
+                grammars.accept(next_ids.tolist())
+            yield next_ids.tolist(), logprobs
             seen[torch.arange(batch, device=self.device), next_ids] = True
             mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
             positions = positions[:, -1:] + 1

@@ -30,11 +30,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taide.chat.presets import TAIDE_SYSTEM_PROMPT
+from taide.chat.presets import resolve_system_prompt
 from taide.engines import Engine, GenerationParams, LocalEngine
 from taide.errors import EngineError, InputError
 from taide.eval.judge import Judge, JudgeItem, RetryPolicy, Verdict, call_with_retries, describe_error
-from taide.jsonl import iter_jsonl
+from taide.jsonl import iter_jsonl, read_resumable
 
 SAMPLE_BENCH = Path(__file__).resolve().parent / "data" / "taide-bench"
 
@@ -164,38 +164,6 @@ def journal_path(out_dir: str | Path, task: str) -> Path:
     return Path(out_dir) / f"judge_{public_task(task)}.jsonl"
 
 
-# ---------------------------------------------------------------------------------------------- JSONL resume
-
-def read_rows(path: Path, repair: bool = True) -> list[tuple[int, dict]]:
-    """``(line, row)`` for each row of an output JSONL. A half-written last line (a crash mid-write) is cut
-    off when ``repair`` (else skipped); a bad line before the end is an InputError — never silently dropped."""
-    if not path.exists():
-        return []
-    rows, keep, bad_line, unterminated = [], 0, None, False
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if bad_line is not None:
-                raise InputError(path, bad_line, "not a JSON object; fix or delete this line")
-            if not raw.strip():
-                keep += len(raw)
-                continue
-            try:
-                row = json.loads(raw)
-                if not isinstance(row, dict):
-                    raise ValueError
-            except (ValueError, UnicodeDecodeError):
-                bad_line = lineno
-                continue
-            rows.append((lineno, row))
-            keep += len(raw)
-            unterminated = not raw.endswith(b"\n")
-    if repair and bad_line is not None:
-        with path.open("r+b") as f:
-            f.truncate(keep)
-    if repair and unterminated and bad_line is None:
-        with path.open("ab") as f:  # a whole last row without its newline: end it, so appends start a new line
-            f.write(b"\n")
-    return rows
 
 
 def _append(out, row: dict) -> None:
@@ -211,14 +179,6 @@ def _write_json(path: Path, data) -> None:
 
 # ---------------------------------------------------------------------------------------------- generation
 
-def _system_text(system_prompt: bool | str | None) -> str | None:
-    if system_prompt is True:
-        return TAIDE_SYSTEM_PROMPT
-    if isinstance(system_prompt, str) and system_prompt.strip():
-        return system_prompt
-    return None
-
-
 def _resp_row(item: BenchItem, task: str, model: str, system: str | None, completion) -> dict:
     return {**item.extra, "qid": item.qid, "task": public_task(task), "model": model, "prompt": item.prompt,
             "resp": completion.text, "reference": item.reference, "system": system,
@@ -228,13 +188,13 @@ def _resp_row(item: BenchItem, task: str, model: str, system: str | None, comple
 
 
 def generate_responses(engine: Engine, out_dir: str | Path, data_dir: str | Path | None = None, tasks=None,
-                       params: GenerationParams | None = None, system_prompt: bool | str = False,
+                       params: GenerationParams | None = None, system_prompt: str | None = "none",
                        concurrency: int | None = None, retry: RetryPolicy | None = None,
                        on_progress: ProgressFn | None = None) -> dict[str, dict]:
     """Answer every bench prompt with ``engine`` into ``out_dir/resp_{task}.jsonl``, resumably.
 
-    ``system_prompt``: False (none; the engine's chat template may still add its own default), True (the
-    TAIDE system prompt) or a text. ``params`` default to greedy with 1024 new tokens. Local engines answer
+    ``system_prompt``: "none" (the engine's chat template may still add its own default), "auto", "taide" or a text
+    (:func:`~taide.chat.presets.resolve_system_prompt`). ``params`` default to greedy with 1024 new tokens. Local engines answer
     ``concurrency`` prompts per ``generate_batch`` (default: the engine's batch); other engines
     (endpoints) keep ``concurrency`` requests in flight, retrying transient errors per ``retry`` (load an
     endpoint with :func:`taide.eval.judge.load_endpoint` so that its HTTP client does not retry as well).
@@ -247,14 +207,14 @@ def generate_responses(engine: Engine, out_dir: str | Path, data_dir: str | Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = params or DEFAULT_PARAMS
-    system = _system_text(system_prompt)
+    system = resolve_system_prompt(system_prompt, engine.default_system_prompt)
     model = engine.describe().get("model") or engine.name
     width = max(1, concurrency or getattr(engine, "parallelism", 1) or 1)
     retry = retry or RetryPolicy()
     reports = {}
     for task, items in bench.items():
         path = resp_path(out_dir, task)
-        done = {str(row.get("qid")) for _, row in read_rows(path)}
+        done = {str(row.get("qid")) for _, row in read_resumable(path)}
         todo = [it for it in items if it.key not in done]
         report = {"total": len(items), "already_done": len(items) - len(todo), "generated": 0, "failed": [],
                   "completion_tokens": 0, "elapsed": 0.0, "file": str(path)}
@@ -338,7 +298,7 @@ def _resp_tasks(out_dir: Path) -> list[str]:
 def _judge_items(out_dir: Path, task: str, references: dict[str, str] | None) -> list[tuple[JudgeItem, dict]]:
     path = resp_path(out_dir, task)
     items, seen = [], set()
-    for lineno, row in read_rows(path, repair=False):
+    for lineno, row in read_resumable(path, repair=False):
         qid = row.get("qid")
         if qid is None or str(qid) in seen:
             if qid is None:
@@ -363,7 +323,7 @@ def _judge_items(out_dir: Path, task: str, references: dict[str, str] | None) ->
 
 def _load_journal(path: Path) -> dict[str, dict]:
     verdicts = {}
-    for _, row in read_rows(path):
+    for _, row in read_resumable(path):
         if "qid" in row:
             verdicts[str(row["qid"])] = row  # a later line (a re-judged item) replaces an earlier one
     return verdicts
@@ -460,11 +420,14 @@ def summarize(out_dir: str | Path) -> dict:
                        "complete": doc.get("complete", True), "file": str(path),
                        "failures": [{"qid": f.get("qid"), "reason": f.get("reason")} for f in doc.get("failures", [])]}
     means = [t["mean"] for t in tasks.values() if t["mean"] is not None]
-    return {"tasks": tasks, "average": _mean(means), "tasks_scored": len(means), "judge": judge}
+    from taide.eval.compat import public_average  # the same replies read as taide-bench-eval reads them
+
+    return {"tasks": tasks, "average": _mean(means), "tasks_scored": len(means), "judge": judge,
+            "public_scorer_average": public_average(out_dir)["average"] if tasks else None}
 
 
 def run_bench(engine: Engine, out_dir: str | Path, data_dir: str | Path | None = None, judge: Judge | None = None,
-              tasks=None, params: GenerationParams | None = None, system_prompt: bool | str = False,
+              tasks=None, params: GenerationParams | None = None, system_prompt: str | None = "none",
               concurrency: int | None = None, on_progress: ProgressFn | None = None) -> dict:
     """Generate with ``engine`` (see :func:`generate_responses`), then grade with ``judge`` when given (see
     :func:`judge_responses`). Returns ``{"model", "generation": {task: report}, and when judged the
@@ -479,4 +442,4 @@ def run_bench(engine: Engine, out_dir: str | Path, data_dir: str | Path | None =
 
 __all__ = ["BENCH_TASKS", "BenchItem", "DEFAULT_PARAMS", "SAMPLE_BENCH", "canonical_task", "eval_path",
            "generate_responses", "judge_responses", "journal_path", "load_bench", "public_task", "read_bench_file",
-           "read_rows", "resp_path", "run_bench", "summarize"]
+           "resp_path", "run_bench", "summarize"]

@@ -26,6 +26,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
 from taide.engines import Engine, GenerationParams
+from taide.engines.base import Chunk, ChunkStream, Completion
 from taide.errors import ContextLengthError, EngineError
 
 SCORE_MIN, SCORE_MAX = 1.0, 10.0
@@ -286,6 +287,32 @@ def load_endpoint(url: str, served_model: str | None = None, api_key: str | None
     return engine
 
 
+class StubJudgeEngine(Engine):
+    """Stands in for a judge endpoint that does not answer, in `taide build --smoke` only: it answers every rubric
+    with a score line whose number (1–10) comes from a hash of the prompt, so that judging, score parsing and the
+    report run end to end without a network. Its scores mean nothing; reports name it ``smoke-stub-judge``."""
+
+    name = "stub"
+
+    def __init__(self):
+        from taide.models import ModelRef
+
+        self.model = ModelRef(reference="smoke-stub-judge", name="smoke-stub-judge", kind="stub")
+
+    def _reply(self, text: str) -> Completion:
+        score = 1 + int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16) % 10
+        reply = f"（smoke 測試的替身評審，分數沒有意義）\n{SCORE_LINE}{score}"
+        return Completion(reply, "stop", 0, 0, 0.0, 0.0)
+
+    def open_stream(self, messages: list[dict], params: GenerationParams | None = None) -> ChunkStream:
+        completion = self._reply(json.dumps(messages, ensure_ascii=False))
+        return ChunkStream(iter([Chunk(completion.text, completion)]), lambda: None)
+
+    def open_completion(self, prompt: str, params: GenerationParams | None = None) -> ChunkStream:
+        completion = self._reply(prompt)
+        return ChunkStream(iter([Chunk(completion.text, completion)]), lambda: None)
+
+
 class JudgeAborted(EngineError):
     """The judge endpoint refuses every request (HTTP 401/403/404): a wrong key, URL or model name."""
 
@@ -442,4 +469,4 @@ class Judge:
 
 
 __all__ = ["FATAL_STATUSES", "RUBRICS", "SCORE_LINE", "TASK_RUBRIC", "Judge", "JudgeAborted", "JudgeItem",
-           "RetryPolicy", "Rubric", "Verdict", "call_with_retries", "describe_error", "is_transient", "load_endpoint", "parse_score"]
+           "RetryPolicy", "Rubric", "StubJudgeEngine", "Verdict", "call_with_retries", "describe_error", "is_transient", "load_endpoint", "parse_score"]

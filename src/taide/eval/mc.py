@@ -7,11 +7,19 @@ Formats, told apart by the CSV header:
   markers (A), (B), (C), (D) in order, searched from the end so a stem that mentions "(A)" does not
   confuse it (half- or full-width parentheses; lines starting ``A.`` / ``A、`` as a fallback). Rows
   without options (the essay questions some subjects contain) are reported, not scored.
-* **TMMLU+ / TMLU**: columns ``question, A, B, C, D, answer`` (more option letters allowed), as CSV or as
-  JSONL objects with the same fields.
+* **TMMLU+ / TMLU / TW Legal**: columns ``question, A, B, C, D, answer`` (more option letters allowed), as
+  CSV or as JSONL objects with the same fields. TMMLU+'s subjects (``geography_of_taiwan_test.csv``) also get
+  their published category (STEM, Humanities, Social Sciences, Other).
+* **TTQA** (one ``.json`` object): ``{id: {"category", "question", "choices": [...], "answer": index}}``; the
+  category is TTQA's own (history, geography, ...).
 
 The subject is the directory name for a ``data.csv``, otherwise the file name without a split
 suffix (``accounting_test.csv`` → accounting). Bad rows are collected with ``file:line`` and a reason.
+
+Runs: with ``runs=K`` (K > 1) every item is asked K times, each run with its options in another order
+(shuffled with a fixed seed, the gold letter following its option), as twinkle-eval does; accuracy is
+reported per run and as mean ± standard deviation per subject, per category and overall. A model that
+favours one letter loses that advantage, and the spread says how much of a score is option order.
 
 Scoring: engines that hold the weights rank the option letters by log-likelihood after the prompt
 (``engine.loglikelihood(messages, ["A", "B", "C", "D"])``) and take the argmax. Engines that cannot
@@ -35,6 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taide.chat.presets import resolve_system_prompt
 from taide.errors import ContextLengthError, EngineError, InputError, TaideError
 
 LETTERS = "ABCDEFGH"
@@ -42,6 +51,26 @@ SPLIT_SUFFIXES = ("_test", "_dev", "_val", "_validation", "_train")
 INSTRUCTION = "以下是「{subject}」的單選題，請選出正確答案，只回答選項代號（{letters}）。"
 ANSWER_CUE = "答案："
 METHODS = ("auto", "loglikelihood", "generate")
+
+# TMMLU+'s 66 subjects by the category its dataset card gives them.
+TMMLU_PLUS_CATEGORIES = {
+    "STEM": "engineering_math technical mechanical logic_reasoning organic_chemistry advance_chemistry physics "
+            "secondary_physics statistics_and_machine_learning computer_science nautical_science junior_science_exam "
+            "junior_math_exam tve_mathematics tve_natural_sciences junior_chemistry",
+    "Humanities": "jce_humanities chinese_language_and_literature tve_design junior_chinese_exam tve_chinese_language "
+                  "music taiwanese_hokkien",
+    "Social Sciences": "general_principles_of_law marketing_management business_management human_behavior "
+                       "national_protection politic_science official_document_management educational_psychology "
+                       "introduction_to_law geography_of_taiwan administrative_law education_(profession_level) "
+                       "economics macroeconomics trade junior_social_studies education three_principles_of_people",
+    "Other": "dentistry traditional_chinese_medicine_clinical_medicine clinical_psychology culinary_skills real_estate "
+             "finance_banking anti_money_laundering ttqav2 agriculture financial_analysis pharmacy "
+             "management_accounting veterinary_pathology accounting fire_science optometry insurance_studies "
+             "pharmacology taxation trust_practice physical_education auditing veterinary_pharmacology "
+             "occupational_therapy_for_psychological_disorders basic_medical_science",
+}
+SUBJECT_CATEGORY = {subject: category for category, subjects in TMMLU_PLUS_CATEGORIES.items()
+                    for subject in subjects.split()}
 
 
 @dataclass
@@ -52,6 +81,7 @@ class MCItem:
     options: dict[str, str]  # letter → option text, in letter order
     answer: str  # the gold letter
     source: str  # "file:line"
+    category: str | None = None  # TMMLU+'s published category, or TTQA's
 
 
 @dataclass
@@ -60,6 +90,7 @@ class MCData:
 
     subjects: dict[str, list[MCItem]] = field(default_factory=dict)
     bad_rows: list[dict] = field(default_factory=list)
+    formats: dict[str, str] = field(default_factory=dict)  # file -> the format it was read as
 
     @property
     def n_items(self) -> int:
@@ -148,7 +179,11 @@ def read_mc_file(path: str | Path, data: MCData | None = None) -> MCData:
         data.bad_rows.append({"source": f"{path}:{line}", "subject": subject, "reason": reason})
 
     try:
-        if path.name.endswith((".jsonl", ".jsonl.gz")):
+        if path.name.endswith(".json"):
+            data.formats[str(path)] = "TTQA (JSON)"
+            _read_ttqa(path, items, bad)
+        elif path.name.endswith((".jsonl", ".jsonl.gz")):
+            data.formats[str(path)] = "question, A–D, answer (JSONL)"
             from taide.jsonl import iter_jsonl
 
             for line, record, problem in iter_jsonl(path):
@@ -164,6 +199,7 @@ def read_mc_file(path: str | Path, data: MCData | None = None) -> MCData:
             header = [h.strip() for h in first[1]]
             lower = [h.lower() for h in header]
             if "content.a" in lower and "content.q" in lower:
+                data.formats[str(path)] = "TMMLU (content.Q)"
                 ia, iq = lower.index("content.a"), lower.index("content.q")
                 for line, row in rows:
                     if not any(cell.strip() for cell in row):
@@ -181,6 +217,7 @@ def read_mc_file(path: str | Path, data: MCData | None = None) -> MCData:
                     else:
                         items.append(MCItem(subject, qid, parsed[0], parsed[1], answer, f"{path}:{line}"))
             elif "question" in lower and "answer" in lower and "a" in lower:
+                data.formats[str(path)] = "question, A–D, answer (CSV)"
                 for line, row in rows:
                     if not any(cell.strip() for cell in row):
                         continue
@@ -201,7 +238,36 @@ def read_mc_file(path: str | Path, data: MCData | None = None) -> MCData:
         raise InputError(path, None, f"cannot read: {e.strerror or e}") from e
     if not items:
         del data.subjects[subject]
+    for item in items:
+        item.category = item.category or SUBJECT_CATEGORY.get(subject)
     return data
+
+
+def _read_ttqa(path: Path, items: list, bad) -> None:
+    """TTQA's JSON: one object of ``{id: {category, question, choices, answer}}`` (answer: the choice's index)."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(path, e.lineno, f"not valid JSON ({e.msg})") from e
+    if not isinstance(records, dict):
+        raise InputError(path, 1, "expected TTQA's JSON object {id: {category, question, choices, answer}}")
+    subject = subject_name(path)
+    for qid, record in records.items():
+        where = f"id {qid}"
+        if not isinstance(record, dict):
+            bad(where, "not an object")
+            continue
+        choices, answer = record.get("choices"), record.get("answer")
+        if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS):
+            bad(where, f"choices: need a list of 2 to {len(LETTERS)} options")
+        elif not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
+            bad(where, f"answer {answer!r} is not the index of one of the {len(choices)} choices")
+        elif not str(record.get("question") or "").strip():
+            bad(where, "empty question")
+        else:
+            options = {LETTERS[i]: " ".join(str(c).split()) for i, c in enumerate(choices)}
+            items.append(MCItem(subject, str(qid), unwrap(str(record["question"])), options, LETTERS[answer],
+                                f"{path}:{where}", str(record.get("category") or "") or None))
 
 
 def _choice_item(record: dict, qid: str, subject: str, source: str, items: list, bad, line) -> None:
@@ -230,9 +296,9 @@ def find_exam_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise InputError(path, None, "no such file or directory")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith((".csv", ".jsonl")))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith((".csv", ".jsonl", ".json")))
     if not files:
-        raise InputError(path, None, "no .csv or .jsonl exam files under this directory")
+        raise InputError(path, None, "no .csv, .jsonl or .json exam files under this directory")
     return files
 
 
@@ -305,29 +371,52 @@ def _argmax(scores: list[float]) -> int:
     return max(range(len(scores)), key=scores.__getitem__)
 
 
+def _loglikelihoods(engine, asked: list[tuple[list[dict], list[str]]]) -> list[list[float]]:
+    many = getattr(engine, "loglikelihood_many", None)
+    return many(asked) if callable(many) else [engine.loglikelihood(*pair) for pair in asked]
+
+
 def _score_loglikelihood(engine, item: MCItem, messages: list[dict]) -> dict:
     letters = list(item.options)
     scores = engine.loglikelihood(messages, letters)
     return {"predicted": letters[_argmax(scores)], "scores": dict(zip(letters, scores))}
 
 
+def shuffled(item: MCItem, run: int, seed: int = 0) -> MCItem:
+    """``item`` with its options in the order of ``run`` (a permutation drawn from seed, run, subject and id, so
+    it does not depend on which other items are asked); the gold letter follows its option."""
+    import random
+
+    letters = list(item.options)
+    order = letters[:]
+    random.Random(f"{seed}:{run}:{item.subject}:{item.qid}").shuffle(order)
+    options = {new: item.options[old] for new, old in zip(letters, order)}
+    return MCItem(item.subject, item.qid, item.question, options, letters[order.index(item.answer)], item.source,
+                  item.category)
+
+
 def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, method: str = "auto",
-           progress: Callable[[int, int], None] | None = None, system: str | None = None,
-           max_tokens: int = 32) -> dict:
+           progress: Callable[[int, int], None] | None = None, system: str | None = "auto",
+           max_tokens: int = 32, runs: int = 1, seed: int = 0) -> dict:
     """Run the exams under ``paths`` on ``engine``; returns accuracy per subject and overall, with records.
 
     ``shots``: answered examples from the same subject before each question (the subject's first items,
     not scored). ``limit_per_subject``: score at most this many items per subject (the first ones after
     the examples). ``method``: ``loglikelihood``, ``generate``, or ``auto`` (loglikelihood when the engine
-    can score continuations). ``progress(done, total)`` is called after each item. ``system``: the system
-    prompt; None uses the engine's default (TAIDE's for TAIDE models), "" none. ``max_tokens``: the
+    can score continuations). ``progress(done, total)`` is called after each item. ``system``: "auto" (the engine's
+    default: TAIDE's for TAIDE models), "none", a preset or text (:func:`~taide.chat.presets.resolve_system_prompt`). ``max_tokens``: the
     answer length when generating.
 
     The result: ``method``, ``shots``, ``subjects`` (per subject: n, correct, accuracy, chance,
-    extraction_failures, errors), ``overall`` (n, correct, micro and macro accuracy and chance, failures),
-    ``bad_rows``, ``skipped_subjects``, ``elapsed`` (seconds) and ``records`` (one per item: subject, qid,
-    gold, predicted, correct, method, source, and the letter scores or the generated text).
+    extraction_failures, errors), ``categories`` (n, correct, accuracy), ``overall`` (n, correct, micro and
+    macro accuracy and chance, failures), ``letters`` (:func:`letter_bias`), ``formats``, ``bad_rows``,
+    ``skipped_subjects``, ``elapsed`` (seconds) and ``records`` (one per item and run: subject, category, qid,
+    run, gold, predicted, correct, method, source, and the letter scores or the generated text). ``runs`` > 1:
+    each run asks every item with its options shuffled (:func:`shuffled`, seeded by ``seed``), and ``spread``
+    gives the accuracy per run with its mean and standard deviation per subject, category and overall.
     """
+    if runs < 1:
+        raise TaideError(f"runs={runs}: must be at least 1")
     if method not in METHODS:
         raise TaideError(f"method {method!r}: choose one of {', '.join(METHODS)}")
     if shots < 0:
@@ -336,8 +425,7 @@ def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, 
         raise TaideError(f"limit_per_subject={limit_per_subject}: must be at least 1")
     started = time.perf_counter()
     data = paths if isinstance(paths, MCData) else load_mc(paths)
-    if system is None:
-        system = getattr(engine, "default_system_prompt", None)
+    system = resolve_system_prompt(system, getattr(engine, "default_system_prompt", None))
     plan, skipped = [], []
     for subject in sorted(data.subjects):
         items = data.subjects[subject]
@@ -347,7 +435,8 @@ def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, 
             continue
         if limit_per_subject is not None:
             scored = scored[:limit_per_subject]
-        plan.extend((item, examples) for item in scored)
+        plan.extend((item if runs == 1 else shuffled(item, run, seed), examples, run)
+                    for run in range(runs) for item in scored)
     if not plan:
         raise TaideError("no exam items to score" + (f" ({len(data.bad_rows)} bad rows)" if data.bad_rows else ""))
 
@@ -356,7 +445,7 @@ def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, 
     if method == "auto" and not callable(getattr(engine, "loglikelihood", None)):
         method = "generate"
     if method == "auto":
-        item, examples = plan[0]
+        item, examples, _ = plan[0]
         try:
             first = _score_loglikelihood(engine, item, mc_messages(item, examples, system))
             method = "loglikelihood"
@@ -365,21 +454,35 @@ def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, 
         except EngineError:  # an endpoint: answer by generation
             method = "generate"
     if method == "loglikelihood":
-        for i, (item, examples) in enumerate(plan):
-            record = _record(item, "loglikelihood")
+        outcomes: list = [first] + [None] * (len(plan) - 1) if first is not None else [None] * len(plan)
+        todo = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        chunk = max(8, int(getattr(engine, "parallelism", 1) or 1))  # questions queued together
+        done = len(plan) - len(todo)
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            asked = [(mc_messages(plan[i][0], plan[i][1], system), list(plan[i][0].options)) for i in part]
             try:
-                if i == 0 and first is not None:
-                    if isinstance(first, Exception):
-                        raise first
-                    outcome = first
-                else:
-                    outcome = _score_loglikelihood(engine, item, mc_messages(item, examples, system))
-                record.update(outcome)
-            except ContextLengthError as e:
-                record["error"] = str(e)
-            records.append(_finish(record))
+                scores = _loglikelihoods(engine, asked)
+            except ContextLengthError:  # one prompt too long: score one by one so only that one fails
+                scores = []
+                for pair in asked:
+                    try:
+                        scores.append(engine.loglikelihood(*pair))
+                    except ContextLengthError as e:
+                        scores.append(e)
+            for i, (_, letters), score in zip(part, asked, scores):
+                outcomes[i] = score if isinstance(score, Exception) else {
+                    "predicted": letters[_argmax(score)], "scores": dict(zip(letters, score))}
+            done += len(part)
             if progress:
-                progress(i + 1, len(plan))
+                progress(done, len(plan))
+        for (item, _, run), outcome in zip(plan, outcomes):
+            record = _record(item, "loglikelihood", run)
+            if isinstance(outcome, Exception):
+                record["error"] = str(outcome)
+            else:
+                record.update(outcome)
+            records.append(_finish(record))
     else:
         from taide.engines.base import GenerationParams
 
@@ -387,7 +490,7 @@ def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, 
         chunk = max(8, int(getattr(engine, "parallelism", 1) or 1))
         for start in range(0, len(plan), chunk):
             part = plan[start:start + chunk]
-            conversations = [mc_messages(item, examples, system) for item, examples in part]
+            conversations = [mc_messages(item, examples, system) for item, examples, _ in part]
             answers = None
             if callable(getattr(engine, "generate_batch", None)):
                 try:
@@ -401,8 +504,8 @@ def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, 
                         answers.append(engine.chat(conversation, params).text)
                     except ContextLengthError as e:
                         answers.append(e)
-            for (item, _), answer in zip(part, answers):
-                record = _record(item, "generate")
+            for (item, _, run), answer in zip(part, answers):
+                record = _record(item, "generate", run)
                 if isinstance(answer, Exception):
                     record["error"] = str(answer)
                 else:
@@ -413,14 +516,17 @@ def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, 
             if progress:
                 progress(start + len(part), len(plan))
     result = summarize_mc(records)
-    result.update(method=method, shots=shots, limit_per_subject=limit_per_subject, bad_rows=data.bad_rows,
-                  skipped_subjects=skipped, elapsed=time.perf_counter() - started, records=records)
+    result.update(method=method, shots=shots, limit_per_subject=limit_per_subject, runs=runs, seed=seed,
+                  formats=data.formats, bad_rows=data.bad_rows, skipped_subjects=skipped,
+                  elapsed=time.perf_counter() - started, letters=letter_bias(records), records=records)
+    if runs > 1:
+        result["spread"] = spread(records)
     return result
 
 
-def _record(item: MCItem, method: str) -> dict:
-    return {"subject": item.subject, "qid": item.qid, "gold": item.answer, "predicted": None, "method": method,
-            "n_options": len(item.options), "source": item.source}
+def _record(item: MCItem, method: str, run: int = 0) -> dict:
+    return {"subject": item.subject, "category": item.category, "qid": item.qid, "run": run, "gold": item.answer,
+            "predicted": None, "method": method, "n_options": len(item.options), "source": item.source}
 
 
 def _finish(record: dict) -> dict:
@@ -432,7 +538,10 @@ def summarize_mc(records: list[dict]) -> dict:
     """Accuracy per subject and overall (micro: over items; macro: mean of subjects), with chance levels
     and counts of extraction failures and errors (both counted wrong)."""
     subjects: dict[str, dict] = {}
+    categories: dict[str, list[dict]] = {}
     for r in records:
+        if r.get("category"):
+            categories.setdefault(r["category"], []).append(r)
         s = subjects.setdefault(r["subject"], {"n": 0, "correct": 0, "chance_sum": 0.0, "extraction_failures": 0,
                                                "errors": 0})
         s["n"] += 1
@@ -454,7 +563,59 @@ def summarize_mc(records: list[dict]) -> dict:
         "extraction_failures": sum(s["extraction_failures"] for s in subjects.values()),
         "errors": sum(s["errors"] for s in subjects.values()),
     }
-    return {"subjects": dict(sorted(subjects.items())), "overall": overall}
+    by_category = {c: {"n": len(rs), "correct": sum(bool(r["correct"]) for r in rs),
+                       "accuracy": sum(bool(r["correct"]) for r in rs) / len(rs)} for c, rs in sorted(categories.items())}
+    return {"subjects": dict(sorted(subjects.items())), "categories": by_category, "overall": overall}
+
+
+def _mean_std(values: list[float]) -> dict:
+    import statistics
+
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "runs": values}
+
+
+def spread(records: list[dict]) -> dict:
+    """Accuracy per run, and its mean and sample standard deviation, per subject, per category and overall
+    (micro: over the items of a run)."""
+    by_run: dict[int, list[dict]] = {}
+    for r in records:
+        by_run.setdefault(r["run"], []).append(r)
+    summaries = [summarize_mc(rs) for _, rs in sorted(by_run.items())]
+    return {"subjects": {s: _mean_std([x["subjects"][s]["accuracy"] for x in summaries])
+                         for s in summaries[0]["subjects"]},
+            "categories": {c: _mean_std([x["categories"][c]["accuracy"] for x in summaries])
+                           for c in summaries[0]["categories"]},
+            "overall": _mean_std([x["overall"]["micro_accuracy"] for x in summaries])}
+
+
+def letter_bias(records: list[dict]) -> dict:
+    """Which letters the model picks against which are right: a model near chance often picks one letter."""
+    from collections import Counter
+
+    predicted = Counter(r["predicted"] or "none" for r in records)
+    gold = Counter(r["gold"] for r in records)
+    top, count = predicted.most_common(1)[0] if predicted else ("none", 0)
+    return {"predicted": dict(sorted(predicted.items())), "gold": dict(sorted(gold.items())), "top": top,
+            "top_share": count / len(records) if records else 0.0}
+
+
+# What the Open TW LLM Leaderboard lists for the card's model (0-shot). Other prompts, option orders and runs than
+# taide's: shown beside a result, never to be compared number for number.
+PUBLISHED = [{"model": "Llama3-TAIDE-LX-8B-Chat-Alpha1", "source": "Open TW LLM Leaderboard (0-shot)",
+              "accuracy": {"TMLU": 0.4730, "TTQA": 0.5079, "TW Legal": 0.3780, "TMMLU+": 0.3903}}]
+
+
+def write_mc(result: dict, out: str | Path) -> dict[str, Path]:
+    """``mc_records.jsonl`` (one line per item and run) and ``mc_summary.json`` (everything else, with the
+    published rows) in ``out``."""
+    out = Path(out)
+    records = write_records(result["records"], out / "mc_records.jsonl")
+    summary = out / "mc_summary.json"
+    body = {k: v for k, v in result.items() if k != "records"}
+    body["published"] = PUBLISHED
+    summary.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return {"records": records, "summary": summary}
 
 
 def write_records(records: Iterable[dict], path: str | Path) -> Path:
@@ -467,5 +628,6 @@ def write_records(records: Iterable[dict], path: str | Path) -> Path:
     return path
 
 
-__all__ = ["MCData", "MCItem", "extract_choice", "format_question", "load_mc", "mc_messages", "read_mc_file",
-           "run_mc", "split_options", "summarize_mc", "write_records"]
+__all__ = ["PUBLISHED", "MCData", "MCItem", "extract_choice", "format_question", "letter_bias", "load_mc",
+           "mc_messages", "read_mc_file", "run_mc", "shuffled", "split_options", "spread", "summarize_mc", "write_mc",
+           "write_records"]

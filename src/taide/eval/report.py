@@ -32,7 +32,8 @@ from collections import Counter
 from pathlib import Path
 
 from taide.errors import InputError
-from taide.eval.bench import eval_path, read_rows, resp_path
+from taide.eval.bench import eval_path, resp_path
+from taide.jsonl import read_resumable
 from taide.models.reference import EMBEDDED_MODELS
 
 # The card's column order. Checked against the Llama3-TAIDE-LX-8B-Chat-Alpha1 model card's taide-bench
@@ -73,7 +74,7 @@ def _read_json(path: Path) -> dict | None:
 def _resp_rows(run_dir: Path, task: str) -> list[dict]:
     """The resp rows of a task, one per qid (the first, as the judge reads them)."""
     rows, seen = [], set()
-    for _, row in read_rows(resp_path(run_dir, task), repair=False):
+    for _, row in read_resumable(resp_path(run_dir, task), repair=False):
         key = str(row.get("qid"))
         if key in seen:
             continue
@@ -105,6 +106,9 @@ def judge_warnings(model: dict, judge: dict | None) -> list[str]:
     if jname in EMBEDDED_MODELS or jref in EMBEDDED_MODELS:
         out.append(f"The judge is the embedded demo model {judge.get('model')}, far too small to grade writing "
                    f"or translation: {MEANINGLESS}. They only show that the pipeline runs.")
+    if judge.get("engine") == "stub":
+        out.append(f"The judge is the stub of `taide build --smoke`, whose scores come from a hash of the prompt: "
+                   f"{MEANINGLESS}. They only show that judging and reporting run.")
     return out
 
 

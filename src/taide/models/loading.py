@@ -8,6 +8,7 @@ dequantizing again (about 45 s for Gemma 3 270M, whose 262K-token vocabulary is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -19,6 +20,22 @@ from pathlib import Path
 
 from taide.errors import EngineError, ModelError
 from taide.models.reference import ModelRef, cache_root, resolve_model
+
+
+def _byte_characters() -> dict[str, int]:
+    """Byte-level BPE's table: printable bytes stand for themselves, the others for characters from U+0100 up."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[chr(byte)] = byte
+        else:
+            table[chr(0x100 + extra)] = byte
+            extra += 1
+    return table
+
+
+_BYTE_OF_CHAR = _byte_characters()
 
 
 class HFCodec:
@@ -38,8 +55,25 @@ class HFCodec:
         added = [t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special]
         return sorted(set(added) | set(self.tokenizer.all_special_tokens))
 
-    def encode_prompt(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+    def encode_prompt(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def piece(self, token_id: int) -> bytes:
+        """The token's bytes: byte-level BPE maps each byte to a printable character, SentencePiece writes a space as
+        ▁ and an unknown byte as <0xE5>."""
+        token = self.tokenizer.convert_ids_to_tokens(token_id)
+        if token is None:
+            return b""
+        if self._byte_level and all(ch in _BYTE_OF_CHAR for ch in token):
+            return bytes(_BYTE_OF_CHAR[ch] for ch in token)
+        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            return bytes([int(token[3:5], 16)])
+        return token.replace("\u2581", " ").encode("utf-8")
+
+    @functools.cached_property
+    def _byte_level(self) -> bool:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        return backend is not None and "ByteLevel" in json.dumps(json.loads(backend.to_str()).get("decoder"))
 
 
 def _gguf_key(path: Path) -> str:

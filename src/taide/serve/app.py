@@ -7,6 +7,7 @@ decode loop batches everything in flight. A stream's client that goes away cance
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
 import threading
@@ -17,18 +18,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taide.chat.presets import SYSTEM_PRESETS, TASKS
-from taide.engines import ChunkStream, Engine
+from taide.chat.presets import SYSTEM_PRESETS, TASKS, resolve_system_prompt
+from taide.engines import ChunkStream, Completion, Engine, GenerationParams, LocalEngine
+from taide.engines.base import TokenLogprob
 from taide.errors import ChatFormatError, ContextLengthError, EngineError, TaideError
 from taide.serve.admission import Admission, QueueFull
 from taide.serve.metrics import Metrics
-from taide.serve.schemas import ChatCompletionRequest, CompletionRequest
+from taide.serve.schemas import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, ErrorResponse,
+                                 TokenizeRequest)
 
 STATIC = Path(__file__).parent / "static"
 PUBLIC_PATHS = {"/health", "/", "/favicon.ico"}  # the page is static; everything with data needs the key
@@ -40,7 +43,8 @@ class ServeConfig:
     api_key: str | None = None
     concurrency: int | None = None  # requests in the engine at once; default: what the engine batches
     max_waiting: int = 64  # requests allowed to wait beyond that; more get 429
-    system_prompt: str | None = "auto"  # "auto": the TAIDE prompt for TAIDE-format models; None: never
+    # For requests without a system message: "auto" (the TAIDE prompt for TAIDE-format models), "none", a preset or text
+    system_prompt: str | None = "auto"
     default_max_tokens: int | None = None  # None: up to the end of the context window
     retry_after: int = 2  # seconds, in the 429's Retry-After
 
@@ -56,62 +60,7 @@ def _error_body(message: str, type_: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-class _Server:
-    """What the routes share: the engine once loaded, admission, metrics and configuration."""
-
-    def __init__(self, load: Callable[[], Engine], config: ServeConfig):
-        self.load, self.config = load, config
-        self.engine: Engine | None = None
-        self.load_error: str | None = None
-        self.admission: Admission | None = None
-        self.metrics: Metrics | None = None
-
-    def start_loading(self) -> None:
-        def run():
-            try:
-                engine = self.load()
-            except Exception as e:  # shown by /health; the process stays up to say why
-                self.load_error = str(e)
-                return
-            concurrency = self.config.concurrency or getattr(engine, "parallelism", 1)
-            self.admission = Admission(concurrency, self.config.max_waiting)
-            self.metrics = Metrics(engine.stats, self.admission)
-            self.engine = engine
-
-        threading.Thread(target=run, name="taide-load", daemon=True).start()
-
-    @property
-    def model_name(self) -> str:
-        return self.config.served_model_name or self.engine.model.name
-
-    @property
-    def system_prompt(self) -> str | None:
-        if self.config.system_prompt == "auto":
-            return self.engine.default_system_prompt
-        return self.config.system_prompt
-
-    def require_engine(self) -> Engine:
-        if self.engine is None:
-            message = f"the model failed to load: {self.load_error}" if self.load_error else "the model is still loading"
-            raise APIError(503, message, "server_error", code="model_not_ready")
-        return self.engine
-
-    def check_model(self, requested: str | None) -> None:
-        if requested and requested != self.model_name:
-            raise APIError(404, f"model '{requested}' is not served here; this server serves '{self.model_name}'",
-                           param="model", code="model_not_found")
-
-    async def admit(self) -> None:
-        try:
-            await self.admission.enter()
-        except QueueFull:
-            raise APIError(429, f"the server is busy: {self.admission.running} requests running and "
-                                f"{self.admission.waiting} waiting (limit {self.admission.max_waiting}); retry later",
-                           "rate_limit_error", code="queue_full",
-                           headers={"Retry-After": str(self.config.retry_after)}) from None
-
-
-def _engine_error(e: TaideError) -> APIError:
+def _engine_error(e: TaideError, engine: Engine) -> APIError:
     if isinstance(e, ContextLengthError):
         return APIError(400, str(e), param="messages", code="context_length_exceeded")
     if isinstance(e, ChatFormatError):
@@ -119,7 +68,10 @@ def _engine_error(e: TaideError) -> APIError:
     upstream_status = getattr(e, "status", None)  # from an upstream endpoint (gateway mode)
     if upstream_status and 400 <= upstream_status < 500:
         return APIError(upstream_status, str(e))
-    return APIError(500, str(e), "server_error")
+    if not engine.model.is_local:  # the upstream failed or cannot be reached
+        return APIError(502, str(e), "server_error", code="upstream_error")
+    # A local engine raises when it opens a request only for what the request asks (an empty prompt, ...).
+    return APIError(400, str(e))
 
 
 class _CleanStreamingResponse(StreamingResponse):
@@ -175,16 +127,444 @@ async def _pumped(handle: ChunkStream):
         handle.cancel()
 
 
+def _usage(completions: list[Completion]) -> dict:
+    prompt, answer = sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions)
+    return {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}
+
+
+def _token_json(entry: TokenLogprob) -> dict:
+    return {"token": entry.token, "logprob": entry.logprob, "bytes": entry.bytes}
+
+
+class ChatShape:
+    """Choices of /v1/chat/completions: a message, or deltas; log-probabilities as ``logprobs.content``."""
+
+    route, id_prefix, object, chunk_object = "chat", "chatcmpl", "chat.completion", "chat.completion.chunk"
+
+    def __init__(self, logprobs: bool):
+        self.logprobs = logprobs
+
+    def _logprobs(self, entries: list[TokenLogprob] | None) -> dict | None:
+        if not self.logprobs:
+            return None
+        return {"content": [{**_token_json(e), "top_logprobs": [_token_json(t) for t in e.top]}
+                            for e in entries or [] if not e.ends_turn], "refusal": None}
+
+    def opening(self, index: int) -> dict:
+        return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+
+    def piece(self, index: int, chunk) -> dict | None:
+        if not chunk.text and not (self.logprobs and any(not e.ends_turn for e in chunk.logprobs or [])):
+            return None
+        return {"index": index, "delta": {"content": chunk.text} if chunk.text else {},
+                "logprobs": self._logprobs(chunk.logprobs), "finish_reason": None}
+
+    def end(self, index: int, completion: Completion) -> dict:
+        return {"index": index, "delta": {}, "logprobs": None, "finish_reason": completion.finish_reason}
+
+    def whole(self, index: int, completion: Completion) -> dict:
+        return {"index": index, "message": {"role": "assistant", "content": completion.text},
+                "logprobs": self._logprobs(completion.logprobs), "finish_reason": completion.finish_reason}
+
+
+class CompletionShape:
+    """Choices of /v1/completions: text, with the prompt first when echoed; log-probabilities as ``tokens``,
+    ``token_logprobs``, ``top_logprobs`` (the chosen token among them, as vLLM does) and ``text_offset`` (characters
+    into the choice's text)."""
+
+    route, id_prefix, object, chunk_object = "completions", "cmpl", "text_completion", "text_completion"
+
+    def __init__(self, echoed: list[str | None], logprobs: bool):
+        self.echoed, self.logprobs = echoed, logprobs
+        self._bytes = [b""] * len(echoed)  # each choice's text so far, as the tokens' bytes: where the next one starts
+
+    def _shaped(self, index: int, entries: list[TokenLogprob]) -> dict | None:
+        if not self.logprobs:
+            return None
+        out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+        for e in entries:
+            out["text_offset"].append(len(self._bytes[index].decode("utf-8", errors="ignore")))
+            self._bytes[index] += bytes(e.bytes)
+            out["tokens"].append(e.token)
+            out["token_logprobs"].append(e.logprob)
+            out["top_logprobs"].append(None if e.logprob is None else
+                                       {**{t.token: t.logprob for t in e.top}, e.token: e.logprob})
+        return out
+
+    def _start(self, index: int, prompt_logprobs) -> tuple[str, list[TokenLogprob]]:
+        """The echoed prompt and its tokens' log-probabilities, or nothing."""
+        echo = self.echoed[index]
+        if echo is None:
+            return "", []
+        if not self.logprobs:
+            self._bytes[index] = echo.encode()
+        return echo, list(prompt_logprobs or [])
+
+    def opening(self, index: int) -> dict | None:
+        if self.echoed[index] is None or self.logprobs:  # with log-probabilities the echo leaves with the first piece
+            return None
+        echo, _ = self._start(index, None)
+        return {"index": index, "text": echo, "logprobs": None, "finish_reason": None}
+
+    def piece(self, index: int, chunk) -> dict | None:
+        text, entries = chunk.text, list(chunk.logprobs or [])
+        if chunk.prompt_logprobs is not None:
+            echo, prompt = self._start(index, chunk.prompt_logprobs)
+            text, entries = echo + text, prompt + entries
+        if not text and not (self.logprobs and entries):
+            return None
+        return {"index": index, "text": text, "logprobs": self._shaped(index, entries), "finish_reason": None}
+
+    def end(self, index: int, completion: Completion) -> dict:
+        return {"index": index, "text": "", "logprobs": None, "finish_reason": completion.finish_reason}
+
+    def whole(self, index: int, completion: Completion) -> dict:
+        echo, prompt = self._start(index, completion.prompt_logprobs)
+        return {"index": index, "text": echo + completion.text,
+                "logprobs": self._shaped(index, prompt + (completion.logprobs or [])),
+                "finish_reason": completion.finish_reason}
+
+
 def _sse(payload) -> str:
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+class _Server:
+    """The app's state, which every route reads: the engine once loaded, admission, metrics and configuration; and
+    the steps every answer goes through (admit, start, stream or complete, leave)."""
+
+    def __init__(self, load: Callable[[], Engine], config: ServeConfig):
+        self.load, self.config = load, config
+        self.engine: Engine | None = None
+        self.load_error: str | None = None
+        self.admission: Admission | None = None
+        self.metrics: Metrics | None = None
+
+    def start_loading(self) -> None:
+        def run():
+            try:
+                engine = self.load()
+            except Exception as e:  # shown by /health; the process stays up to say why
+                self.load_error = str(e)
+                return
+            concurrency = self.config.concurrency or getattr(engine, "parallelism", 1)
+            self.admission = Admission(concurrency, self.config.max_waiting)
+            self.metrics = Metrics(engine.stats, self.admission)
+            self.engine = engine
+
+        threading.Thread(target=run, name="taide-load", daemon=True).start()
+
+    @property
+    def model_name(self) -> str:
+        return self.config.served_model_name or self.engine.model.name
+
+    @property
+    def system_prompt(self) -> str | None:
+        return resolve_system_prompt(self.config.system_prompt, self.engine.default_system_prompt)
+
+    def require_engine(self) -> Engine:
+        """The engine, or 503 while it loads (or when it failed to): every route that needs it asks here first."""
+        if self.engine is None:
+            message = f"the model failed to load: {self.load_error}" if self.load_error else "the model is still loading"
+            raise APIError(503, message, "server_error", code="model_not_ready")
+        return self.engine
+
+    def require_local_engine(self) -> LocalEngine:
+        engine = self.require_engine()
+        if not isinstance(engine, LocalEngine):
+            raise APIError(400, f"the {engine.name} engine has no tokenizer here; ask the upstream server")
+        return engine
+
+    def check_model(self, requested: str | None) -> None:
+        if requested and requested != self.model_name:
+            raise APIError(404, f"model '{requested}' is not served here; this server serves '{self.model_name}'",
+                           param="model", code="model_not_found")
+
+    async def admit(self) -> None:
+        try:
+            await self.admission.enter()
+        except QueueFull:
+            raise APIError(429, f"the server is busy: {self.admission.running} requests running and "
+                                f"{self.admission.waiting} waiting (limit {self.admission.max_waiting}); retry later",
+                           "rate_limit_error", code="queue_full",
+                           headers={"Retry-After": str(self.config.retry_after)}) from None
+
+    async def open(self, body, starts: list[Callable[[GenerationParams], ChunkStream]]) -> list[ChunkStream]:
+        """Admit the request and start its answers on the engine; prompt errors come back as 400 before any work."""
+        engine = self.require_engine()
+        self.check_model(body.model)
+        try:
+            params = body.params(self.config.default_max_tokens)
+        except EngineError as e:
+            raise APIError(400, str(e)) from e
+        await self.admit()
+        handles: list[ChunkStream] = []
+        try:
+            for start in starts:
+                handles.append(await run_in_threadpool(start, params))
+            return handles
+        except BaseException as e:
+            for handle in handles:
+                handle.cancel()
+            self.admission.leave()
+            if isinstance(e, TaideError):
+                raise _engine_error(e, engine) from e
+            raise
+
+    def _finisher(self, handles: list[ChunkStream]) -> Callable[[], None]:
+        done = []
+
+        def finish():
+            if not done:  # once, whichever way the request ended
+                done.append(True)
+                for handle in handles:
+                    handle.cancel()
+                self.admission.leave()
+        return finish
+
+    async def _complete(self, request: Request, handles: list[ChunkStream], finish) -> list[Completion]:
+        """Run non-streamed answers to the end, cancelling them if the client disconnects meanwhile."""
+        async def watch():
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            for handle in handles:
+                handle.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await run_in_threadpool(lambda: [list(handle)[-1].completion for handle in handles])
+        except TaideError as e:
+            raise APIError(502 if not self.engine.model.is_local else 500, str(e), "server_error") from e
+        finally:
+            watcher.cancel()
+            finish()
+
+    async def _stream(self, handles: list[ChunkStream], shape, head: dict, include_usage: bool):
+        """The choices one after another (they were all started together, so the engine batches them)."""
+        completions = []
+        for index, handle in enumerate(handles):
+            opening = shape.opening(index)
+            if opening is not None:
+                yield _sse({**head, "choices": [opening]})
+            async for chunks in _pumped(handle):
+                events = []
+                for chunk in chunks:
+                    if isinstance(chunk, TaideError):
+                        events.append(_sse(_error_body(str(chunk), "server_error")))
+                        continue
+                    piece = shape.piece(index, chunk)
+                    if piece is not None:
+                        events.append(_sse({**head, "choices": [piece]}))
+                    if chunk.completion is not None:
+                        events.append(_sse({**head, "choices": [shape.end(index, chunk.completion)]}))
+                        completions.append(chunk.completion)
+                        self.metrics.record(shape.route, chunk.completion)
+                yield "".join(events)  # pieces that came while the last write was going out leave together
+        if include_usage:
+            yield _sse({**head, "choices": [], "usage": _usage(completions)})
+        yield "data: [DONE]\n\n"
+
+    async def respond(self, request: Request, body, handles: list[ChunkStream], shape):
+        """The answers as a server-sent-event stream or as one JSON body, shaped by ``shape``."""
+        finish = self._finisher(handles)
+        head = {"id": f"{shape.id_prefix}-{uuid.uuid4().hex[:24]}", "created": int(time.time()),
+                "model": self.model_name}
+        if body.stream:
+            include = bool(body.stream_options and body.stream_options.include_usage)
+            return _CleanStreamingResponse(self._stream(handles, shape, {**head, "object": shape.chunk_object}, include),
+                                           cleanup=finish, media_type="text/event-stream",
+                                           headers={"Cache-Control": "no-cache"})
+        completions = await self._complete(request, handles, finish)
+        for completion in completions:
+            self.metrics.record(shape.route, completion)
+        return {**head, "object": shape.object, "choices": [shape.whole(i, c) for i, c in enumerate(completions)],
+                "usage": _usage(completions)}
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+async def _api_error(request, e: APIError):
+    return JSONResponse(_error_body(e.message, e.type, e.param, e.code), status_code=e.status, headers=e.headers)
+
+
+async def _invalid(request, e: RequestValidationError):
+    """A body that is not JSON or does not fit the schema: 400 naming the field (never FastAPI's 422)."""
+    first = e.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        where = f" at character {loc[0]}" if loc else ""
+        detail = (first.get("ctx") or {}).get("error", first.get("msg"))
+        return JSONResponse(_error_body(f"the request body is not valid JSON{where}: {detail}",
+                                        "invalid_request_error"), status_code=400)
+    param = ".".join(loc) or None
+    message = f"{param}: {first.get('msg')}" if param else first.get("msg", "invalid request")
+    return JSONResponse(_error_body(message, "invalid_request_error", param), status_code=400)
+
+
+async def _http_error(request, e: StarletteHTTPException):
+    return JSONResponse(_error_body(str(e.detail), "invalid_request_error"), status_code=e.status_code)
+
+
+async def _auth_and_count(request: Request, call_next):
+    server: _Server = request.app.state.server
+    if request.method == "POST" and "json" not in request.headers.get("content-type", ""):
+        # The bodies are JSON whatever the client says (curl -d sends a form content type).
+        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"] + [
+            (b"content-type", b"application/json")]
+    key = server.config.api_key
+    if key and request.url.path not in PUBLIC_PATHS:
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        if not secrets.compare_digest(token.encode(), key.encode()):
+            return JSONResponse(_error_body("invalid or missing API key: send 'Authorization: Bearer KEY'",
+                                            "invalid_request_error", code="invalid_api_key"), status_code=401)
+    response = await call_next(request)
+    if server.metrics is not None and request.url.path.startswith("/v1/"):
+        server.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
+    return response
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+router = APIRouter()
+
+# Every status a client can meet, in OpenAI's error shape (FastAPI's own 422 is never sent: see _invalid).
+_ERRORS = {400: "invalid request (the message names the field)", 401: "missing or wrong API key",
+           404: "another model than the one served", 429: "busy: retry after Retry-After seconds",
+           502: "the upstream endpoint failed (gateway mode)", 503: "the model is still loading or failed to load"}
+DOCUMENTED = {status: {"model": ErrorResponse, "description": what} for status, what in _ERRORS.items()}
+ANSWERS = {**DOCUMENTED, 200: {"description": "the answer; a text/event-stream of chunks with stream: true",
+                               "content": {"text/event-stream": {}}}}
+
+
+def _server(request: Request) -> _Server:
+    return request.app.state.server
+
+
+@router.get("/health", include_in_schema=False)
+async def health(request: Request):
+    server = _server(request)
+    if server.engine is None:
+        status = {"status": "error", "error": server.load_error} if server.load_error else {"status": "loading"}
+        return JSONResponse(status, status_code=503)
+    return {"status": "ok", "model": server.model_name}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request):
+    server = _server(request)
+    server.require_engine()
+    return Response(server.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/", include_in_schema=False)
+async def page():
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/v1/models", responses=DOCUMENTED)
+async def models(request: Request):
+    server = _server(request)
+    engine = server.require_engine()
+    info = engine.describe()
+    return {"object": "list", "data": [{
+        "id": server.model_name, "object": "model", "created": int(time.time()), "owned_by": "taide",
+        "max_model_len": engine.context_length,
+        "taide": {"engine": info["engine"], "reference": info["reference"], "chat_format": info["chat_format"],
+                  "system_prompt": server.system_prompt}}]}
+
+
+@router.get("/v1/presets", responses=DOCUMENTED)
+async def presets():
+    """taide's own: the system-prompt presets and the card's office tasks, for clients and the web page."""
+    return {"system_prompts": SYSTEM_PRESETS,
+            "tasks": [{"name": t.name, "title": t.title, "instruction": t.instruction,
+                       "output_language": t.output_language, "example": t.example} for t in TASKS.values()]}
+
+
+@router.post("/v1/chat/completions", responses=ANSWERS)
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    server = _server(request)
+    engine = server.require_engine()  # before anything reads the engine: 503 while it loads
+    messages = [m.model_dump() for m in body.messages]
+    system = server.system_prompt
+    if system and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system}] + messages
+    handles = await server.open(body, [functools.partial(engine.open_stream, messages)])
+    return await server.respond(request, body, handles, ChatShape(body.logprobs))
+
+
+@router.post("/v1/completions", responses=ANSWERS)
+async def completions(body: CompletionRequest, request: Request):
+    server = _server(request)
+    engine = server.require_engine()
+    prompts = body.prompts()
+    echoed = [None] * len(prompts)
+    if body.echo:
+        try:
+            echoed = [p if isinstance(p, str) else engine.detokenize(p) for p in prompts]
+        except EngineError as e:
+            raise APIError(400, str(e), param="prompt") from e
+    handles = await server.open(body, [functools.partial(engine.open_completion, p) for p in prompts])
+    return await server.respond(request, body, handles, CompletionShape(echoed, body.logprobs is not None))
+
+
+# vLLM's tokenizer routes: lm-evaluation-harness's tokenizer_backend=remote counts tokens with them.
+@router.post("/tokenize", responses=DOCUMENTED)
+async def tokenize(body: TokenizeRequest, request: Request):
+    server = _server(request)
+    engine = server.require_local_engine()
+    server.check_model(body.model)
+    if (body.prompt is None) == (body.messages is None):
+        raise APIError(400, "give either prompt or messages", param="prompt")
+    try:
+        if body.messages is not None:
+            tokens = engine.prompt_ids([m.model_dump() for m in body.messages])
+        else:
+            tokens = engine.tokenize(body.prompt, body.add_special_tokens)
+    except TaideError as e:
+        raise _engine_error(e, engine) from e
+    return {"count": len(tokens), "max_model_len": engine.context_length, "tokens": tokens}
+
+
+@router.post("/detokenize", responses=DOCUMENTED)
+async def detokenize(body: DetokenizeRequest, request: Request):
+    server = _server(request)
+    engine = server.require_local_engine()
+    server.check_model(body.model)
+    try:
+        return {"prompt": engine.detokenize(body.tokens)}
+    except EngineError as e:
+        raise APIError(400, str(e), param="tokens") from e
+
+
+@router.get("/tokenizer_info", responses=DOCUMENTED)
+async def tokenizer_info(request: Request):
+    engine = _server(request).require_local_engine()
+    return {"tokenizer_class": engine.name, "bos_token": engine.model.bos_token, "eos_token": engine.model.eos_token,
+            "pad_token": None, "model_max_length": engine.context_length,
+            "chat_template": engine.chat_format.hf_template if engine.chat_format else None}
+
+
+def _openapi(app: FastAPI) -> dict:
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in schema["paths"].values():
+            for operation in path.values():
+                operation["responses"].pop("422", None)  # bad bodies answer 400 (see _invalid)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app. ``load`` is an engine or a function that loads one (in the background, so
     `/health` can answer 503 meanwhile)."""
-    config = config or ServeConfig()
     owns_engine = not isinstance(load, Engine)  # an engine passed in belongs to the caller, who closes it
-    server = _Server(load if owns_engine else (lambda: load), config)
+    server = _Server(load if owns_engine else (lambda: load), config or ServeConfig())
 
     @asynccontextmanager
     async def lifespan(app):
@@ -195,195 +575,12 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
 
     app = FastAPI(title="taide", version="1", description="OpenAI-compatible API for taide models", lifespan=lifespan)
     app.state.server = server
-
-    # --- errors in OpenAI's shape ---
-    @app.exception_handler(APIError)
-    async def _api_error(request, e: APIError):
-        return JSONResponse(_error_body(e.message, e.type, e.param, e.code), status_code=e.status, headers=e.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request, e: RequestValidationError):
-        first = e.errors()[0]
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        if first.get("type") == "json_invalid":
-            where = f" at character {loc[0]}" if loc else ""
-            detail = (first.get("ctx") or {}).get("error", first.get("msg"))
-            return JSONResponse(_error_body(f"the request body is not valid JSON{where}: {detail}",
-                                            "invalid_request_error"), status_code=400)
-        param = ".".join(loc) or None
-        message = f"{param}: {first.get('msg')}" if param else first.get("msg", "invalid request")
-        return JSONResponse(_error_body(message, "invalid_request_error", param), status_code=400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request, e: StarletteHTTPException):
-        return JSONResponse(_error_body(str(e.detail), "invalid_request_error"), status_code=e.status_code)
-
-    @app.middleware("http")
-    async def _auth_and_count(request: Request, call_next):
-        if request.method == "POST" and "json" not in request.headers.get("content-type", ""):
-            # The bodies are JSON whatever the client says (curl -d sends a form content type).
-            request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"] + [
-                (b"content-type", b"application/json")]
-        key = config.api_key
-        if key and request.url.path not in PUBLIC_PATHS:
-            given = request.headers.get("authorization", "")
-            token = given[7:] if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-            if not secrets.compare_digest(token.encode(), key.encode()):
-                return JSONResponse(_error_body("invalid or missing API key: send 'Authorization: Bearer KEY'",
-                                                "invalid_request_error", code="invalid_api_key"), status_code=401)
-        response = await call_next(request)
-        if server.metrics is not None and request.url.path.startswith("/v1/"):
-            server.metrics.requests.labels(request.url.path, str(response.status_code)).inc()
-        return response
-
-    # --- routes ---
-    @app.get("/health", include_in_schema=False)
-    async def health():
-        if server.engine is None:
-            status = {"status": "error", "error": server.load_error} if server.load_error else {"status": "loading"}
-            return JSONResponse(status, status_code=503)
-        return {"status": "ok", "model": server.model_name}
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics():
-        server.require_engine()
-        return Response(server.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
-
-    @app.get("/v1/models")
-    async def models():
-        engine = server.require_engine()
-        info = engine.describe()
-        return {"object": "list", "data": [{
-            "id": server.model_name, "object": "model", "created": int(time.time()), "owned_by": "taide",
-            "max_model_len": engine.context_length,
-            "taide": {"engine": info["engine"], "reference": info["reference"], "chat_format": info["chat_format"],
-                      "system_prompt": server.system_prompt}}]}
-
-    @app.get("/v1/presets")
-    async def presets():
-        """taide's own: the system-prompt presets and the card's office tasks, for clients and the web page."""
-        return {"system_prompts": SYSTEM_PRESETS,
-                "tasks": [{"name": t.name, "title": t.title, "instruction": t.instruction,
-                           "output_language": t.output_language, "example": t.example} for t in TASKS.values()]}
-
-    async def _open(body, opener, *args) -> ChunkStream:
-        """Admit the request and start it on the engine; prompt errors come back as 400 before any work."""
-        engine = server.require_engine()
-        server.check_model(body.model)
-        if body.logprobs:
-            raise APIError(400, f"logprobs are not available from the {engine.name} engine", param="logprobs")
-        try:
-            params = body.params(config.default_max_tokens)
-        except EngineError as e:
-            raise APIError(400, str(e)) from e
-        await server.admit()
-        try:
-            return await run_in_threadpool(opener, *args, params)
-        except TaideError as e:
-            server.admission.leave()
-            raise _engine_error(e) from e
-        except BaseException:
-            server.admission.leave()
-            raise
-
-    def _finisher(handle: ChunkStream) -> Callable[[], None]:
-        done = []
-
-        def finish():
-            if not done:  # once, whichever way the request ended
-                done.append(True)
-                handle.cancel()
-                server.admission.leave()
-        return finish
-
-    async def _complete(request: Request, handle: ChunkStream, finish):
-        """Run a non-streamed answer to the end, cancelling it if the client disconnects meanwhile."""
-        async def watch():
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-            handle.cancel()
-
-        watcher = asyncio.create_task(watch())
-        try:
-            chunks = await run_in_threadpool(list, handle)
-        except TaideError as e:
-            raise _engine_error(e) from e
-        finally:
-            watcher.cancel()
-            finish()
-        return chunks[-1].completion
-
-    async def _stream(handle: ChunkStream, route: str, head: dict, choice, include_usage: bool, opening: dict | None):
-        if opening is not None:
-            yield _sse({**head, "choices": [opening]})
-        async for chunks in _pumped(handle):
-            events = []
-            for chunk in chunks:
-                if isinstance(chunk, TaideError):
-                    events.append(_sse(_error_body(str(chunk), "server_error")))
-                    continue
-                if chunk.text:
-                    events.append(_sse({**head, "choices": [choice(chunk.text, None, False)]}))
-                if chunk.completion is not None:
-                    events.append(_sse({**head, "choices": [choice("", chunk.completion.finish_reason, False)]}))
-                    if include_usage:
-                        events.append(_sse({**head, "choices": [], "usage": chunk.completion.usage()}))
-                    server.metrics.record(route, chunk.completion)
-            yield "".join(events)  # pieces that came while the last write was going out leave together
-        yield "data: [DONE]\n\n"
-
-    async def _respond(request: Request, body, handle: ChunkStream, route: str, id_prefix: str,
-                       objects: tuple[str, str], choice, opening: dict | None = None):
-        """The answer as a server-sent-event stream or as one JSON body. ``choice(text, finish_reason, whole)``
-        shapes a choice; ``objects`` names the stream's and the whole answer's object type."""
-        finish = _finisher(handle)
-        head = {"id": f"{id_prefix}-{uuid.uuid4().hex[:24]}", "created": int(time.time()), "model": server.model_name}
-        if body.stream:
-            include = bool(body.stream_options and body.stream_options.include_usage)
-            return _CleanStreamingResponse(
-                _stream(handle, route, {**head, "object": objects[0]}, choice, include, opening),
-                cleanup=finish, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        completion = await _complete(request, handle, finish)
-        server.metrics.record(route, completion)
-        return {**head, "object": objects[1], "choices": [choice(completion.text, completion.finish_reason, True)],
-                "usage": completion.usage()}
-
-    def _chat_choice(text, finish_reason, whole):
-        if whole:
-            return {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                    "finish_reason": finish_reason}
-        return {"index": 0, "delta": {"content": text} if text else {}, "logprobs": None,
-                "finish_reason": finish_reason}
-
-    def _text_choice(text, finish_reason, whole):
-        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest, request: Request):
-        messages = [m.model_dump() for m in body.messages]
-        system = server.system_prompt
-        if system and messages[0]["role"] != "system":
-            messages = [{"role": "system", "content": system}] + messages
-        handle = await _open(body, server.engine.open_stream, messages)
-        opening = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-        return await _respond(request, body, handle, "chat", "chatcmpl", ("chat.completion.chunk", "chat.completion"),
-                              _chat_choice, opening)
-
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request):
-        prompt = body.prompt
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise APIError(400, "prompt: give one prompt per request (a string, or a list of one)", param="prompt")
-            prompt = prompt[0]
-        handle = await _open(body, server.engine.open_completion, prompt)
-        return await _respond(request, body, handle, "completions", "cmpl", ("text_completion", "text_completion"),
-                              _text_choice)
-
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.middleware("http")(_auth_and_count)
+    app.include_router(router)
+    app.openapi = functools.partial(_openapi, app)
     return app
 
 

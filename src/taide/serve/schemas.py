@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from taide.engines import GenerationParams
+from taide.engines.base import MAX_TOP_LOGPROBS
+from taide.errors import EngineError
 
 
 class _Lenient(BaseModel):
@@ -27,6 +29,17 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Lenient):
+    name: str | None = None
+    schema_: dict = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class _Sampling(_Lenient):
     model: str | None = None
     temperature: float | None = Field(None, ge=0, le=5)
@@ -40,22 +53,84 @@ class _Sampling(_Lenient):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
-    logprobs: bool | int | None = None
+    response_format: ResponseFormat | None = None
+
+    def logprob_params(self) -> dict:
+        return {}
 
     def params(self, default_max_tokens: int | None) -> GenerationParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        fmt, schema = self.response_format, None
+        if fmt is not None and fmt.type == "json_object":
+            schema = True
+        elif fmt is not None and fmt.type == "json_schema":
+            if fmt.json_schema is None:
+                raise EngineError("response_format.json_schema: required when type is json_schema")
+            schema = fmt.json_schema.schema_ or True
         return GenerationParams(
             max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             top_k=max(self.top_k or 0, 0),
             repetition_penalty=self.repetition_penalty or 1.0,
-            stop=stop, seed=self.seed)
+            stop=stop, seed=self.seed, json_schema=schema, **self.logprob_params())
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    def logprob_params(self) -> dict:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise EngineError("top_logprobs: needs logprobs: true")
+        return {"logprobs": (self.top_logprobs or 0) if self.logprobs else None}
+
+
+MAX_PROMPTS = 64  # prompts in one /v1/completions request
+TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: (Annotated[str, Field(min_length=1)]
+             | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)]
+             | TokenIds
+             | Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_PROMPTS)])
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool = False
+
+    def logprob_params(self) -> dict:
+        return {"logprobs": self.logprobs, "prompt_logprobs": self.echo and self.logprobs is not None}
+
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: text, or token ids."""
+        if isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int)):
+            return [self.prompt]
+        return list(self.prompt)
+
+
+class TokenizeRequest(_Lenient):
+    """vLLM's /tokenize: a text, or messages rendered with the model's chat format."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[Message] | None = Field(None, min_length=1)
+    add_special_tokens: bool = True
+
+
+class DetokenizeRequest(_Lenient):
+    model: str | None = None
+    tokens: list[Annotated[StrictInt, Field(ge=0)]]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, for every status other than 200."""
+
+    error: ErrorDetail

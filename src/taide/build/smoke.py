@@ -1,0 +1,225 @@
+"""`taide build RECIPE --smoke`: every stage of a recipe at toy scale, on a laptop, before the cluster.
+
+The smoke build runs the recipe as written — its stages, executors, training settings, chat format, export and
+evaluation — with only what makes it small changed:
+
+- **base**: the recipe's base when it is on this machine and small (at most 500M parameters); otherwise a
+  random-init model of its family (Llama 3 or Gemma 3: architecture, control tokens, chat template) with the
+  base's own tokenizer when its directory is here, or a tokenizer learned from the smoke data when it is not;
+- **data**: a few documents of each input that is on this machine (the shipped raw sample when none is), cleaned
+  by the recipe's executor (``ray``: a local Ray);
+- **cp, sft**: 128-token sequences (SFT: the recipe's, at most 512), 2 steps with a held-out check and a
+  checkpoint after the first, no ``torch.compile``; under torchrun with 2 processes (gloo, FSDP2) when the
+  recipe launches its training with torchrun (``launch.train``); the first conversations of the recipe's SFT
+  files (the shipped set when absent);
+- **eval**: answers of at most 16 tokens; the first items of the recipe's bench and held-out pairs (the shipped
+  ones when absent); a stub judge, whose scores mean nothing, when the recipe's judge endpoint does not answer;
+- **export, card**: as written; the card says it is a smoke build.
+
+Everything goes under ``OUT/smoke`` (the base and the sampled inputs) and the usual stage directories.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+from taide.build.recipe import SAMPLES, BuildError, Recipe
+
+SMALL_BASE = 5e8  # parameters: a base up to this size is smoke-built as it is
+DOCUMENTS = 20  # per input file, at most 3 files per input
+CONVERSATIONS = 64  # per SFT file
+BENCH_ITEMS, PAIRS = 2, 8  # per bench task file; held-out pairs
+SEQ_LEN, SFT_SEQ_LEN, STEPS, PROCESSES, MAX_TOKENS = 128, 512, 2, 2, 16
+TRAIN = {"max_steps": STEPS, "warmup_steps": 1, "eval_every": 1, "checkpoint_every": 1,
+         "eval_batches": 1, "holdout_fraction": 0.1, "compile": False}
+
+
+def _here(path) -> bool:
+    return isinstance(path, str) and Path(path).exists()
+
+
+def _copy_documents(source: Path, target: Path) -> int:
+    """Up to DOCUMENTS documents of each of the first 3 files of ``source`` into ``target``, in the formats
+    taide reads: JSONL lines and rows as JSONL, text and HTML files as they are. Returns how many."""
+    from taide.data.readers import input_files, read_raw
+
+    files, _ = input_files([source])
+    count = 0
+    for index, file in enumerate(files[:3]):
+        raws = []
+        for raw in read_raw(file.path):
+            if len(raws) == DOCUMENTS:
+                break
+            raws.append(raw)
+        if raws and getattr(raws[0], "kind", None) in ("text", "html"):
+            shutil.copy2(file.path, target / f"{index}-{file.path.name}")
+            count += 1
+            continue
+        lines = [r.payload.decode(r.encoding) if r.kind == "line" else json.dumps(r.payload, ensure_ascii=False,
+                                                                                 default=str)
+                 for r in raws if hasattr(r, "kind")]
+        name = file.path.name.split(".")[0]
+        (target / f"{index}-{name}.jsonl").write_text("".join(l.rstrip("\r\n") + "\n" for l in lines), "utf-8")
+        count += len(lines)
+    return count
+
+
+def _head_jsonl(source: Path, target: Path, lines: int) -> None:
+    with source.open(encoding="utf-8") as f:
+        kept = [line for _, line in zip(range(lines), (l for l in f if l.strip()))]
+    target.write_text("".join(kept), encoding="utf-8")
+
+
+def _judge_answers(settings: dict) -> str | None:
+    """Why the recipe's judge endpoint cannot be used now (None: it answers)."""
+    from taide.errors import EngineError
+    from taide.eval.judge import load_endpoint
+
+    try:
+        load_endpoint(settings["judge_endpoint"], settings.get("judge_model"), timeout=5.0).check()
+    except (EngineError, OSError) as e:
+        return str(e)
+    return None
+
+
+def _base(recipe: Recipe, texts: list[str], target: Path) -> tuple[str, str]:
+    """The smoke base model and a sentence saying what it is."""
+    from taide.build.plan import model_shape
+    from taide.models.tiny import family_of, tiny_model
+
+    here = Path(recipe.base_model)
+    try:
+        shape, _ = model_shape(recipe.base_model)  # a directory, an embedded or a local GGUF: on this machine
+        if shape.parameters <= SMALL_BASE:
+            size = f"{shape.parameters / 1e6:.0f}M parameters"
+            return recipe.base_model, f"the recipe's base {recipe.base_model} ({size})"
+    except Exception:  # noqa: BLE001 - not here (or not readable): a tiny model stands in
+        pass
+    config = here / "config.json"
+    family = family_of(json.loads(config.read_text(encoding="utf-8"))) if config.is_file() else None
+    shape_name = (recipe.base_shape or "").lower()
+    family = family or ("llama3" if shape_name.startswith("llama-3") else
+                        "gemma3" if shape_name.startswith("gemma-3") else None)
+    if family is None:
+        raise BuildError(f"{recipe.source}: --smoke makes tiny Llama 3 and Gemma 3 models; cannot tell the family "
+                         f"of base_model {recipe.base_model} (give base_shape, e.g. llama-3-8b or gemma-3-12b)")
+    tokenizer_from = here if (here / "tokenizer.json").is_file() or (here / "tokenizer.model").is_file() else None
+    if not (target / "config.json").is_file():
+        building = target.with_name(target.name + ".tmp")
+        shutil.rmtree(building, ignore_errors=True)
+        # Weights twice as wide as the usual init: a random model's next-token choices are nearly ties, and the
+        # export's check (top-1 agreement with transformers after q4_k_m) needs them about as clear as a trained
+        # model's. Measured on both families: top-1 agreement 50–73% at 0.02, 64–67% at 0.04; at 0.06 and
+        # wider the Llama's deeper activations move under 4-bit weights and agreement falls below 45% again.
+        tiny_model(family, building, texts, tokenizer_from=tokenizer_from, initializer_range=0.04)
+        building.replace(target)
+    vocabulary = f"{recipe.base_model}'s tokenizer" if tokenizer_from else "a tokenizer learned from the smoke data"
+    return str(target), (f"a random-init {family} model (hidden 256) with {vocabulary}, standing in for "
+                         f"{recipe.base_model}")
+
+
+def _texts() -> list[str]:
+    """What a tiny tokenizer learns its pieces from: the shipped SFT set and the Taiwan prompts."""
+    texts = []
+    for path in (SAMPLES["sft"], SAMPLES["taiwan"]):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line) if line.strip() else {}
+            texts += [m["content"] for m in record.get("messages", [])] + [record.get("prompt", "")]
+    return texts
+
+
+def smoke_recipe(recipe: Recipe, out: str | None = None) -> Recipe:
+    """The recipe at toy scale (see the module docstring), with what was changed in ``smoke`` (one sentence each).
+    Writes the smoke base and the sampled inputs under ``OUT/smoke`` (OUT: ``out``, or ``<recipe out's name>-smoke``
+    in the current directory)."""
+    smoke = copy.deepcopy(recipe)
+    smoke.out = out or f"{Path(recipe.out).name}-smoke"
+    root = Path(smoke.out) / "smoke"
+    root.mkdir(parents=True, exist_ok=True)
+    changes = []
+
+    smoke.base_model, said = _base(recipe, _texts(), root / "base")
+    changes.append(f"base: {said}")
+
+    if smoke.data is not None:
+        inputs = recipe.resolve(recipe.data.get("inputs", ["sample:data"]))
+        found = [p for p in inputs if _here(p)]
+        if found and [p for p in found if Path(p) != SAMPLES["data"]]:
+            shutil.rmtree(root / "inputs", ignore_errors=True)
+            (root / "inputs").mkdir()
+            counts = [_copy_documents(Path(p), root / "inputs") for p in found]
+            smoke.data["inputs"] = [str(root / "inputs")]
+            changes.append(f"data: {sum(counts)} documents from the {len(found)} of {len(inputs)} inputs here")
+        else:
+            smoke.data["inputs"] = ["sample:data"]
+            changes.append(f"data: the shipped raw sample ({'none' if not found else 'only'} of the recipe's inputs "
+                           "here)")
+        if smoke.data.get("executor") == "ray":
+            smoke.data.pop("ray_address", None)
+            changes.append("data: a local Ray (executor: ray)")
+
+    processes = PROCESSES if recipe.launch.get("train") else 1
+    if processes > 1:
+        smoke.launch = {**recipe.launch, "train_processes": processes}
+    for stage in ("cp", "sft"):
+        settings = getattr(smoke, stage)
+        if settings is None:
+            continue
+        micro = min(settings.get("micro_batch_size", 1), 2)
+        # CP packs documents into any length; a conversation must fit whole, so SFT keeps up to 512 tokens.
+        seq_len = SEQ_LEN if stage == "cp" else min(settings.get("seq_len") or SFT_SEQ_LEN, SFT_SEQ_LEN)
+        settings.update(TRAIN, seq_len=seq_len, micro_batch_size=micro,
+                        global_batch_tokens=seq_len * micro * processes * 2)  # 2 micro-batches: accumulation runs
+        if settings.get("trainable_layers"):
+            settings["trainable_layers"] = 1
+        settings.pop("expected_tokens", None)
+        changes.append(f"{stage}: {STEPS} steps of {2 * micro * processes} sequences × {seq_len} tokens"
+                       + (f", {processes} torchrun processes (FSDP2 over gloo)" if processes > 1 else ""))
+    if smoke.sft is not None:
+        files = recipe.resolve(recipe.sft.get("data", ["sample:sft"]))
+        files = list(files.values()) if isinstance(files, dict) else files if isinstance(files, list) else [files]
+        found = [Path(p) for p in files if _here(p) and Path(p).is_file() and Path(p) != SAMPLES["sft"]]
+        if found:
+            (root / "sft").mkdir(exist_ok=True)
+            smoke.sft["data"] = []
+            for index, path in enumerate(found):
+                _head_jsonl(path, root / "sft" / f"{index}-{path.name}", CONVERSATIONS)
+                smoke.sft["data"].append(str(root / "sft" / f"{index}-{path.name}"))
+            changes.append(f"sft: the first {CONVERSATIONS} conversations of {len(found)} of {len(files)} files")
+        else:
+            smoke.sft["data"] = ["sample:sft"]
+            changes.append("sft: the shipped conversations" + (" (the recipe's are not here)" if files != [
+                str(SAMPLES["sft"])] else ""))
+
+    settings = smoke.eval
+    settings["max_tokens"] = min(settings.get("max_tokens", MAX_TOKENS), MAX_TOKENS)
+    settings["heldout_rows"] = 4
+    bench = recipe.resolve(settings.get("bench"))
+    if bench and _here(bench):
+        (root / "bench").mkdir(exist_ok=True)
+        for path in sorted(Path(bench).glob("*.jsonl")):
+            _head_jsonl(path, root / "bench" / path.name, BENCH_ITEMS)
+        settings["bench"] = str(root / "bench")
+    elif bench:
+        settings["bench"] = None
+        changes.append(f"eval: the shipped taide-bench sample ({bench} is not here)")
+    pairs = recipe.resolve(settings.get("heldout_pairs"))
+    if pairs and _here(pairs):
+        _head_jsonl(Path(pairs), root / "pairs.jsonl", PAIRS)
+        settings["heldout_pairs"] = str(root / "pairs.jsonl")
+    elif pairs:
+        settings["heldout_pairs"] = None
+        changes.append(f"eval: the shipped held-out pairs ({pairs} is not here)")
+    if settings.get("judge_endpoint"):
+        why = _judge_answers(settings)
+        if why:
+            settings.update(judge_endpoint=None, judge_model="stub")
+            changes.append(f"eval: a stub judge (scores mean nothing): the judge endpoint does not answer ({why})")
+    changes.append(f"eval: answers of at most {settings['max_tokens']} tokens")
+    smoke.name = f"{recipe.name} (smoke)"
+    smoke.compute = {}  # GPU-hours of a toy run mean nothing
+    smoke.smoke = changes
+    return smoke
