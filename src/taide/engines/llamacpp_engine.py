@@ -239,14 +239,14 @@ class SlotLoop(DecodeLoop):
 
         Scores never use kept cells, and drop them all: llama.cpp rounds differently for other batch shapes and
         for other layouts of the shared cache (by up to a few tenths of a nat on SmolLM2's Q4_1), and an exam's
-        numbers must not depend on what ran before. A prompt whose own log-probabilities are asked for is decoded
-        whole (kept cells have no logits)."""
+        numbers must not depend on what ran before. A prompt whose own log-probabilities are asked for (completions'
+        echo, how evaluation harnesses score) is a score too."""
         prompt = request.prompt_ids
-        if request.scoring:
+        scores = request.scoring or request.params.prompt_logprobs
+        if scores:
             self._drop_kept()
         best, reused = (next((s for s in self.free_ids if s not in self.cached), self.free_ids[0]), 0)
-        reusable = not request.scoring and not request.params.prompt_logprobs
-        for seq_id in self.free_ids if reusable else []:
+        for seq_id in self.free_ids if not scores else []:
             tokens = self.cached.get(seq_id, [])
             common = next((i for i, (a, b) in enumerate(zip(tokens, prompt)) if a != b), min(len(tokens), len(prompt)))
             if common > reused:
@@ -275,7 +275,8 @@ class SlotLoop(DecodeLoop):
 
     def _release(self, slot: _Slot, outcome: str, error: Exception | None = None) -> None:
         kept = slot.request.prompt_ids[:slot.prefilled] if outcome != "failed" else []
-        if self.prefix_cache and kept and slot.prefilled == len(slot.request.prompt_ids) and not slot.request.scoring:
+        scored = slot.request.scoring or slot.request.params.prompt_logprobs
+        if self.prefix_cache and kept and slot.prefilled == len(slot.request.prompt_ids) and not scored:
             self.cached[slot.seq_id] = kept  # the newest last: eviction takes the oldest first
         else:
             self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
