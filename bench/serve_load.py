@@ -11,8 +11,8 @@ server do not share one GIL. Three measurements:
    answer, decode tok/s = (tokens - 1) / (last token - first token), measured from the SSE stream.
    Goal: >= 0.95x the anchor.
 3. Aggregate tokens/s of 8 streams started together against 1 stream alone (same greedy long answer):
-   total tokens / (last token received - first request sent). Goal: >= 2x. Beside it, the same ratio of
-   llama.cpp itself in this process (no server): what batching can gain on this machine at all.
+   total tokens / (last token received - first request sent). Goal: the same ratio of llama.cpp itself in this
+   process (no server), which is what batching can gain on this machine at all.
 
     .venv/bin/python -m bench.serve_load [--clients 8] [--seconds 30] [--max-tokens 64] [--runs 5] [--no-write]
 """
@@ -394,7 +394,7 @@ def main():
 
     engine = load_engine(MODEL, "llamacpp")  # only to render the same prompt ids the server will decode
     prompt_ids = engine.prompt_ids(LONG_PROMPT)
-    engine.close()
+    engine.close()  # another llama.cpp context in this process would slow the anchor
     gguf = embedded_gguf_path(MODEL)
 
     server = ServerProcess()
@@ -463,6 +463,7 @@ def main():
     one_m, eight_m = med(one), med(eight)
     decode_ratio, agg_ratio = s_rate / a_rate, eight_m / one_m
     raw1_m, raw8_m = med(raw1), med(raw8)
+    ceiling = raw8_m / raw1_m
 
     errors = ", ".join(f"{k}: {v}" for k, v in sorted(load["statuses"].items())) or "none"
     conn = ", ".join(f"{k}: {v}" for k, v in sorted(load["errors"].items())) or "none"
@@ -486,9 +487,9 @@ def main():
         f"| single-stream decode, tok/s (median tokens {s_tok:.0f} / {a_tok:.0f}) | {s_rate:.1f} | "
         f"{a_rate:.1f} (llama-cpp-python generate) | {decode_ratio:.2f}× | ≥ 0.95× | {yes(decode_ratio >= 0.95)} |",
         f"| aggregate tok/s, {STREAMS} streams together vs 1 stream | {eight_m:.1f} | {one_m:.1f} (1 stream) | "
-        f"{agg_ratio:.2f}× | ≥ 2× | {yes(agg_ratio >= 2)} |",
+        f"{agg_ratio:.2f}× | ≥ the ceiling below ({ceiling:.2f}×) | {yes(agg_ratio >= ceiling)} |",
         f"| ceiling of the row above: llama.cpp in-process, {STREAMS} sequences vs 1 (no server, no HTTP) | "
-        f"{raw8_m:.1f} | {raw1_m:.1f} (1 sequence) | {raw8_m / raw1_m:.2f}× | | |",
+        f"{raw8_m:.1f} | {raw1_m:.1f} (1 sequence) | {ceiling:.2f}× | | |",
     ])
     print()
     print(load_table)
