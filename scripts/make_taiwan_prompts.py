@@ -8,7 +8,7 @@
 script it answers in (Traditional Chinese with Taiwan wording, or English for zh->en translation), and whether
 it stops after the answer. They are never trained on: validation rejects a prompt that is close to any user
 turn of the SFT sample (src/taide/train/data/sft-sample.jsonl), to a taide-bench prompt or reference, or to a
-held-out translation pair of the build (src/taide/build/data/heldout-pairs.jsonl); make_sft_sample.py in turn
+held-out translation pair of the build (src/taide/builder/data/heldout-pairs.jsonl); make_sft_sample.py in turn
 rejects SFT text close to these prompts.
 
 One JSON object per line: {"id": "tw-001", "task": "qa"|"office"|"zh2en"|"en2zh"|"explain", "prompt": "...",

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from taide.build.plan import gpu_hours, model_shape
-from taide.build.recipe import BuildError
-from taide.build.runner import build
+from taide.builder.plan import gpu_hours, model_shape
+from taide.builder.recipe import BuildError
+from taide.builder.runner import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ def test_values_a_stage_would_fail_on_are_named(tmp_path, body, match):
 
 
 def test_every_shipped_build_recipe_loads():
-    from taide.build.recipe import DEFAULT_RECIPE, load_build_recipe
+    from taide.builder.recipe import DEFAULT_RECIPE, load_build_recipe
 
     recipes = sorted((ROOT / "recipes/build").glob("*.yaml")) + [DEFAULT_RECIPE]
     assert len(recipes) >= 2
@@ -185,8 +185,8 @@ def test_expected_tokens_informs_the_plan_and_never_reaches_training(tmp_path, m
     """The card's recipe gives cp.expected_tokens (43B) for the plan; the cp and sft stages get TrainConfig
     without it (TrainConfig would refuse the key)."""
     import taide.train
-    from taide.build import stages
-    from taide.build.recipe import PLAN_ONLY, load_build_recipe
+    from taide.builder import stages
+    from taide.builder.recipe import PLAN_ONLY, load_build_recipe
     from taide.train import TrainResult
 
     recipe = load_build_recipe(ROOT / "recipes/build/llama3-taide-8b.yaml")
@@ -245,7 +245,7 @@ def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, 
     this machine) run every stage on a tiny model of their family with their own executors (local Ray, 2 torchrun
     processes); the SmolLM2 demo on its own small base. Each stage leaves a complete manifest; the card says it is a
     smoke build; the export passes its verification against transformers."""
-    from taide.build.recipe import load_build_recipe
+    from taide.builder.recipe import load_build_recipe
     from taide.models import resolve_model
 
     monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))  # a smoke build must not become `taide chat`'s default
@@ -285,8 +285,8 @@ def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeyp
     from transformers import AutoTokenizer
 
     from conftest import free_port, write_jsonl
-    from taide.build import smoke
-    from taide.build.recipe import load_build_recipe
+    from taide.builder import smoke
+    from taide.builder.recipe import load_build_recipe
 
     monkeypatch.setattr(smoke, "SMALL_BASE", 0)  # treat the tiny base as a big one
     corpus = tmp_path / "corpus"

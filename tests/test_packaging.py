@@ -20,7 +20,7 @@ from conftest import REPO
 
 CHECK = """
 import json, taide
-from taide.build.recipe import DEFAULT_RECIPE, SAMPLES
+from taide.builder.recipe import DEFAULT_RECIPE, SAMPLES
 from taide.eval.bench import SAMPLE_BENCH
 package = __import__("pathlib").Path(taide.__file__).parent
 print(json.dumps({"file": taide.__file__, "default_recipe": str(DEFAULT_RECIPE),

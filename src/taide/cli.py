@@ -65,7 +65,7 @@ NewestModel = Annotated[Optional[str], typer.Argument(help="HF directory, .gguf 
 
 
 def _model_or_newest(model: str | None) -> str:
-    from taide.build import latest_build
+    from taide.builder import latest_build
 
     if model is None:
         model = latest_build() or "smollm2-135m"
@@ -791,7 +791,7 @@ def data_sample(target: Annotated[Path, typer.Argument(help="Directory to copy t
     """
     import shutil
 
-    from taide.build.recipe import SAMPLES
+    from taide.builder.recipe import SAMPLES
 
     with _errors():
         source = SAMPLES["data"].parent
@@ -824,7 +824,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
     `taide build recipes/build/llama3-taide-8b.yaml --dry-run` (the card's own recipe: 2,336 H100-hours), then
     `taide build recipes/build/llama3-taide-8b.yaml --smoke` (all of it at toy scale, a few minutes) before the cluster
     """
-    from taide.build import build
+    from taide.builder import build
 
     with _errors():
         if dry_run:

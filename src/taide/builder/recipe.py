@@ -24,9 +24,9 @@ from taide.train.config import TrainConfig, TrainError
 STAGES = ("data", "cp", "sft", "export", "eval", "card")
 PACKAGE = Path(__file__).resolve().parents[1]
 SAMPLES = {"data": PACKAGE / "data/sample/raw", "sft": PACKAGE / "train/data/sft-sample.jsonl",
-           "bench": PACKAGE / "eval/data/taide-bench", "pairs": PACKAGE / "build/data/heldout-pairs.jsonl",
+           "bench": PACKAGE / "eval/data/taide-bench", "pairs": PACKAGE / "builder/data/heldout-pairs.jsonl",
            "taiwan": PACKAGE / "eval/data/taiwan-prompts.jsonl"}
-DEFAULT_RECIPE = PACKAGE / "build/default.yaml"
+DEFAULT_RECIPE = PACKAGE / "builder/default.yaml"
 PLAN_ONLY = ("expected_tokens",)  # cp/sft keys that inform the plan (tokens → GPU-hours); no stage receives them
 SET_BY_BUILD = ("mode", "model", "out")  # TrainConfig fields the build fills in itself
 # What each non-training stage reads from its settings (build/stages.py), and the values it can use: a kind

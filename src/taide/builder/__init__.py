@@ -7,7 +7,7 @@
 - ``card``: the model card, from the build's own artifacts
 """
 
-from taide.build.recipe import BuildError, Recipe, load_build_recipe
-from taide.build.runner import build, latest_build, make_plan
+from taide.builder.recipe import BuildError, Recipe, load_build_recipe
+from taide.builder.runner import build, latest_build, make_plan
 
 __all__ = ["BuildError", "Recipe", "build", "latest_build", "load_build_recipe", "make_plan"]

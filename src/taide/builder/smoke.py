@@ -26,7 +26,7 @@ import json
 import shutil
 from pathlib import Path
 
-from taide.build.recipe import SAMPLES, BuildError, Recipe
+from taide.builder.recipe import SAMPLES, BuildError, Recipe
 
 SMALL_BASE = 5e8  # parameters: a base up to this size is smoke-built as it is
 DOCUMENTS = 20  # per input file, at most 3 files per input
@@ -87,7 +87,7 @@ def _judge_answers(settings: dict) -> str | None:
 
 def _base(recipe: Recipe, texts: list[str], target: Path) -> tuple[str, str]:
     """The smoke base model and a sentence saying what it is."""
-    from taide.build.plan import model_shape
+    from taide.builder.plan import model_shape
     from taide.models.tiny import family_of, tiny_model
 
     here = Path(recipe.base_model)

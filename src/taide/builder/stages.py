@@ -10,7 +10,7 @@ import math
 import random
 from pathlib import Path
 
-from taide.build.recipe import PLAN_ONLY, SAMPLES, Recipe
+from taide.builder.recipe import PLAN_ONLY, SAMPLES, Recipe
 
 
 def run_data(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:

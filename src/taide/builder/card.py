@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from taide.build.recipe import Recipe
+from taide.builder.recipe import Recipe
 from taide.chat.presets import TAIDE_SYSTEM_PROMPT
 
 TASK_NAMES = {"zh2en": "中翻英", "en2zh": "英翻中", "summary": "摘要", "article": "文章寫作", "letter": "信件寫作"}

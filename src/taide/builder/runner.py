@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from taide.build import stages as stage_functions
-from taide.build.card import write_card
-from taide.build.plan import gpu_hours, implied_mfu, model_shape
-from taide.build.recipe import PLAN_ONLY, STAGES, BuildError, Recipe, load_build_recipe
+from taide.builder import stages as stage_functions
+from taide.builder.card import write_card
+from taide.builder.plan import gpu_hours, implied_mfu, model_shape
+from taide.builder.recipe import PLAN_ONLY, STAGES, BuildError, Recipe, load_build_recipe
 
 RUNNERS = {"data": stage_functions.run_data, "cp": stage_functions.run_cp, "sft": stage_functions.run_sft,
            "export": stage_functions.run_export, "eval": stage_functions.run_eval}
@@ -110,12 +110,12 @@ def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run
           from_stage: str | None = None, until_stage: str | None = None,
           on_event: Callable[[str, str, dict], None] | None = None, smoke: bool = False) -> dict:
     """Run the recipe (the default one when None). Returns the plan (dry run) or every stage's result.
-    ``smoke``: the same recipe at toy scale (:mod:`taide.build.smoke`), under ``out`` or ``<recipe out>-smoke``."""
+    ``smoke``: the same recipe at toy scale (:mod:`taide.builder.smoke`), under ``out`` or ``<recipe out>-smoke``."""
     recipe = load_build_recipe(recipe_path, None if smoke else out)
     if smoke:
         if dry_run:
             raise BuildError("--smoke runs the recipe at toy scale and --dry-run only plans it: choose one")
-        from taide.build.smoke import smoke_recipe
+        from taide.builder.smoke import smoke_recipe
 
         recipe = smoke_recipe(recipe, out)
     plan = make_plan(recipe)
