@@ -439,7 +439,7 @@ def test_end_to_end_tiny_model_judged_by_the_stub(tiny_engine, stub, tmp_path):
     assert result["average"] == 5.0 and result["tasks_scored"] == 2  # the mean of task means, not of items
     assert result["judge"]["model"] == "stub-judge" and result["model"]["engine"] == "transformers"
     assert sorted(p.name for p in out.iterdir()) == [
-        "bench_summary.json", "eval_en2zh.json", "eval_essay.json", "judge_en2zh.jsonl", "judge_essay.jsonl",
+        "bench_run.json", "bench_summary.json", "eval_en2zh.json", "eval_essay.json", "judge_en2zh.jsonl", "judge_essay.jsonl",
         "resp_en2zh.jsonl", "resp_essay.jsonl"]
     # The tiny model's answers reached the judge verbatim.
     answer = read_resumable(resp_path(out, "en2zh"))[0][1]["resp"]

@@ -612,7 +612,6 @@ def eval_bench(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from taide.chat.presets import resolve_system_prompt
     from taide.engines import GenerationParams, load_engine
     from taide.eval.bench import SAMPLE_BENCH, load_bench, run_bench
     from taide.eval.judge import Judge, load_endpoint
@@ -644,7 +643,6 @@ def eval_bench(
             with err.status(f"Loading the judge {judge_model} …"):
                 judge = Judge(load_engine(judge_model, "auto"), **judge_options)
         out_dir.mkdir(parents=True, exist_ok=True)
-        system_text = resolve_system_prompt(system, eng.default_system_prompt)
         started = time.perf_counter()
         with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err) as progress:
@@ -659,10 +657,6 @@ def eval_bench(
             result = run_bench(eng, out_dir, data_dir, judge, task_list, params, system, concurrency,
                                on_progress=on_progress)
         wall = time.perf_counter() - started
-        meta = {"model": eng.describe(), "judge": judge.describe() if judge else None, "data": str(data_dir),
-                "tasks": list(result["generation"]), "system": system_text, "params": params.to_dict(),
-                "concurrency": concurrency, "wall_s": round(wall, 1), "argv": sys.argv[1:]}
-        (out_dir / "bench_run.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         failed = sum(len(g["failed"]) for g in result["generation"].values())
         if failed:
             err.print(f"[yellow]{failed} prompts got no answer (listed in the report); rerun to retry them[/]")

@@ -198,22 +198,18 @@ def _run_taiwan(settings: dict, engine, directory: Path, max_tokens: int) -> dic
 
 
 def _run_bench(settings: dict, engine, run: Path, max_tokens: int) -> dict:
+    """taide-bench as `taide eval bench` runs it (the same files, bench_run.json included), then the report."""
     from taide.engines import GenerationParams
-    from taide.eval.bench import generate_responses, judge_responses
-    from taide.eval.judge import Judge
+    from taide.eval.bench import run_bench
+    from taide.eval.judge import Judge, StubJudgeEngine
     from taide.eval.report import compare, write_report
 
-    data_dir = settings.get("bench")  # None: the shipped sample
-    generate_responses(engine, run, data_dir, tasks=settings.get("tasks"),
-                       params=GenerationParams(max_tokens=max_tokens, temperature=0.0),
-                       system_prompt=settings.get("system_prompt") or "none")
+    judge = None
     if settings.get("judge_endpoint"):
         judge = Judge.from_endpoint(settings["judge_endpoint"], settings.get("judge_model"))
-        judge_responses(run, judge, data_dir, tasks=settings.get("tasks"))
     elif settings.get("judge_model") in ("self", "stub"):
-        from taide.eval.judge import StubJudgeEngine
-
         judge = Judge(engine if settings["judge_model"] == "self" else StubJudgeEngine())
-        judge_responses(run, judge, data_dir, tasks=settings.get("tasks"))
+    run_bench(engine, run, settings.get("bench"), judge, settings.get("tasks"),  # bench None: the shipped sample
+              GenerationParams(max_tokens=max_tokens, temperature=0.0), settings.get("system_prompt") or "none")
     files = write_report(compare([run]), run.parent / "report")
     return {"report": {k: str(v) for k, v in files.items()}, "runs": [str(run)]}

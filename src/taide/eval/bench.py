@@ -430,13 +430,21 @@ def run_bench(engine: Engine, out_dir: str | Path, data_dir: str | Path | None =
               tasks=None, params: GenerationParams | None = None, system_prompt: str | None = "none",
               concurrency: int | None = None, on_progress: ProgressFn | None = None) -> dict:
     """Generate with ``engine`` (see :func:`generate_responses`), then grade with ``judge`` when given (see
-    :func:`judge_responses`). Returns ``{"model", "generation": {task: report}, and when judged the
-    summary's "tasks", "average", "tasks_scored", "judge"}``. Reruns resume both stages."""
+    :func:`judge_responses`), and write ``bench_run.json`` (what ran: model, judge, data, tasks, system prompt,
+    parameters, wall time), which the report reads. Returns ``{"model", "generation": {task: report}, and when
+    judged the summary's "tasks", "average", "tasks_scored", "judge"}``. Reruns resume both stages."""
+    started = time.perf_counter()
     generation = generate_responses(engine, out_dir, data_dir, tasks, params, system_prompt, concurrency,
                                     on_progress=on_progress)
     result = {"model": engine.describe(), "generation": generation}
     if judge is not None:
         result.update(judge_responses(out_dir, judge, data_dir, list(generation), on_progress=on_progress))
+    _write_json(Path(out_dir) / "bench_run.json", {
+        "model": engine.describe(), "judge": judge.describe() if judge else None,
+        "data": str(data_dir or SAMPLE_BENCH), "tasks": list(generation),
+        "system": resolve_system_prompt(system_prompt, engine.default_system_prompt),
+        "params": (params or DEFAULT_PARAMS).to_dict(), "concurrency": concurrency,
+        "wall_s": round(time.perf_counter() - started, 1)})
     return result
 
 
