@@ -213,6 +213,10 @@ def test_gateway_in_front_of_another_taide_serve(smol_server, smol_llamacpp):
                                                 logprobs=True, top_logprobs=2)
         assert [t.token for t in scored.choices[0].logprobs.content] == \
             [t.token for t in _chat_logprobs(direct_client(smol_server), 8)]
+        constrained = client.chat.completions.create(  # response_format reaches the upstream, which constrains
+            model="smollm2-135m", messages=QUESTION, max_tokens=48, temperature=0,
+            response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY}})
+        assert set(json.loads(constrained.choices[0].message.content)) == {"city", "night_market"}
         with pytest.raises(openai.BadRequestError, match="gateway"):  # echo's prompt scores stay upstream
             client.completions.create(model="smollm2-135m", prompt="Taipei", max_tokens=1, logprobs=1, echo=True)
         assert httpx.get(gateway.url + "/v1/models").status_code == 401
