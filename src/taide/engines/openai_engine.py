@@ -34,14 +34,14 @@ class OpenAIEngine(Engine):
     name = "openai"
 
     def __init__(self, model: ModelRef, api_key: str | None = None, served_model: str | None = None,
-                 timeout: float = 600.0, max_concurrency: int = 8, **_ignored):
+                 timeout: float = 600.0, max_concurrency: int = 8, max_retries: int = 2, **_ignored):
         import openai
 
         self._openai = openai
         self.parallelism = max_concurrency  # the server batches; we keep this many requests in flight
         base_url = model.url if model.url.endswith("/v1") else model.url + "/v1"
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
-                                    timeout=timeout, max_retries=2)
+                                    timeout=timeout, max_retries=max_retries)
         self.served_model = served_model or self._first_served_model()
         self.model = ModelRef(reference=model.reference, name=self.served_model, kind="endpoint", url=base_url)
 

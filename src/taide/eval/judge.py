@@ -279,12 +279,8 @@ def load_endpoint(url: str, served_model: str | None = None, api_key: str | None
     them from the failure records). Use it for a judge and for a model under test."""
     from taide.engines import load_engine
 
-    engine = load_engine(url, served_model=served_model, api_key=api_key, timeout=timeout,
-                         max_concurrency=max_concurrency)
-    client = getattr(engine, "client", None)
-    if client is not None and hasattr(client, "with_options"):
-        engine.client = client.with_options(max_retries=0)
-    return engine
+    return load_engine(url, served_model=served_model, api_key=api_key, timeout=timeout,
+                       max_concurrency=max_concurrency, max_retries=0)
 
 
 class StubJudgeEngine(Engine):
