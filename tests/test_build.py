@@ -10,14 +10,14 @@ import yaml
 
 from taide.builder.plan import gpu_hours, model_shape
 from taide.builder.recipe import BuildError
-from taide.builder.runner import build
+from taide.builder.runner import BuildConfig, run_build
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_cards_recipe_plans_the_cards_compute():
     """8.03B parameters, 8K context, 43B tokens → ≈ 5.8e10 FLOPs per token → ≈ 2,336 H100-hours at 30% MFU."""
-    plan = build(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True)
+    plan = run_build(BuildConfig(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True))
     assert abs(plan["parameters"] - 8.03e9) < 0.01e9
     cp = next(s for s in plan["stages"] if s["stage"] == "cp")
     # by hand: 6 × (8.030e9 − 128256 × 4096) + 12 × 32 layers × 32 heads × 128 × 8192
@@ -79,7 +79,7 @@ def _tiny_recipe(tmp_path: Path, model_dir: Path, **changes) -> Path:
 def test_chain_skips_reruns_and_resumes(tmp_path, tiny_model_dir):
     events = []
     record = lambda kind, stage, _: events.append((kind, stage))  # noqa: E731
-    first = build(_tiny_recipe(tmp_path, tiny_model_dir), on_event=record)
+    first = run_build(BuildConfig(_tiny_recipe(tmp_path, tiny_model_dir)), on_event=record)
     stages = ["data", "cp", "sft", "export", "eval", "card"]
     assert [s for k, s in events if k == "done"] == stages
     card = Path(first["results"]["card"]["card"]).read_text(encoding="utf-8")
@@ -92,11 +92,11 @@ def test_chain_skips_reruns_and_resumes(tmp_path, tiny_model_dir):
     assert manifest["complete"] and manifest["versions"]["torch"] and manifest["result"]["steps"] == 3
 
     events.clear()  # nothing changed: everything is skipped
-    build(_tiny_recipe(tmp_path, tiny_model_dir), on_event=record)
+    run_build(BuildConfig(_tiny_recipe(tmp_path, tiny_model_dir)), on_event=record)
     assert [k for k, _ in events] == ["skip"] * 6
 
     events.clear()  # a changed SFT setting reruns SFT and what follows, not data or CP
-    build(_tiny_recipe(tmp_path, tiny_model_dir, sft={"lr": 5e-4}), on_event=record)
+    run_build(BuildConfig(_tiny_recipe(tmp_path, tiny_model_dir, sft={"lr": 5e-4})), on_event=record)
     assert [s for k, s in events if k == "skip"] == ["data", "cp"]
     assert [s for k, s in events if k == "done"] == ["sft", "export", "eval", "card"]
 
@@ -109,9 +109,9 @@ def test_chain_skips_reruns_and_resumes(tmp_path, tiny_model_dir):
 
     recipe = _tiny_recipe(tmp_path, tiny_model_dir, export={"quant": "q8_0"})
     with pytest.raises(KeyboardInterrupt):
-        build(recipe, on_event=die_at_export)
+        run_build(BuildConfig(recipe), on_event=die_at_export)
     events.clear()
-    build(recipe, on_event=record)
+    run_build(BuildConfig(recipe), on_event=record)
     assert [s for k, s in events if k == "skip"] == ["data", "cp", "sft"]
     assert [s for k, s in events if k == "done"] == ["export", "eval", "card"]
 
@@ -120,9 +120,9 @@ def test_bad_recipes_are_named(tmp_path):
     bad = tmp_path / "r.yaml"
     bad.write_text("name: x\nbase_model: smollm2-135m\ncp_steps: 3\n")
     with pytest.raises(BuildError, match=r"r.yaml: unknown keys \['cp_steps'\]"):
-        build(bad, dry_run=True)
+        run_build(BuildConfig(bad, dry_run=True))
     with pytest.raises(BuildError, match="--from train: not a stage"):
-        build(None, from_stage="train", out=str(tmp_path / "o"))
+        run_build(BuildConfig(None, str(tmp_path / "o"), from_stage="train"))
 
 
 # ---- recipes checked when loaded ------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_a_key_no_stage_takes_is_named_with_file_line_stage_and_key(tmp_path, st
     line = 3 + next(i for i, text in enumerate(body.splitlines()) if text.strip().startswith(key))
     with pytest.raises(BuildError, match=rf"r.yaml:{line}: {stage}.{key}: unknown key '{key}'{message}"
                                          rf"; the {stage} stage takes: .*") as caught:
-        build(recipe, dry_run=True)
+        run_build(BuildConfig(recipe, dry_run=True))
     known = str(caught.value).split("takes: ")[1].split(", ")
     assert known == sorted(known) and key not in known
     if stage in ("cp", "sft"):  # TrainConfig's fields but those the build sets, and the plan-only keys
@@ -168,7 +168,7 @@ def test_values_a_stage_would_fail_on_are_named(tmp_path, body, match):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: x\nbase_model: smollm2-135m\n" + body)
     with pytest.raises(BuildError, match=match):
-        build(recipe, dry_run=True)
+        run_build(BuildConfig(recipe, dry_run=True))
 
 
 def test_every_shipped_build_recipe_loads():
@@ -191,7 +191,7 @@ def test_expected_tokens_informs_the_plan_and_never_reaches_training(tmp_path, m
 
     recipe = load_build_recipe(ROOT / "recipes/build/llama3-taide-8b.yaml")
     assert float(recipe.cp["expected_tokens"]) == 43e9 and float(recipe.sft["expected_tokens"]) == 1.3e8
-    plan = build(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True)
+    plan = run_build(BuildConfig(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True))
     assert next(s for s in plan["stages"] if s["stage"] == "cp")["tokens_from"] == "given in the recipe"
 
     configs = []
@@ -214,7 +214,7 @@ def test_the_gemma_card_recipe_says_its_published_hours_cannot_be_full_training(
     """Gemma-3-TAIDE 12B: 46B tokens at 32K context on gemma-3-12b's shape. Five of six layers attend to a 1,024-token
     window, so the attention term is 12 × 16 heads × 256 × (8 × 32768 + 40 × 1024), not × 48 × 32768; the card's
     642 H200-hours would need an MFU above 100%."""
-    plan = build(ROOT / "recipes/build/gemma-3-taide-12b.yaml", dry_run=True)
+    plan = run_build(BuildConfig(ROOT / "recipes/build/gemma-3-taide-12b.yaml", dry_run=True))
     cp = next(s for s in plan["stages"] if s["stage"] == "cp")
     by_hand = 6 * plan["parameters"] + 12 * 16 * 256 * (8 * 32768 + 40 * 1024)
     assert cp["flops_per_token"] == by_hand
@@ -250,7 +250,7 @@ def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))  # a smoke build must not become `taide chat`'s default
     recipe = load_build_recipe(ROOT / f"recipes/build/{name}.yaml")
-    result = build(ROOT / f"recipes/build/{name}.yaml", str(tmp_path / "out"), smoke=True)
+    result = run_build(BuildConfig(ROOT / f"recipes/build/{name}.yaml", str(tmp_path / "out"), smoke=True))
     results = result["results"]
     assert list(results) == ["data", "cp", "sft", "export", "eval", "card"]
     for stage in results:
@@ -311,4 +311,17 @@ def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeyp
     assert "data: 20 documents from the 1 of 2 inputs here" in recipe.smoke
     assert recipe.eval["judge_model"] == "stub" and recipe.eval["judge_endpoint"] is None
     with pytest.raises(BuildError, match="choose one"):
-        build(recipe_path, dry_run=True, smoke=True)
+        run_build(BuildConfig(recipe_path, dry_run=True, smoke=True))
+
+
+def test_recipe_stages_speak_the_commands_configs():
+    """A recipe's data and export settings are `taide data clean`'s and `taide export`'s own fields, so a stage
+    is that command's function called with them."""
+    import dataclasses
+
+    from taide.builder.recipe import STAGE_KEYS
+    from taide.data import CleanConfig
+    from taide.export import ExportConfig
+
+    assert set(STAGE_KEYS["data"]) <= {f.name for f in dataclasses.fields(CleanConfig)}
+    assert set(STAGE_KEYS["export"]) <= {f.name for f in dataclasses.fields(ExportConfig)}

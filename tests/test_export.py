@@ -137,7 +137,7 @@ def test_modelfile_for_a_chatml_model(smol_ggufs):
     assert "TAIDE" not in text
     # the other quants in the same directory got their own Modelfile
     assert (smol_ggufs["q8_0"].parent / f"{smol_ggufs['q8_0'].stem}.Modelfile").is_file()
-    assert json.loads(smol_ggufs["q8_0"].with_name(smol_ggufs["q8_0"].name + ".json").read_text())["quant"] == "q8_0"
+    assert json.loads(smol_ggufs["q8_0"].with_name(smol_ggufs["q8_0"].name + ".json").read_text())["config"]["quant"] == "q8_0"
 
 
 # --- the Q/K permutation and rope -------------------------------------------------------------------

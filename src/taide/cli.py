@@ -92,23 +92,12 @@ NCtx = Annotated[Optional[int], typer.Option("--n-ctx", help="Context window for
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="OPENAI_API_KEY", help="Key for an endpoint.")]
 
 
-def _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop):
-    from taide.engines import GenerationParams
-
-    return GenerationParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                            repetition_penalty=repetition_penalty, seed=seed, stop=list(stop or []))
-
-
-def _load(model, engine, chat_format=None, n_ctx=None, api_key=None):
-    from taide.engines import load_engine
-
-    options = {k: v for k, v in {"chat_format": chat_format, "n_ctx": n_ctx, "api_key": api_key}.items() if v}
-    with err.status(f"Loading {model} …"):
-        eng = load_engine(model, engine, **options)
-    info = eng.describe()
+def _describe(engine):
+    """Say which model, engine, context and chat format were loaded (chat is interactive: the user should know)."""
+    info = engine.describe()
     err.print(f"[dim]{info['model']} on {info['engine']} · context {info['context_length']} · "
               f"chat format {info['chat_format'] or 'server-side'}[/]")
-    return eng
+    return engine
 
 
 def _speed(completion) -> str:
@@ -137,11 +126,15 @@ def chat(model: NewestModel = None, engine: EngineOpt = "auto", system: System =
     from taide.chat.presets import resolve_system_prompt
     from taide.chat.session import ChatSession
     from taide.chat.traditional import TraditionalGuard
+    from taide.generate import SamplingOptions
     from taide.tasks import stream_guarded
 
     with _errors():
-        params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
-        eng = _load(_model_or_newest(model), engine, chat_format, n_ctx, api_key)
+        options = SamplingOptions(engine=engine, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                  top_k=top_k, repetition_penalty=repetition_penalty, seed=seed, stop=stop or [],
+                                  chat_format=chat_format, n_ctx=n_ctx, api_key=api_key)
+        params = options.params()
+        eng = _describe(options.load(_model_or_newest(model), err.status))
         session = ChatSession(resolve_system_prompt(system, eng.default_system_prompt))
         err.print("[dim]/reset · /system TEXT · /save FILE · /exit[/]")
         while True:
@@ -210,18 +203,18 @@ def generate(model: Model, input: Annotated[Path, typer.Argument(help="JSONL: {i
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from taide.generate import generate_file
+    from taide.generate import GenerateConfig, run_generate
 
     with _errors():
-        params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
-        eng = _load(model, engine, chat_format, n_ctx, api_key)
+        config = GenerateConfig(model, input, output, batch_size, engine=engine, system=system, max_tokens=max_tokens,
+                                temperature=temperature, top_p=top_p, top_k=top_k,
+                                repetition_penalty=repetition_penalty, seed=seed, stop=stop or [],
+                                traditional=traditional, chat_format=chat_format, n_ctx=n_ctx, api_key=api_key)
         with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err) as progress:
             bar = progress.add_task("generate", total=None)
-            report = generate_file(eng, input, output, params, batch_size=batch_size, system=system,
-                                   traditional=traditional,
-                                   on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
-        eng.close()
+            report = run_generate(config, status=err.status,
+                                  on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
         changed = f", {report.traditional_changes} characters made Traditional" if traditional else ""
         out.print(f"{report.generated} answered, {report.already_done} already done, {report.total} in all "
                   f"({report.completion_tokens} tokens in {report.elapsed:.1f} s{changed}) → {report.output}")
@@ -241,31 +234,19 @@ def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2
 
     Example: `echo "本法所稱主管機關為內政部。" | taide task zh2en --model smollm2-135m`
     """
-    from taide.chat.presets import TASKS
-    from taide.chat.traditional import TraditionalGuard
-    from taide.errors import InputError
-    from taide.tasks import run_task
+    from taide.tasks import TaskConfig, run_task
+
+    def show(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
     with _errors():
-        if kind not in TASKS:
-            raise TaideError(f"unknown task {kind!r}; choose one of {', '.join(TASKS)}")
-        if input == "-":
-            text = sys.stdin.read()
-        else:
-            path = Path(input)
-            if not path.is_file():
-                raise InputError(path, None, "no such file")
-            text = path.read_text(encoding="utf-8")
-        params = _params(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, None)
-        eng = _load(model, engine, chat_format, n_ctx, api_key)
-        guard = TraditionalGuard() if traditional else None
-        for chunk in run_task(eng, kind, text, params, system, guard):
-            sys.stdout.write(chunk.text)
-            sys.stdout.flush()
-            if chunk.completion:
-                note = f" · {guard.changed} characters made Traditional" if guard else ""
-                err.print(f"\n[dim]{_speed(chunk.completion)}{note}[/]")
-        eng.close()
+        config = TaskConfig(kind, input, model, engine=engine, system=system, max_tokens=max_tokens,
+                            temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
+                            seed=seed, traditional=traditional, chat_format=chat_format, n_ctx=n_ctx, api_key=api_key)
+        result = run_task(config, on_text=show, status=err.status)
+        note = f" · {result.traditional_changes} characters made Traditional" if traditional else ""
+        err.print(f"\n[dim]{_speed(result.completion)}{note}[/]")
 
 
 @app.command()
@@ -276,13 +257,14 @@ def demo(model: NewestModel = None,
     Example: `taide demo` (the model of your newest `taide build`; before any build, the embedded English
     SmolLM2-135M-Instruct on llama.cpp, about a minute on 2 cores)
     """
+    from dataclasses import replace
+
     from taide.chat.presets import TASKS
     from taide.tasks import DEMO_PARAMS, demo as run_demo
 
     with _errors():
         model = _model_or_newest(model)
-        params = _params(max_tokens, DEMO_PARAMS.temperature, DEMO_PARAMS.top_p, DEMO_PARAMS.top_k,
-                         DEMO_PARAMS.repetition_penalty, None, None)
+        params = replace(DEMO_PARAMS, max_tokens=max_tokens)
         current = {"task": None}
 
         def show(task_name, chunk):
@@ -355,16 +337,15 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
     Example: `taide serve smollm2-135m --port 8000`, then
     `curl localhost:8000/v1/chat/completions -d '{"messages":[{"role":"user","content":"你好"}]}'`
     """
-    from taide.serve import ServeConfig
-    from taide.serve import serve as run_server
+    from taide.serve import ServeConfig, run_serve
 
     with _errors():
-        target = upstream or model
-        config = ServeConfig(served_model_name=served_model_name, api_key=api_key, concurrency=concurrency,
+        config = ServeConfig(model=model, engine=engine, host=host, port=port, upstream=upstream,
+                             upstream_api_key=upstream_api_key, chat_format=chat_format, n_ctx=n_ctx,
+                             served_model_name=served_model_name, api_key=api_key, concurrency=concurrency,
                              max_waiting=max_waiting, system_prompt=system_prompt)
-        options = {k: v for k, v in {"chat_format": chat_format, "n_ctx": n_ctx, "api_key": upstream_api_key}.items() if v}
-        err.print(f"[dim]serving {target} on http://{host}:{port} (web chat at /, API at /v1)[/]")
-        run_server(target, engine, host=host, port=port, config=config, **options)
+        err.print(f"[dim]serving {upstream or model} on http://{host}:{port} (web chat at /, API at /v1)[/]")
+        run_serve(config)
 
 
 data_app = typer.Typer(help="Corpus preprocessing: the card's cleaning steps for Taiwan text.", no_args_is_help=True)
@@ -398,14 +379,16 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from taide.data import clean as run_clean
+    from taide.data import CleanConfig, run_clean
 
     with _errors():
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err) as progress:
             bar = progress.add_task("reading", total=None)
-            report = run_clean(inputs, out_dir, config, text_field, keep_rejected, shard_docs, output_format, workers,
-                               executor, ray_address, keep_work=keep_work,
-                               on_progress=lambda n: progress.update(bar, description=f"{n} documents cleaned"))
+            config = CleanConfig(inputs=inputs, out_dir=out_dir, config=config, text_field=text_field,
+                                 keep_rejected=keep_rejected, workers=workers, executor=executor,
+                                 ray_address=ray_address, format=output_format, shard_docs=shard_docs,
+                                 keep_work=keep_work)
+            report = run_clean(config, on_progress=lambda n: progress.update(bar, description=f"{n} documents cleaned"))
         removed = sum(report["removed"].values())
         out.print(f"{report['read']} read = {report['kept']} kept + {removed} removed + {report['unreadable']} "
                   f"unreadable → {out_dir} (accounting per stage and source in stats.md)")
@@ -542,23 +525,10 @@ def _print_scores(report: dict) -> None:
         out.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True)
 
 
-def _check_endpoint(engine, what: str) -> None:
-    """Fail now, not after the whole generation, when an endpoint is unreachable or refuses the key."""
-    from taide.errors import EngineError
-
-    try:
-        engine.check()
-    except EngineError as e:
-        raise EngineError(f"{what}: {e}") from e
-
-
-def _write_and_show_report(report: dict, out_dir: Path | None) -> None:
-    from taide.eval.report import write_report
-
+def _show_report(report: dict, files: dict) -> None:
     _print_scores(report)
-    if out_dir is not None:
-        paths = write_report(report, out_dir)
-        out.print(f"report: {paths['markdown']} · {paths['json']} · {paths['png']}")
+    if files:
+        out.print(f"report: {files['markdown']} · {files['json']} · {files['png']}")
 
 
 @eval_app.command("bench")
@@ -608,42 +578,17 @@ def eval_bench(
     Example: `taide eval bench --endpoint http://gpu:8000/v1 --judge-endpoint https://api.openai.com/v1
     --judge-model gpt-4o --system taide -o runs/taide-8b`
     """
-    import time
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from taide.engines import GenerationParams, load_engine
-    from taide.eval.bench import SAMPLE_BENCH, load_bench, run_bench
-    from taide.eval.judge import Judge, load_endpoint
-    from taide.eval.report import build_report
+    from taide.eval.commands import EvalBenchConfig, run_eval_bench
 
     with _errors():
-        if (model is None) == (endpoint is None):
-            raise TaideError("pass the model to evaluate as --model M (local) or --endpoint URL, not both")
-        if not generate_only and not (judge_endpoint or judge_model):
-            raise TaideError("no judge: pass --judge-endpoint URL --judge-model NAME (or a local --judge-model), "
-                             "or --generate-only")
-        task_list = [t.strip() for spec in tasks or [] for t in spec.split(",") if t.strip()] or None
-        data_dir = data or SAMPLE_BENCH
-        load_bench(data_dir, task_list)  # bad data fails here, before any model loads
-        params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
-        judge = None
-        judge_options = {"concurrency": judge_concurrency or concurrency, "max_tokens": judge_max_tokens}
-        if not generate_only and judge_endpoint:  # a wrong judge URL or key fails before the model loads
-            with err.status(f"Connecting to the judge at {judge_endpoint} …"):
-                judge = Judge.from_endpoint(judge_endpoint, judge_model, judge_api_key, timeout, **judge_options)
-                _check_endpoint(judge.engine, "the judge")
-        if endpoint:
-            with err.status(f"Connecting to {endpoint} …"):
-                eng = load_endpoint(endpoint, served_model, api_key, timeout, max_concurrency=concurrency or 8)
-                _check_endpoint(eng, "the model endpoint")
-        else:
-            eng = _load(model, engine, n_ctx=n_ctx)
-        if not generate_only and not judge_endpoint:
-            with err.status(f"Loading the judge {judge_model} …"):
-                judge = Judge(load_engine(judge_model, "auto"), **judge_options)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
+        config = EvalBenchConfig(out_dir=out_dir, model=model, endpoint=endpoint, served_model=served_model,
+                                 api_key=api_key, engine=engine, data=data, judge_endpoint=judge_endpoint,
+                                 judge_model=judge_model, judge_api_key=judge_api_key,
+                                 judge_concurrency=judge_concurrency, judge_max_tokens=judge_max_tokens, system=system,
+                                 tasks=tasks, generate_only=generate_only, concurrency=concurrency,
+                                 max_tokens=max_tokens, timeout=timeout, n_ctx=n_ctx)
         with Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err) as progress:
             bars: dict[tuple[str, str], object] = {}
@@ -654,17 +599,11 @@ def eval_bench(
                     bars[key] = progress.add_task(f"{stage} {task_name}", total=total)
                 progress.update(bars[key], completed=done, total=total)
 
-            result = run_bench(eng, out_dir, data_dir, judge, task_list, params, system, concurrency,
-                               on_progress=on_progress)
-        wall = time.perf_counter() - started
-        failed = sum(len(g["failed"]) for g in result["generation"].values())
-        if failed:
-            err.print(f"[yellow]{failed} prompts got no answer (listed in the report); rerun to retry them[/]")
-        eng.close()
-        if judge:
-            judge.engine.close()
-        _write_and_show_report(build_report(out_dir), out_dir)
-        out.print(f"[dim]{wall:.0f} s[/]")
+            result = run_eval_bench(config, on_progress=on_progress, status=err.status)
+        if result.unanswered:
+            err.print(f"[yellow]{result.unanswered} prompts got no answer (listed in the report); rerun to retry them[/]")
+        _show_report(result.report, result.files)
+        out.print(f"[dim]{result.seconds:.0f} s[/]")
 
 
 @eval_app.command("mc")
@@ -699,26 +638,18 @@ def eval_mc(model: Model,
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from taide.eval.mc import METHODS, PUBLISHED, load_mc, run_mc, write_mc
-    from taide.models import resolve_model
+    from taide.eval.commands import EvalMCConfig, run_eval_mc
 
     with _errors():
-        if method not in METHODS:
-            raise TaideError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-        data = load_mc(paths)  # bad paths fail before the model loads
-        if engine == "auto" and resolve_model(model).is_local:
-            engine = "transformers"  # exams read long prompts: 2.3× faster than llama.cpp here (BENCHMARKS.md)
-        eng = _load(model, engine, n_ctx=n_ctx, api_key=api_key)
+        config = EvalMCConfig(model=model, paths=paths, out_dir=out_dir, shots=shots,
+                              limit_per_subject=limit_per_subject, runs=runs, seed=seed, method=method, engine=engine,
+                              system=system, api_key=api_key, n_ctx=n_ctx, max_tokens=max_tokens)
         with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err) as progress:
             bar = progress.add_task("mc", total=None)
-            result = run_mc(eng, data, shots=shots, limit_per_subject=limit_per_subject, method=method,
-                            system=system, max_tokens=max_tokens, runs=runs, seed=seed,
-                            progress=lambda done, total: progress.update(bar, completed=done, total=total))
-        eng.close()
-        result["model"] = eng.describe()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        files = write_mc(result, out_dir)
+            done = run_eval_mc(config, status=err.status,
+                               on_progress=lambda n, total: progress.update(bar, completed=n, total=total))
+        result, files = done.summary, done.files
         spread = result.get("spread", {})
 
         def accuracy(value, scope, name):
@@ -743,7 +674,7 @@ def eval_mc(model: Model,
                       str(o["extraction_failures"] + o["errors"]), style="bold")
         table.add_row("overall (macro)", "", "", f"{o['macro_accuracy']:.1%}", f"{o['macro_chance']:.1%}", "")
         out.print(table)
-        for row in PUBLISHED:
+        for row in result["published"]:
             figures = ", ".join(f"{exam} {value:.2%}" for exam, value in row["accuracy"].items())
             out.print(f"[dim]published, not comparable number for number (other prompts and runs): {row['model']}, "
                       f"{row['source']}: {figures}[/]")
@@ -769,10 +700,11 @@ def eval_compare(runs: Annotated[list[Path], typer.Argument(help="Bench output d
 
     Example: `taide eval compare runs/smol runs/taide-8b -o runs/compare`
     """
-    from taide.eval.report import compare
+    from taide.eval.commands import EvalCompareConfig, run_eval_compare
 
     with _errors():
-        _write_and_show_report(compare(runs, published=not no_published), out_dir)
+        result = run_eval_compare(EvalCompareConfig(runs=runs, out_dir=out_dir, no_published=no_published))
+        _show_report(result.report, result.files)
 
 
 @data_app.command("sample")
@@ -818,11 +750,13 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
     `taide build recipes/build/llama3-taide-8b.yaml --dry-run` (the card's own recipe: 2,336 H100-hours), then
     `taide build recipes/build/llama3-taide-8b.yaml --smoke` (all of it at toy scale, a few minutes) before the cluster
     """
-    from taide.builder import build
+    from taide.builder import BuildConfig, run_build
 
     with _errors():
+        config = BuildConfig(recipe=recipe, out_dir=out_dir, dry_run=dry_run, from_stage=from_stage,
+                             until_stage=until_stage, smoke=smoke)
         if dry_run:
-            plan = build(recipe, out_dir, dry_run=True)
+            plan = run_build(config)
             table = Table(title=f"{plan['name']}: {plan['parameters'] / 1e9:.2f}B parameters ({plan['shape_from']})")
             for column in ("stage", "inputs / tokens", "FLOPs per token", "GPU-hours"):
                 table.add_column(column)
@@ -874,7 +808,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
             else:
                 err.print(f"[green]{stage}[/] done in {manifest['seconds']:.0f} s")
 
-        result = build(recipe, out_dir, from_stage=from_stage, until_stage=until_stage, on_event=on_event, smoke=smoke)
+        result = run_build(config, on_event=on_event)
         results = result["results"]
         card = results.get("card", {}).get("card")
         report = results.get("eval", {}).get("bench", {}).get("report", {})
@@ -919,10 +853,11 @@ def export_command(model: Model,
 
     Example: `taide export runs/sft/model --quant q4_k_m -o dist/ --verify`
     """
-    from taide.export import export_model
+    from taide.export import ExportConfig, run_export
 
     with _errors():
-        result = export_model(model, fmt, quant, out_path, verify=verify, output_type=output_type, overwrite=overwrite)
+        result = run_export(ExportConfig(model=model, format=fmt, quant=quant, out=out_path, verify=verify,
+                                         output_type=output_type, overwrite=overwrite))
         size = f"{result.size_bytes / 1e6:,.1f} MB"
         bits = f", {result.bits_per_weight:.2f} bits/weight" if result.bits_per_weight else ""
         out.print(f"{result.path} ({size}{bits}, {result.seconds:.0f} s)")
@@ -943,10 +878,10 @@ def verify_command(gguf: Annotated[Path, typer.Argument(help="The GGUF file to c
 
     Example: `taide verify dist/model-q4_k_m.gguf --against runs/sft/model`
     """
-    from taide.export import verify_gguf
+    from taide.export import VerifyConfig, run_verify
 
     with _errors():
-        out.print(verify_gguf(gguf, against).summary())
+        out.print(run_verify(VerifyConfig(gguf=gguf, against=against)).summary())
 
 
 def main():

@@ -10,15 +10,57 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from taide.artifacts import iter_jsonl, read_resumable
 from taide.chat.formats import validate_messages
 from taide.chat.presets import resolve_system_prompt
 from taide.chat.traditional import TraditionalGuard
 from taide.engines import Engine, GenerationParams
 from taide.errors import ChatFormatError, InputError
-from taide.jsonl import iter_jsonl, read_resumable
+
+
+@dataclass(kw_only=True)
+class SamplingOptions:
+    """The sampling flags `taide generate`, `taide task` and `taide chat` share, and the model to load."""
+    engine: str = "auto"
+    system: str = "auto"  # "auto", "none", a preset name or the text (resolve_system_prompt)
+    max_tokens: int = 512
+    temperature: float = GenerationParams.temperature
+    top_p: float = GenerationParams.top_p
+    top_k: int = GenerationParams.top_k
+    repetition_penalty: float = GenerationParams.repetition_penalty
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    traditional: bool = False  # convert Simplified characters in the answers to Taiwan Traditional
+    chat_format: str | None = None
+    n_ctx: int | None = None
+    api_key: str | None = None
+
+    def params(self) -> GenerationParams:
+        return GenerationParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+                                top_k=self.top_k, repetition_penalty=self.repetition_penalty, seed=self.seed,
+                                stop=list(self.stop or []))
+
+    def load(self, model: str, status: Callable[[str], AbstractContextManager] = nullcontext) -> Engine:
+        from taide.engines import load_engine
+
+        with status(f"Loading {model} …"):
+            return load_engine(model, self.engine, chat_format=self.chat_format, n_ctx=self.n_ctx, api_key=self.api_key)
+
+
+@dataclass
+class GenerateConfig(SamplingOptions):
+    """``taide generate``: answer every conversation of a JSONL file into another, resumably."""
+    model: str
+    input: Path  # JSONL: {id, messages} or {id, prompt} per line
+    output: Path  # JSONL the answers are appended to; ids already there are skipped
+    batch_size: int = 8
+
+    def __post_init__(self):
+        self.input, self.output = Path(self.input), Path(self.output)
 
 
 @dataclass
@@ -104,3 +146,13 @@ def generate_file(engine: Engine, input_path: str | Path, output_path: str | Pat
     return GenerateReport(total=len(items), already_done=len(items) - len(todo), generated=len(todo),
                           completion_tokens=tokens, traditional_changes=guard.changed if guard else 0,
                           elapsed=time.perf_counter() - started, output=output_path)
+
+
+def run_generate(config: GenerateConfig, on_progress: Callable[[int, int], None] | None = None,
+                 status: Callable[[str], AbstractContextManager] = nullcontext) -> GenerateReport:
+    """Load ``config.model`` and :func:`generate_file` ``input`` into ``output``."""
+    if not config.input.is_file():  # before the model loads
+        raise InputError(config.input, None, "no such file")
+    with config.load(config.model, status) as engine:
+        return generate_file(engine, config.input, config.output, config.params(), config.batch_size, config.system,
+                             config.traditional, on_progress)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from taide.artifacts import write_json
 from taide.builder.recipe import Recipe
 from taide.chat.presets import TAIDE_SYSTEM_PROMPT
 
@@ -253,6 +254,5 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
               "以小型基礎模型在 CPU 上建置的示範結果，其評測數字僅供驗證流程，不代表實際能力。", ""]
     card = directory / "MODEL_CARD.md"
     card.write_text("\n".join(lines), encoding="utf-8")
-    (directory / "card.json").write_text(json.dumps({"results": results, "plan": plan}, ensure_ascii=False, indent=1,
-                                                    default=str), encoding="utf-8")
+    write_json(directory / "card.json", {"results": results, "plan": plan})
     return {"card": str(card)}

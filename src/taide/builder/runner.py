@@ -1,18 +1,23 @@
 """`taide build`: the stages data → cp → sft → export → eval → card, each an artifact directory with a
-manifest (command, settings, input hash, versions, counts). A stage whose inputs did not change since its
-complete manifest is skipped; a changed one reruns, and so does everything after it (their inputs include
-its result); a killed stage resumes (cleaning and training resume by themselves)."""
+manifest (:mod:`taide.artifacts`: command, config, versions, plus the stage's input hash, upstream hashes and
+result). A stage whose inputs did not change since its complete manifest is skipped; a changed one reruns, and
+so does everything after it (their inputs include its result); a killed stage resumes (cleaning and training
+resume by themselves)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from taide.artifacts import manifest as artifact_manifest
+from taide.artifacts import versions, write_json
 from taide.builder import stages as stage_functions
 from taide.builder.card import write_card
 from taide.builder.plan import gpu_hours, implied_mfu, model_shape
@@ -20,18 +25,6 @@ from taide.builder.recipe import PLAN_ONLY, STAGES, BuildError, Recipe, load_bui
 
 RUNNERS = {"data": stage_functions.run_data, "cp": stage_functions.run_cp, "sft": stage_functions.run_sft,
            "export": stage_functions.run_export, "eval": stage_functions.run_eval}
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    found = {}
-    for package in ("taide", "torch", "transformers", "llama-cpp-python", "gguf"):
-        try:
-            found[package] = md.version(package)
-        except md.PackageNotFoundError:
-            pass
-    return found
 
 
 def _files_fingerprint(paths) -> list:
@@ -62,7 +55,7 @@ def input_hash(recipe: Recipe, stage: str, upstream_hashes: dict) -> str:
     elif stage == "sft":
         files = _files_fingerprint(settings.get("data", [recipe.resolve("sample:sft")]))
     key = {"stage": stage, "settings": settings, "base": recipe.base_model, "upstream": upstream_hashes,
-           "files": files, "taide": _versions().get("taide")}
+           "files": files, "taide": versions().get("taide")}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -106,11 +99,22 @@ def make_plan(recipe: Recipe) -> dict:
     return plan
 
 
-def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run: bool = False,
-          from_stage: str | None = None, until_stage: str | None = None,
-          on_event: Callable[[str, str, dict], None] | None = None, smoke: bool = False) -> dict:
-    """Run the recipe (the default one when None). Returns the plan (dry run) or every stage's result.
-    ``smoke``: the same recipe at toy scale (:mod:`taide.builder.smoke`), under ``out`` or ``<recipe out>-smoke``."""
+@dataclass
+class BuildConfig:
+    """``taide build``: the card's chain, data → cp → sft → export → eval → card, from one recipe."""
+    recipe: Path | None = None  # the build recipe YAML; None: the demo recipe on the embedded model and shipped data
+    out_dir: str | None = None  # where the stages' artifacts go; None: the recipe's out
+    dry_run: bool = False  # the plan only (stages, tokens, GPU-hours)
+    from_stage: str | None = None  # redo this stage and the ones after
+    until_stage: str | None = None  # stop after this stage
+    smoke: bool = False  # every stage at toy scale, under out_dir or <recipe out>-smoke (taide.builder.smoke)
+
+
+def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | None = None) -> dict:
+    """Run the recipe. Returns the plan (dry run) or ``{"plan", "results": {stage: result}, "out", "smoke"}``.
+    ``on_event(kind, stage, info)``: kind is smoke, skip, start, progress (a training step) or done."""
+    recipe_path, out, dry_run, smoke = config.recipe, config.out_dir, config.dry_run, config.smoke
+    from_stage, until_stage = config.from_stage, config.until_stage
     recipe = load_build_recipe(recipe_path, None if smoke else out)
     if smoke:
         if dry_run:
@@ -154,19 +158,18 @@ def build(recipe_path: str | Path | None = None, out: str | None = None, dry_run
         if directory.exists() and (redo or not resumable):
             shutil.rmtree(directory)  # other inputs, or asked to redo: nothing of the old run is reused
         directory.mkdir(parents=True, exist_ok=True)
-        started.write_text(json.dumps({"inputs_hash": digest}))
+        write_json(started, {"inputs_hash": digest})
         event("start", stage, {})
         began = time.perf_counter()
         if stage == "card":
             result = write_card(recipe, directory, results, plan)
         else:
             result = RUNNERS[stage](recipe, directory, results, lambda values, s=stage: event("progress", s, values))
-        manifest = {"stage": stage, "inputs_hash": digest, "complete": True, "command": sys.argv,
-                    "settings": stage_settings(recipe, stage), "upstream": dict(hashes), "versions": _versions(),
-                    "seconds": round(time.perf_counter() - began, 1), "result": result}
-        tmp = directory / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
-        tmp.replace(manifest_path)
+        # Written last and whole: a complete manifest is what lets a rerun skip this stage.
+        manifest = artifact_manifest(shlex.join(sys.argv), stage_settings(recipe, stage), stage=stage,
+                                     inputs_hash=digest, complete=True, upstream=dict(hashes),
+                                     seconds=round(time.perf_counter() - began, 1), result=result)
+        write_json(manifest_path, manifest)
         results[stage], hashes[stage] = result, digest
         event("done", stage, manifest)
     if "card" in results and not recipe.smoke:  # a smoke build's random-init model is no one's chat default
@@ -181,7 +184,7 @@ def _remember(results: dict) -> None:
     model = (results.get("export") or {}).get("path") or (results.get("sft") or results.get("cp") or {}).get("model")
     if model:
         cache_root().mkdir(parents=True, exist_ok=True)
-        (cache_root() / "latest-build.json").write_text(json.dumps({"model": str(Path(model).resolve())}))
+        write_json(cache_root() / "latest-build.json", {"model": str(Path(model).resolve())})
 
 
 def latest_build() -> str | None:

@@ -4,22 +4,18 @@ manifest. Nothing here re-implements those components."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import random
 from pathlib import Path
 
+from taide.artifacts import atomic_write, write_json
 from taide.builder.recipe import PLAN_ONLY, SAMPLES, Recipe
 
 
 def run_data(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
-    from taide.data import clean
+    from taide.data import CleanConfig, run_clean
 
-    settings = recipe.resolve(recipe.data)
-    report = clean(settings.get("inputs", ["sample:data"]), directory / "cleaned", config=settings.get("config"),
-                   keep_rejected=directory / "rejected", workers=settings.get("workers"),
-                   executor=settings.get("executor", "local"), ray_address=settings.get("ray_address"))
+    settings = {"inputs": ["sample:data"], **recipe.resolve(recipe.data)}  # the recipe's keys are CleanConfig's
+    report = run_clean(CleanConfig(out_dir=directory / "cleaned", keep_rejected=directory / "rejected", **settings))
     return {"read": report["read"], "kept": report["kept"], "unreadable": report["unreadable"],
             "removed": report["removed"], "stages": report["stages"], "sources": report["sources"],
             "output": str(directory / "cleaned")}
@@ -65,12 +61,10 @@ def built_model(upstream: dict, recipe: Recipe) -> str:
 
 
 def run_export(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
-    from taide.export import export_model
+    from taide.export import ExportConfig, run_export
 
-    settings = recipe.export
-    result = export_model(built_model(upstream, recipe), fmt=settings.get("format", "gguf"),
-                          quant=settings.get("quant", "q8_0"), out=directory, verify=settings.get("verify", True),
-                          output_type=settings.get("output_type"), overwrite=True)
+    settings = {"quant": "q8_0", "verify": True, **recipe.export}  # the recipe's keys are ExportConfig's
+    result = run_export(ExportConfig(built_model(upstream, recipe), out=directory, overwrite=True, **settings))
     report = result.to_dict()
     return {"path": str(result.path), "format": result.format, "quant": result.quant, "size_bytes": result.size_bytes,
             "bits_per_weight": result.bits_per_weight, "modelfile": report.get("modelfile"),
@@ -79,53 +73,10 @@ def run_export(recipe: Recipe, directory: Path, upstream: dict, report=None) -> 
 
 # --- evaluation: the built model against the base on what the build never trained on ---------------
 
-def _bootstrap(a: list[float], b: list[float], metric, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of metric(b) - metric(a) over items resampled with replacement."""
-    rng = random.Random(seed)
-    n = len(a)
-    diffs = []
-    for _ in range(rounds):
-        pick = [rng.randrange(n) for _ in range(n)]
-        diffs.append(metric([b[i] for i in pick]) - metric([a[i] for i in pick]))
-    diffs.sort()
-    return diffs[int(0.025 * rounds)], diffs[int(0.975 * rounds) - 1]
-
-
-def _heldout_losses(recipe: Recipe, upstream: dict, models: dict[str, str], rows_wanted: int) -> dict:
-    """Per-row held-out loss of each model on the first ``rows_wanted`` rows of the CP held-out split
-    (the same rows for every model)."""
-    import torch
-
-    from taide.train import TrainConfig
-    from taide.train.datasets import build_datasets
-    from taide.train.model import load_for_training
-    from taide.train.parallel import World
-    from taide.train.trainer import token_loss_sum
-
-    world = World(0, 1, 0, torch.device("cpu"))
-    settings = {k: v for k, v in recipe.resolve(recipe.cp).items() if k not in PLAN_ONLY and k != "max_steps"}
-    config = TrainConfig(mode="cp", model=recipe.base_model, data=[upstream["data"]["output"]],
-                         out=str(Path(upstream["cp"]["model"]).parent), **settings)
-    rows = {}
-    for name, reference in models.items():
-        model, tokenizer, chat_format = load_for_training(reference, world.device)
-        model.eval()
-        data = build_datasets(config, tokenizer, chat_format, world)
-        losses, counts = [], []
-        with torch.no_grad():
-            for batch in data.heldout(max(1, rows_wanted // config.micro_batch_size)):
-                for i in range(len(batch["input_ids"])):  # one item per row, for the bootstrap
-                    loss, n = token_loss_sum(model, {k: v[i:i + 1] for k, v in batch.items()}, contextlib.nullcontext)
-                    losses.append(float(loss))
-                    counts.append(n)
-        rows[name] = (losses, counts)
-        del model
-    return rows
-
-
 def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
-    from taide.chat.presets import task_messages
-    from taide.eval.metrics import sentence_chrf
+    from taide.engines import load_engine
+    from taide.eval import heldout
+    from taide.train import TrainConfig
 
     settings = recipe.resolve(recipe.eval)
     max_tokens = settings.get("max_tokens", 128)
@@ -139,41 +90,30 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
         compared = {"base": recipe.base_model, "built": built_model(upstream, recipe)}
         if compared["built"] != upstream["cp"]["model"]:
             compared["cp"] = upstream["cp"]["model"]
-        losses = _heldout_losses(recipe, upstream, compared, settings.get("heldout_rows", 32))
-        base_l, counts = losses["base"]
-        ppl = lambda ls: math.exp(sum(ls) / sum(counts))  # noqa: E731
+        cp = {k: v for k, v in recipe.resolve(recipe.cp).items() if k not in PLAN_ONLY and k != "max_steps"}
+        config = TrainConfig(mode="cp", model=recipe.base_model, data=[upstream["data"]["output"]],
+                             out=str(Path(upstream["cp"]["model"]).parent), **cp)  # the split CP held out
+        losses = heldout.heldout_losses(config, compared, settings.get("heldout_rows", 32))
         for name, key in (("built", "heldout_perplexity"), ("cp", "heldout_perplexity_cp")):
             if name in losses:
-                other = losses[name][0]
-                low, high = _bootstrap([l / n for l, n in zip(base_l, counts) if n],
-                                       [l / n for l, n in zip(other, counts) if n], lambda xs: sum(xs) / len(xs))
-                proof[key] = {"base": ppl(base_l), "built": ppl(other), "rows": len(base_l), "tokens": sum(counts),
-                              "loss_diff_95": [low, high], "within_noise": low <= 0 <= high}
+                proof[key] = heldout.perplexity_change(losses["base"], losses[name])
 
     # 2. chrF on held-out translation pairs (both models, greedy); 3. Taiwan prompts and 4. taide-bench (the built
     # model: a pretrained base does not answer instructions, and its rambling would double the stage's time).
-    from taide.engines import GenerationParams, load_engine
-
-    pairs_file = Path(settings.get("heldout_pairs") or recipe.resolve("sample:pairs"))
-    pairs = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    prompts = [task_messages(p["task"], p["source"]) for p in pairs]
+    pairs = heldout.read_pairs(settings.get("heldout_pairs") or recipe.resolve("sample:pairs"))
     scores, taiwan, bench = {}, {}, {}
     for name, reference in models.items():
         with load_engine(reference) as engine:
-            answers = engine.generate_batch(prompts, GenerationParams(max_tokens=max_tokens, temperature=0.0))
-            outputs = [a.text for a in answers]
+            outputs, scores[name] = heldout.translation_chrf(engine, pairs, max_tokens)
             if name == "built":
                 taiwan = _run_taiwan(settings, engine, directory, max_tokens)
                 bench = _run_bench(settings, engine, directory / "bench-built", max_tokens)
-        scores[name] = [sentence_chrf(o, p["reference"]) for o, p in zip(outputs, pairs)]
-        (directory / f"translations-{name}.jsonl").write_text(
-            "".join(json.dumps({"id": p["id"], "task": p["task"], "source": p["source"], "reference": p["reference"],
-                                "output": o}, ensure_ascii=False) + "\n" for p, o in zip(pairs, outputs)), "utf-8")
-    low, high = _bootstrap(scores["base"], scores["built"], lambda xs: sum(xs) / len(xs))
-    proof["heldout_chrf"] = {"base": sum(scores["base"]) / len(pairs), "built": sum(scores["built"]) / len(pairs),
-                             "pairs": len(pairs), "diff_95": [low, high], "within_noise": low <= 0 <= high}
+        atomic_write(directory / f"translations-{name}.jsonl", "".join(
+            json.dumps({"id": p["id"], "task": p["task"], "source": p["source"], "reference": p["reference"],
+                        "output": o}, ensure_ascii=False) + "\n" for p, o in zip(pairs, outputs)))
+    proof["heldout_chrf"] = heldout.score_change(scores["base"], scores["built"])
     result = {"proof": proof, "taiwan": taiwan, "bench": bench, "models": models}
-    (directory / "proof.json").write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_json(directory / "proof.json", result)
     return result
 
 
@@ -191,25 +131,23 @@ def _run_taiwan(settings: dict, engine, directory: Path, max_tokens: int) -> dic
                      + [{"role": "user", "content": p["prompt"]}] for p in prompts]
     answers = engine.generate_batch(conversations, GenerationParams(max_tokens=max_tokens, seed=0))
     checked = fidelity_many([a.text for a in answers], languages)
-    (directory / "taiwan-built.jsonl").write_text("".join(
+    atomic_write(directory / "taiwan-built.jsonl", "".join(
         json.dumps({**p, "answer": a.text, "fidelity": f}, ensure_ascii=False) + "\n"
-        for p, a, f in zip(prompts, answers, checked["items"])), encoding="utf-8")
+        for p, a, f in zip(prompts, answers, checked["items"])))
     return {"built": {**checked["summary"], "system_prompt": system, "prompts": path.name}}
 
 
 def _run_bench(settings: dict, engine, run: Path, max_tokens: int) -> dict:
-    """taide-bench as `taide eval bench` runs it (the same files, bench_run.json included), then the report."""
-    from taide.engines import GenerationParams
-    from taide.eval.bench import run_bench
+    """taide-bench through `taide eval bench`'s own function: the same files, bench_run.json and report included."""
+    from taide.eval.commands import EvalBenchConfig, run_eval_bench
     from taide.eval.judge import Judge, StubJudgeEngine
-    from taide.eval.report import compare, write_report
 
     judge = None
-    if settings.get("judge_endpoint"):
-        judge = Judge.from_endpoint(settings["judge_endpoint"], settings.get("judge_model"))
-    elif settings.get("judge_model") in ("self", "stub"):
+    if settings.get("judge_model") in ("self", "stub") and not settings.get("judge_endpoint"):
         judge = Judge(engine if settings["judge_model"] == "self" else StubJudgeEngine())
-    run_bench(engine, run, settings.get("bench"), judge, settings.get("tasks"),  # bench None: the shipped sample
-              GenerationParams(max_tokens=max_tokens, temperature=0.0), settings.get("system_prompt") or "none")
-    files = write_report(compare([run]), run.parent / "report")
-    return {"report": {k: str(v) for k, v in files.items()}, "runs": [str(run)]}
+    config = EvalBenchConfig(run, model=engine.describe()["model"], data=settings.get("bench"),  # None: the sample
+                             judge_endpoint=settings.get("judge_endpoint"), judge_model=settings.get("judge_model"),
+                             system=settings.get("system_prompt") or "none", tasks=settings.get("tasks"),
+                             generate_only=not (judge or settings.get("judge_endpoint")), max_tokens=max_tokens)
+    result = run_eval_bench(config, engine=engine, judge=judge)
+    return {"report": {k: str(v) for k, v in result.files.items()}, "runs": [str(run)]}

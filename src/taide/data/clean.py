@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from taide.artifacts import atomic_write, write_json
 from taide.data.base import DataError, DedupStage, Rejected
 from taide.data.executors import run_batches
 from taide.data.pipeline import BatchCounts, BatchResult, build_pipeline
@@ -80,18 +81,11 @@ def _fingerprint(files: list, pipeline, text_field: str, keep_rejected: bool, ba
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _replace(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary name, so a killed run never leaves half a file under the real name."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _save_batch(work: Path, result: BatchResult) -> None:
     stem = work / f"batch-{result.index:06d}"
-    _replace(stem.with_suffix(".kept.jsonl"), lambda p: p.write_text("".join(l + "\n" for l in result.kept), "utf-8"))
-    _replace(stem.with_suffix(".rejected.jsonl"),
-             lambda p: p.write_text("".join(l + "\n" for l in result.rejected), "utf-8"))
+    # Each file is written whole (atomic_write), the counts last: a batch with counts is complete.
+    atomic_write(stem.with_suffix(".kept.jsonl"), "".join(l + "\n" for l in result.kept))
+    atomic_write(stem.with_suffix(".rejected.jsonl"), "".join(l + "\n" for l in result.rejected))
     arrays = {"ids": np.array(result.ids, dtype=str), "sources": np.array(result.sources, dtype=str),
               **{f"sig_{name}": sig for name, sig in result.signatures.items()}}
 
@@ -99,8 +93,8 @@ def _save_batch(work: Path, result: BatchResult) -> None:
         with path.open("wb") as f:
             np.savez(f, **arrays)
 
-    _replace(stem.with_suffix(".npz"), write_npz)
-    _replace(stem.with_suffix(".json"), lambda p: p.write_text(json.dumps(result.counts.to_json()), "utf-8"))
+    atomic_write(stem.with_suffix(".npz"), write_npz)
+    write_json(stem.with_suffix(".json"), result.counts.to_json())
 
 
 def _lines(path: Path) -> list[str]:
@@ -168,6 +162,29 @@ def _finished(out: Path, fingerprint: str, write_settings: dict, keep_rejected) 
     return report if same_writes and shards_there and rejects_there else None
 
 
+@dataclass
+class CleanConfig:
+    """``taide data clean``: a corpus cleaned the card's way into shards with every record accounted for."""
+    inputs: list[Path]  # files or directories
+    out_dir: Path
+    config: Path | None = None  # YAML with 'pipeline:' (and optionally 'text_field:')
+    text_field: str = "text"
+    keep_rejected: Path | None = None  # also write the removed documents, with stage and reason, here
+    workers: int | None = None  # default: one per core (with ray: one per cluster CPU)
+    executor: str = "local"  # local or ray
+    ray_address: str | None = None
+    format: str = "jsonl"  # jsonl or parquet shards
+    shard_docs: int = 100_000
+    keep_work: bool = False
+
+
+def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = None) -> dict:
+    """:func:`clean` with ``config``; returns the report that stats.json holds."""
+    c = config
+    return clean(c.inputs, c.out_dir, c.config, c.text_field, c.keep_rejected, c.shard_docs, c.format, c.workers,
+                 c.executor, c.ray_address, on_progress=on_progress, keep_work=c.keep_work)
+
+
 def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str = "text",
           keep_rejected: str | Path | None = None, shard_docs: int = 100_000, output_format: str = "jsonl",
           workers: int | None = None, executor: str = "local", ray_address: str | None = None,
@@ -201,7 +218,7 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
         return done
     work.mkdir(parents=True, exist_ok=True)
     manifest.pop("complete", None)
-    _replace(manifest_path, lambda p: p.write_text(json.dumps(manifest)))
+    write_json(manifest_path, manifest)
 
     # Phase 1: per-document stages, batch by batch, skipping the batches a previous run finished.
     done_docs = 0
@@ -271,7 +288,7 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
                            "fingerprint": fingerprint})
     if keep_work:
         manifest["complete"] = write_settings
-        _replace(manifest_path, lambda p: p.write_text(json.dumps(manifest)))
+        write_json(manifest_path, manifest)
     else:
         shutil.rmtree(work)
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from taide.artifacts import write_json
 from taide.data.base import DataError
 from taide.data.pipeline import BatchCounts
 
@@ -89,8 +90,6 @@ def write_report(directory: Path, counts: BatchCounts, stage_names: list[str], e
     if counts.unreadable_examples:
         lines += ["", "Unreadable records (first ones):", ""] + [f"- {p}" for p in counts.unreadable_examples]
     (directory / "stats.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    # stats.json last and whole (through a temporary name): its presence marks a complete run.
-    tmp = directory / "stats.json.tmp"
-    tmp.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    tmp.replace(directory / "stats.json")
+    # stats.json last and whole (atomically): its presence marks a complete run.
+    write_json(directory / "stats.json", report)
     return report

@@ -34,8 +34,9 @@ def load_engine(model: str | ModelRef, engine: str = "auto", **options) -> Engin
 
     Options go to the engine: ``chat_format`` ("llama3"/"gemma"/"template"); ``n_ctx``, ``n_parallel`` and
     ``n_threads`` (llamacpp); ``device``, ``dtype`` and ``max_batch`` (transformers); ``api_key`` and
-    ``served_model`` (openai).
+    ``served_model`` (openai). An option that is None is left to the engine's default.
     """
+    options = {k: v for k, v in options.items() if v is not None}
     ref = model if isinstance(model, ModelRef) else resolve_model(model)
     name = pick_engine(ref) if engine in (None, "auto") else engine
     if name not in ENGINES:

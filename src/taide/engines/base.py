@@ -90,6 +90,7 @@ class Completion:
     elapsed: float  # seconds for the whole call
     logprobs: list[TokenLogprob] | None = None  # each generated token's, with params.logprobs
     prompt_logprobs: list[TokenLogprob] | None = None  # each prompt token's, with params.prompt_logprobs
+    token_ids: list[int] | None = None  # the answer's token ids, end of turn included (local engines)
 
     @property
     def tokens_per_second(self) -> float:
@@ -157,9 +158,19 @@ class Engine(ABC):
             handle.cancel()
 
     def chat(self, messages: list[dict], params: GenerationParams | None = None) -> Completion:
-        for chunk in self.stream(messages, params):
-            if chunk.completion is not None:
-                return chunk.completion
+        return self._result(self.open_stream(messages, params))
+
+    def complete(self, prompt: str | list[int], params: GenerationParams | None = None) -> Completion:
+        """The whole answer to a raw prompt (see :meth:`open_completion`)."""
+        return self._result(self.open_completion(prompt, params))
+
+    def _result(self, handle: ChunkStream) -> Completion:
+        try:
+            for chunk in handle:
+                if chunk.completion is not None:
+                    return chunk.completion
+        finally:
+            handle.cancel()
         raise EngineError(f"engine {self.name} ended the stream without a final result")
 
     def generate_batch(self, conversations: list[list[dict]], params: GenerationParams | None = None) -> list[Completion]:
@@ -258,6 +269,7 @@ class _Answer:
         self.prompt_tokens, self.max_new, self.started = prompt_tokens, max_new, started
         self.parts: list[str] = []
         self.logprobs: list[TokenLogprob] = []
+        self.ids: list[int] = []
         self.tokens = 0
         self.first_token_at: float | None = None
         self.finish_reason: str | None = None
@@ -265,6 +277,7 @@ class _Answer:
     def add(self, token_id: int) -> str:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
+        self.ids.append(token_id)
         if token_id in self.eos_ids:
             self.finish_reason = "stop"
             return self._emit(self.scanner.push(self.detok.flush())[0] + self.scanner.flush())
@@ -289,7 +302,7 @@ class _Answer:
         return Completion(text="".join(self.parts), finish_reason=self.finish_reason or "length",
                           prompt_tokens=self.prompt_tokens, completion_tokens=self.tokens,
                           time_to_first_token=(self.first_token_at or now) - self.started,
-                          elapsed=now - self.started)
+                          elapsed=now - self.started, token_ids=self.ids)
 
 
 class LocalEngine(Engine):

@@ -23,18 +23,17 @@ Generate now, judge later: :func:`generate_responses` then :func:`judge_response
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taide.artifacts import iter_jsonl, read_resumable, write_json
 from taide.chat.presets import resolve_system_prompt
 from taide.engines import Engine, GenerationParams, LocalEngine
 from taide.errors import EngineError, InputError
 from taide.eval.judge import Judge, JudgeItem, RetryPolicy, Verdict, call_with_retries, describe_error
-from taide.jsonl import iter_jsonl, read_resumable
 
 SAMPLE_BENCH = Path(__file__).resolve().parent / "data" / "taide-bench"
 
@@ -169,12 +168,6 @@ def journal_path(out_dir: str | Path, task: str) -> Path:
 def _append(out, row: dict) -> None:
     out.write(json.dumps(row, ensure_ascii=False) + "\n")
     out.flush()
-
-
-def _write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------- generation
@@ -397,9 +390,9 @@ def judge_responses(out_dir: str | Path, judge: Judge, data_dir: str | Path | No
 
                 judge.score_many(todo, on_result)
         finally:
-            _write_json(eval_path(out_dir, task), _eval_document(task, pairs, verdicts, judge_info))
+            write_json(eval_path(out_dir, task), _eval_document(task, pairs, verdicts, judge_info))
     summary = summarize(out_dir)
-    _write_json(out_dir / "bench_summary.json", summary)
+    write_json(out_dir / "bench_summary.json", summary)
     return summary
 
 
@@ -439,7 +432,7 @@ def run_bench(engine: Engine, out_dir: str | Path, data_dir: str | Path | None =
     result = {"model": engine.describe(), "generation": generation}
     if judge is not None:
         result.update(judge_responses(out_dir, judge, data_dir, list(generation), on_progress=on_progress))
-    _write_json(Path(out_dir) / "bench_run.json", {
+    write_json(Path(out_dir) / "bench_run.json", {
         "model": engine.describe(), "judge": judge.describe() if judge else None,
         "data": str(data_dir or SAMPLE_BENCH), "tasks": list(generation),
         "system": resolve_system_prompt(system_prompt, engine.default_system_prompt),

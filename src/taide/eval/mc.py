@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taide.artifacts import write_json
 from taide.chat.presets import resolve_system_prompt
 from taide.errors import ContextLengthError, EngineError, InputError, TaideError
 
@@ -184,7 +185,7 @@ def read_mc_file(path: str | Path, data: MCData | None = None) -> MCData:
             _read_ttqa(path, items, bad)
         elif path.name.endswith((".jsonl", ".jsonl.gz")):
             data.formats[str(path)] = "question, A–D, answer (JSONL)"
-            from taide.jsonl import iter_jsonl
+            from taide.artifacts import iter_jsonl
 
             for line, record, problem in iter_jsonl(path):
                 if problem:
@@ -614,7 +615,7 @@ def write_mc(result: dict, out: str | Path) -> dict[str, Path]:
     summary = out / "mc_summary.json"
     body = {k: v for k, v in result.items() if k != "records"}
     body["published"] = PUBLISHED
-    summary.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(summary, body)
     return {"records": records, "summary": summary}
 
 

@@ -31,9 +31,9 @@ import math
 from collections import Counter
 from pathlib import Path
 
+from taide.artifacts import read_resumable, write_json
 from taide.errors import InputError
 from taide.eval.bench import eval_path, resp_path
-from taide.jsonl import read_resumable
 from taide.models.reference import EMBEDDED_MODELS
 
 # The card's column order. Checked against the Llama3-TAIDE-LX-8B-Chat-Alpha1 model card's taide-bench
@@ -373,7 +373,7 @@ def write_report(report: dict, out_dir: str | Path) -> dict[str, Path]:
     md = out_dir / "report.md"
     md.write_text(to_markdown(report) + "\n", encoding="utf-8")
     js = out_dir / "report.json"
-    js.write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json(js, report)
     return {"markdown": md, "json": js, "png": write_png(report, out_dir / "report.png")}
 
 

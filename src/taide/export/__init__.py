@@ -6,12 +6,13 @@ against the source; or → a merged HF directory (transformers, vLLM).
     report = verify_gguf("out/smollm2-135m-q4_k_m.gguf", against="out/hf")
 """
 
-from taide.export.api import ExportResult, export_model
+from taide.export.api import ExportConfig, ExportResult, export_model, run_export
 from taide.export.common import ExportError
 from taide.export.hf import export_hf
 from taide.export.modelfile import modelfile_text, write_modelfile
 from taide.export.quantize import QUANTS, get_quant
-from taide.export.verify import VerifyReport, gguf_stats, perplexity, verify_gguf
+from taide.export.verify import VerifyConfig, VerifyReport, gguf_stats, perplexity, run_verify, verify_gguf
 
-__all__ = ["QUANTS", "ExportError", "ExportResult", "VerifyReport", "export_hf", "export_model", "get_quant",
-           "gguf_stats", "modelfile_text", "perplexity", "verify_gguf", "write_modelfile"]
+__all__ = ["QUANTS", "ExportConfig", "ExportError", "ExportResult", "VerifyConfig", "VerifyReport", "export_hf",
+           "export_model", "get_quant", "gguf_stats", "modelfile_text", "perplexity", "run_export", "run_verify",
+           "verify_gguf", "write_modelfile"]

@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taide.export.common import SUPPORTED_ARCHITECTURES, ExportError, check_architecture, versions
+from taide.artifacts import write_manifest
+from taide.export.common import SUPPORTED_ARCHITECTURES, ExportError, check_architecture
 from taide.export.hf import export_hf, is_adapter_dir
 
 
@@ -29,6 +30,24 @@ class ExportResult:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items() if k != "verification"}
         d["verification"] = self.verification.to_dict() if self.verification is not None else None
         return d
+
+
+@dataclass
+class ExportConfig:
+    """``taide export``: a model to GGUF (quantized or not) or to a merged Hugging Face directory."""
+    model: str
+    format: str = "gguf"  # gguf or hf
+    quant: str = "f16"
+    out: Path | None = None  # a .gguf path or a directory; None: beside the current directory, named after the model
+    verify: bool = False  # compare the GGUF with its source and fail when it does not match
+    output_type: str | None = None  # the output projection's type (f16 keeps a large vocabulary's logits exact)
+    overwrite: bool = False
+
+
+def run_export(config: ExportConfig, progress=None) -> ExportResult:
+    """Export as :func:`export_model` does, writing the file (or directory), its Modelfile and its manifest."""
+    return export_model(config.model, config.format, config.quant, config.out, verify=config.verify,
+                        output_type=config.output_type, overwrite=config.overwrite, progress=progress)
 
 
 def _default_out(reference: str, fmt: str, quant: str) -> Path:
@@ -68,7 +87,7 @@ def export_model(model, fmt: str = "gguf", quant: str = "f16", out: str | Path |
         export_hf(reference, target, dtype=dtype, base=base, overwrite=overwrite)
         size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
         manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
-        return ExportResult(target, "hf", None, size, parameters=manifest.get("parameters"),
+        return ExportResult(target, "hf", None, size, parameters=manifest["counts"].get("parameters"),
                             seconds=time.time() - started)
     if fmt != "gguf":
         raise ExportError(f"unknown export format {fmt!r}; choose gguf or hf")
@@ -154,11 +173,9 @@ def _result(target: Path, q, started: float) -> ExportResult:
 
 def _write_manifest(target: Path, reference: str, q, result: ExportResult) -> None:
     """Artifacts say what produced them: ``NAME.gguf.json`` beside the file."""
-    manifest = {"produced_by": "taide export --format gguf", "source": reference, "quant": q.name,
-                "size_bytes": result.size_bytes, "parameters": result.parameters,
-                "bits_per_weight": result.bits_per_weight, "tensor_types": result.tensor_types,
-                "modelfile": result.modelfile.name if result.modelfile else None,
-                "verified": result.verification.ok if result.verification is not None else None,
-                "versions": versions()}
-    target.with_name(target.name + ".json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1),
-                                                        encoding="utf-8")
+    write_manifest(target.with_name(target.name + ".json"), "taide export --format gguf",
+                   {"source": reference, "quant": q.name},
+                   counts={"size_bytes": result.size_bytes, "parameters": result.parameters},
+                   bits_per_weight=result.bits_per_weight, tensor_types=result.tensor_types,
+                   modelfile=result.modelfile.name if result.modelfile else None,
+                   verified=result.verification.ok if result.verification is not None else None)

@@ -1,9 +1,8 @@
-"""What the export modules share: the error type, config reading, and small file helpers."""
+"""What the export modules share: the error type and config reading (file writes: :mod:`taide.artifacts`)."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from taide.errors import TaideError
@@ -45,20 +44,3 @@ def check_architecture(config: dict, where: Path) -> None:
         method = config["quantization_config"].get("quant_method", "unknown")
         raise ExportError(f"{where / 'config.json'}: the weights are already quantized ({method}); GGUF export needs "
                           "full-precision weights (float32, float16 or bfloat16 safetensors)")
-
-
-def replace_atomically(tmp: Path, final: Path) -> Path:
-    os.replace(tmp, final)
-    return final
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("taide", "torch", "transformers", "gguf", "llama-cpp-python", "peft", "safetensors"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from taide.export.common import ExportError, check_architecture, model_type, read_json, replace_atomically
+from taide.artifacts import atomic_write
+from taide.export.common import ExportError, check_architecture, model_type, read_json
 
 # llama.cpp's pre-tokenizer names, and the tokenizer.json pre-tokenizers they implement.
 LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -623,34 +624,33 @@ def write_gguf(directory: str | Path, out: str | Path, qtype_for, file_type: int
     vocab = read_vocab(directory, params.n_vocab, ref)
     for p in plans:
         p.qtype = qtype_for(p)
-    tmp = out.with_name(out.name + ".partial")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    w = gguf.GGUFWriter(str(tmp), arch.name)
-    _write_metadata(w, arch, params, vocab, file_type, plans)
-    for p in plans:
-        block, type_size = gguf.GGML_QUANT_SIZES[p.qtype]
-        n = math.prod(p.shape)
-        nbytes = n // block * type_size
-        if p.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-            w.add_tensor_info(p.name, p.shape, np.dtype(np.float32 if p.qtype == gguf.GGMLQuantizationType.F32
-                                                        else np.float16), nbytes)
-        else:
-            w.add_tensor_info(p.name, gguf.quant_shape_to_byte_shape(p.shape, p.qtype), np.dtype(np.uint8), nbytes,
-                              raw_dtype=p.qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    handles: dict = {}
-    try:
-        for i, p in enumerate(plans):
-            data = _load(p, arch, params, handles)
-            w.write_tensor_data(gguf.quants.quantize(data, p.qtype))
-            if progress:
-                progress(i + 1, len(plans), p.name)
-    finally:
-        w.close()
-        handles.clear()
-    return replace_atomically(tmp, out)
+    def write(tmp: Path) -> None:  # the GGUF appears under its name only when whole
+        w = gguf.GGUFWriter(str(tmp), arch.name)
+        _write_metadata(w, arch, params, vocab, file_type, plans)
+        for p in plans:
+            block, type_size = gguf.GGML_QUANT_SIZES[p.qtype]
+            n = math.prod(p.shape)
+            nbytes = n // block * type_size
+            if p.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+                w.add_tensor_info(p.name, p.shape, np.dtype(np.float32 if p.qtype == gguf.GGMLQuantizationType.F32
+                                                            else np.float16), nbytes)
+            else:
+                w.add_tensor_info(p.name, gguf.quant_shape_to_byte_shape(p.shape, p.qtype), np.dtype(np.uint8), nbytes,
+                                  raw_dtype=p.qtype)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        handles: dict = {}
+        try:
+            for i, p in enumerate(plans):
+                data = _load(p, arch, params, handles)
+                w.write_tensor_data(gguf.quants.quantize(data, p.qtype))
+                if progress:
+                    progress(i + 1, len(plans), p.name)
+        finally:
+            w.close()
+            handles.clear()
+    return atomic_write(out, write)
 
 
 def _write_metadata(w, arch: Architecture, params: ModelParams, vocab: Vocab, file_type: int,

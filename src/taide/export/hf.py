@@ -20,7 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
-from taide.export.common import ExportError, read_json, versions
+from taide.artifacts import write_manifest
+from taide.export.common import ExportError, read_json
 from taide.models import ModelRef, resolve_model
 
 
@@ -161,14 +162,10 @@ def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str |
         generation = model.generation_config
         generation.eos_token_id = end_of_turn_ids(tokenizer, fmt)
         generation.save_pretrained(out)
-    manifest = {
-        "produced_by": "taide export --format hf",
-        "source": reference.reference if isinstance(reference, ModelRef) else str(reference), "source_kind": kind,
-        "base": str(ref.path) if kind == "lora" else None,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "chat_format": fmt_name, "tokenizer_repairs": changes,
-        "parameters": sum(p.numel() for p in model.parameters()), "versions": versions(),
-        "seconds": round(time.time() - started, 1),
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    config = {"source": reference.reference if isinstance(reference, ModelRef) else str(reference),
+              "base": str(ref.path) if kind == "lora" else None,
+              "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    write_manifest(out / "manifest.json", "taide export --format hf", config,
+                   counts={"parameters": sum(p.numel() for p in model.parameters())}, source_kind=kind,
+                   chat_format=fmt_name, tokenizer_repairs=changes, seconds=round(time.time() - started, 1))
     return out

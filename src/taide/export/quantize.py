@@ -22,7 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from taide.export.common import ExportError, replace_atomically
+from taide.artifacts import atomic_write
+from taide.export.common import ExportError
 
 
 @dataclass(frozen=True)
@@ -178,11 +179,12 @@ def llamacpp_quantize(source: Path, out: Path, quant: Quant, threads: int | None
     if output is not None:
         params.output_tensor_type = int(output)
         params.token_embedding_type = int(output)
-    tmp = out.with_name(out.name + ".partial")
-    with _captured_output() as log:
-        status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
-    if status != 0 or not tmp.is_file():
-        tail = "\n".join(log["text"].strip().splitlines()[-5:])
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"llama.cpp could not quantize {source} to {quant.name} (status {status}):\n{tail}")
-    return replace_atomically(tmp, out)
+
+    def write(tmp: Path) -> None:  # the file appears under its name only when llama.cpp finished it
+        with _captured_output() as log:
+            status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), ctypes.byref(params))
+        if status != 0 or not tmp.is_file():
+            tail = "\n".join(log["text"].strip().splitlines()[-5:])
+            raise ExportError(f"llama.cpp could not quantize {source} to {quant.name} (status {status}):\n{tail}")
+
+    return atomic_write(out, write)

@@ -267,15 +267,23 @@ _REFERENCE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def _greedy(engine, ids: list[int], n: int, cache: bool = False) -> list[int]:
     from taide.engines import GenerationParams
-    from taide.engines.loop import TokenRequest
 
     memo = _REFERENCE_CACHE.setdefault(engine, {}) if cache else {}
     key = (tuple(ids), n)
     if key not in memo:
-        request = TokenRequest(list(ids), GenerationParams(max_tokens=n, temperature=0), n)
-        engine.loop.submit(request)
-        memo[key] = list(request)
+        memo[key] = engine.complete(ids, GenerationParams(max_tokens=n, temperature=0)).token_ids
     return list(memo[key])
+
+
+@dataclass
+class VerifyConfig:
+    """``taide verify``: a GGUF against its source model."""
+    gguf: Path
+    against: str  # the source model (HF directory, .gguf or an embedded name), run on transformers
+
+
+def run_verify(config: VerifyConfig) -> VerifyReport:
+    return verify_gguf(config.gguf, config.against)
 
 
 def verify_gguf(gguf_path: str | Path, against, *, prompts: list | None = None, n_predict: int = 16,

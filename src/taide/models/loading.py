@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from taide.artifacts import write_json
 from taide.errors import EngineError, ModelError
 from taide.models.reference import ModelRef, cache_root, resolve_model
 
@@ -149,9 +150,9 @@ def _write_dequantized(ref: ModelRef, out: Path) -> None:
         generation = model.generation_config
         generation.eos_token_id = end_of_turn_ids(tokenizer, fmt)
         generation.save_pretrained(out)
-    (out / "taide-dequantized.json").write_text(json.dumps(
-        {"source": str(ref.path.resolve()), "size": ref.path.stat().st_size, "chat_format": ref.chat_format,
-         "tokenizer_repairs": repairs}, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_json(out / "taide-dequantized.json",  # last: an entry with this note is complete
+               {"source": str(ref.path.resolve()), "size": ref.path.stat().st_size, "chat_format": ref.chat_format,
+                "tokenizer_repairs": repairs})
 
 
 def end_of_turn_ids(tokenizer, chat_format) -> list[int]:

@@ -39,6 +39,15 @@ PUBLIC_PATHS = {"/health", "/", "/favicon.ico"}  # the page is static; everythin
 
 @dataclass
 class ServeConfig:
+    """``taide serve``. ``create_app`` reads the fields after ``n_ctx``; :func:`run_serve` all of them."""
+    model: str = "smollm2-135m"
+    engine: str = "auto"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    upstream: str | None = None  # gateway mode: serve this OpenAI-compatible endpoint instead of ``model``
+    upstream_api_key: str | None = None
+    chat_format: str | None = None
+    n_ctx: int | None = None
     served_model_name: str | None = None  # default: the model's name
     api_key: str | None = None
     concurrency: int | None = None  # requests in the engine at once; default: what the engine batches
@@ -584,12 +593,13 @@ def create_app(load: Callable[[], Engine] | Engine, config: ServeConfig | None =
     return app
 
 
-def serve(model: str, engine: str = "auto", host: str = "127.0.0.1", port: int = 8000,
-          config: ServeConfig | None = None, log_level: str = "info", **engine_options) -> None:
-    """Load ``model`` and serve it until interrupted."""
+def run_serve(config: ServeConfig, log_level: str = "info") -> None:
+    """Load the model (or connect to the upstream) and serve it until interrupted."""
     import uvicorn
 
     from taide.engines import load_engine
 
-    app = create_app(lambda: load_engine(model, engine, **engine_options), config)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    target = config.upstream or config.model
+    app = create_app(lambda: load_engine(target, config.engine, chat_format=config.chat_format, n_ctx=config.n_ctx,
+                                         api_key=config.upstream_api_key), config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level)

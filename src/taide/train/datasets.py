@@ -9,7 +9,6 @@ the run's saved settings hold them), written to ``OUT/data.json`` with the reaso
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taide.artifacts import write_json
 from taide.models.loading import HFCodec
 from taide.train.config import TrainConfig, TrainError
 from taide.train.packing import (CPDataset, DocumentTokenizer, Loader, collate, heldout_documents, pack_row,
@@ -210,6 +210,5 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
                    "bad_records": len(problems),
                    "batch": {"seq_len": config.seq_len, "global_batch_tokens": config.global_batch_tokens,
                              "micro_batch_size": config.micro_batch_size, "chosen": chosen, "why": choice}}
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        (Path(config.out) / "data.json").write_text(json.dumps(summary, indent=1))
+        write_json(Path(config.out) / "data.json", summary)
     return Datasets(loader, heldout_set, steps, problems, world, config.micro_batch_size)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from taide.artifacts import write_json
 from taide.train.config import TrainConfig, TrainError
 
 
@@ -49,10 +50,7 @@ def main(spec_path: str) -> None:
     result = train(config, resume=spec["resume"])
     if int(os.environ.get("RANK", "0")) == 0:
         values = {**dataclasses.asdict(result), "out": str(result.out), "config": config.to_dict()}
-        path = Path(config.out) / "result.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(values, default=str), encoding="utf-8")
-        tmp.replace(path)
+        write_json(Path(config.out) / "result.json", values)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@ include the end-of-turn token (so generation stops at the end of an answer)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from taide.artifacts import write_json
 from taide.chat.formats import chat_format_for
 from taide.models.loading import end_of_turn_ids, load_hf
 from taide.models import resolve_model
@@ -102,7 +102,6 @@ def save_hf_directory(model, tokenizer, chat_format, config: TrainConfig, world:
         generation = target.generation_config
         generation.eos_token_id = end_of_turn_ids(tokenizer, chat_format)
         generation.save_pretrained(directory)
-        (directory / "taide_training.json").write_text(json.dumps(config.to_dict(), ensure_ascii=False, indent=1,
-                                                                  default=str))
+        write_json(directory / "taide_training.json", config.to_dict())
     world.barrier()
     return directory

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from taide.artifacts import iter_jsonl, write_manifest
 from taide.errors import InputError
-from taide.jsonl import iter_jsonl
 from taide.train.config import TrainError
 
 IGNORE = -100
@@ -233,9 +233,11 @@ def tokenize_shard(path: Path, tokenizer: DocumentTokenizer, cache_dir: Path,
         np.save(tmp / "tokens.npy", np.concatenate(tokens) if tokens else np.zeros(0, np.uint32))
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64))
         np.save(tmp / "hashes.npy", np.asarray(hashes, dtype=np.uint64))
-        manifest = {"input": str(path.resolve()), "text_field": text_field, "tokenizer": tokenizer.identity,
-                    "documents": len(lengths), "tokens": int(sum(lengths))}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        stat = path.stat()
+        write_manifest(tmp / "manifest.json", "tokenize",
+                       inputs={str(path.resolve()): f"{stat.st_size} bytes, mtime_ns {stat.st_mtime_ns}"},
+                       counts={"documents": len(lengths), "tokens": int(sum(lengths))},
+                       tokenizer=tokenizer.identity, text_field=text_field)
         try:
             os.replace(tmp, entry)
         except OSError:  # another process wrote the same entry first

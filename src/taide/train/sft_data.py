@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from taide.artifacts import iter_jsonl
 from taide.chat.formats import ROLES, ChatFormat
 from taide.errors import ChatFormatError, InputError
-from taide.jsonl import iter_jsonl
 from taide.train.config import TrainError
 from taide.train.packing import IGNORE, PackedRow, pack_row
 
