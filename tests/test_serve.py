@@ -364,3 +364,34 @@ def test_tokenizer_routes(smol_server, smol_llamacpp):
     bad = httpx.post(smol_server.url + "/detokenize", json={"tokens": [10**8]}, headers=auth)
     assert bad.status_code == 400 and "vocabulary" in bad.json()["error"]["message"]
     assert httpx.post(smol_server.url + "/tokenize", json={}, headers=auth).status_code == 400
+
+
+def test_an_engine_failing_mid_stream_ends_the_stream_with_an_error_event(tiny_model_dir):
+    """The event loop reads a local engine's tokens without a thread in between: a decode step that raises after
+    some tokens went out must still end the stream (an error event, then [DONE]), and the server keeps serving."""
+    engine = load_engine(str(tiny_model_dir), "transformers")
+    token_steps, calls = engine.token_steps, []
+
+    def failing_token_steps(*args, **kwargs):
+        calls.append(1)
+        steps = token_steps(*args, **kwargs)
+        for n, step in enumerate(steps):
+            if n == 3 and len(calls) == 1:  # the first answer only
+                steps.close()
+                raise RuntimeError("the device went away")
+            yield step
+
+    engine.token_steps = failing_token_steps
+    body = {"messages": QUESTION, "max_tokens": 20, "temperature": 0, "stream": True}
+    try:
+        with LiveServer(create_app(engine)) as server:
+            with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as response:
+                lines = [line for line in response.iter_lines() if line.startswith("data:")]
+            assert response.status_code == 200 and lines[-1] == "data: [DONE]"
+            events = [json.loads(line[5:]) for line in lines[:-1]]
+            assert "the device went away" in events[-1]["error"]["message"]
+            assert any(e.get("choices") for e in events[:-1])  # tokens before the failure reached the client
+            after = httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=60)
+            assert after.status_code == 200 and after.json()["choices"][0]["message"]["content"]
+    finally:
+        engine.close()

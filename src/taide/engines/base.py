@@ -117,15 +117,20 @@ class Chunk:
 
 class ChunkStream:
     """An answer being generated: iterate it for :class:`Chunk` s; ``cancel()`` from any thread (say, when
-    the client went away) stops the generation."""
+    the client went away) stops the generation.
 
-    def __init__(self, chunks: Iterator[Chunk], cancel: Callable[[], None]):
-        self._chunks, self._cancel = chunks, cancel
+    A stream that can also be read without blocking has ``watch``: after ``watch(wake)``, ``wake()`` is called
+    from the producing thread whenever chunks may be ready, and iterating yields ``None`` when none is ready yet
+    (the server reads local engines this way on its event loop, with no thread in between)."""
+
+    def __init__(self, chunks: Iterator[Chunk | None], cancel: Callable[[], None],
+                 watch: Callable[[Callable[[], None]], None] | None = None):
+        self._chunks, self._cancel, self.watch = chunks, cancel, watch
 
     def __iter__(self):
         return self
 
-    def __next__(self) -> Chunk:
+    def __next__(self) -> Chunk | None:
         return next(self._chunks)
 
     def cancel(self) -> None:
@@ -382,6 +387,9 @@ class LocalEngine(Engine):
             prompt = None
             try:
                 for token_id in request:
+                    if token_id is None:  # a watched stream with nothing queued yet
+                        yield None
+                        continue
                     if prompt is None and request.prompt_logprobs is not None:  # filled before the first token
                         prompt = self._prompt_logprobs(request)
                     text = answer.add(token_id)
@@ -406,7 +414,10 @@ class LocalEngine(Engine):
             yield Chunk("", completion, logprobs=pending if with_logprobs else None,
                         prompt_logprobs=prompt if prompt is not False else None)
 
-        return ChunkStream(chunks(), request.cancel)
+        def watch(wake: Callable[[], None]) -> None:
+            request.wake = wake
+
+        return ChunkStream(chunks(), request.cancel, watch)
 
     def _piece(self, token_id: int) -> tuple[str, list[int]]:
         pieces = self.__dict__.setdefault("_pieces", {})  # token id -> its bytes, looked up once

@@ -11,6 +11,7 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,9 @@ class TokenRequest:
     # the first) before the first token.
     logprobs: list = field(default_factory=list, repr=False)
     prompt_logprobs: list | None = None
+    # Set by a reader that must not block (the server's event loop): called on the loop thread after each item is
+    # queued; iterating then yields None when nothing is queued instead of waiting.
+    wake: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def scoring(self) -> bool:
@@ -53,15 +57,27 @@ class TokenRequest:
     # --- loop side ---
     def emit(self, token_id: int) -> None:
         self.generated += 1
-        self.tokens.put(token_id)
+        self._put(token_id)
 
     def finish(self, error: Exception | None = None) -> None:
-        self.tokens.put(error if error is not None else _END)
+        self._put(error if error is not None else _END)
+
+    def _put(self, item) -> None:
+        self.tokens.put(item)
+        if self.wake is not None:
+            self.wake()
 
     # --- caller side ---
     def __iter__(self):
         while True:
-            item = self.tokens.get()
+            if self.wake is None:
+                item = self.tokens.get()
+            else:
+                try:
+                    item = self.tokens.get_nowait()
+                except queue.Empty:
+                    yield None
+                    continue
             if item is _END:
                 return
             if isinstance(item, Exception):
