@@ -181,8 +181,9 @@ class CleanConfig:
 def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = None) -> dict:
     """:func:`clean` with ``config``; returns the report that stats.json holds."""
     c = config
-    return clean(c.inputs, c.out_dir, c.config, c.text_field, c.keep_rejected, c.shard_docs, c.format, c.workers,
-                 c.executor, c.ray_address, on_progress=on_progress, keep_work=c.keep_work)
+    return clean(c.inputs, c.out_dir, config=c.config, text_field=c.text_field, keep_rejected=c.keep_rejected,
+                 shard_docs=c.shard_docs, output_format=c.format, workers=c.workers, executor=c.executor,
+                 ray_address=c.ray_address, on_progress=on_progress, keep_work=c.keep_work)
 
 
 def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str = "text",
