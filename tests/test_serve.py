@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import httpx
 import openai
@@ -12,7 +13,9 @@ import pytest
 from conftest import LiveServer, wait_for
 
 from taide.chat.presets import TAIDE_SYSTEM_PROMPT
+from taide import GenerationParams
 from taide.engines import load_engine
+from taide.errors import TaideError
 from taide.serve import ServeConfig, create_app
 
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
@@ -395,3 +398,35 @@ def test_an_engine_failing_mid_stream_ends_the_stream_with_an_error_event(tiny_m
             assert after.status_code == 200 and after.json()["choices"][0]["message"]["content"]
     finally:
         engine.close()
+
+
+def test_a_stream_interval_spaces_the_writes_and_keeps_every_token(tiny_engine):
+    """With ``stream_interval`` the tokens decoded between two writes leave in one write, each still its own event,
+    and the answer is the same as the engine's own; the first token does not wait."""
+    writes = []  # (server time, body) of each non-empty write
+
+    def recorded(app):
+        async def record(scope, receive, send):
+            async def sent(message):
+                if message["type"] == "http.response.body" and message.get("body"):
+                    writes.append((time.monotonic(), message["body"].decode()))
+                await send(message)
+            await app(scope, receive, sent)
+        return record
+
+    body = {"messages": QUESTION, "max_tokens": 30, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    local = tiny_engine.chat(QUESTION, GenerationParams(max_tokens=30, temperature=0))
+    interval = 0.2
+    with LiveServer(recorded(create_app(tiny_engine, ServeConfig(system_prompt="none", stream_interval=interval)))) as server:
+        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as response:
+            events = [json.loads(line[5:]) for line in response.iter_lines()
+                      if line.startswith("data:") and line != "data: [DONE]"]
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]) == local.text
+    assert events[-1]["usage"]["completion_tokens"] == local.completion_tokens == 30
+    token_writes = [(t, w) for t, w in writes if '"content"' in w and '"role"' not in w]
+    gaps = [b[0] - a[0] for a, b in zip(token_writes, token_writes[1:])]
+    assert all(gap >= interval * 0.95 for gap in gaps), gaps
+    assert len(token_writes) < 15 and max(w.count("data:") for _, w in token_writes) > 1
+    with pytest.raises(TaideError, match="between 0 and 1"):
+        ServeConfig(stream_interval=5)

@@ -328,6 +328,10 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
           concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1,
                                  help="Requests decoded together (default: the engine's batch, 8).")] = None,
           max_waiting: Annotated[int, typer.Option("--max-waiting", min=0, help="Requests that may wait; more get 429.")] = 64,
+          stream_interval: Annotated[float, typer.Option("--stream-interval", min=0, max=1,
+                                     help="Least seconds between two writes of a streamed answer: tokens decoded "
+                                          "meanwhile leave together, each its own event (0: every token at once; "
+                                          "the first never waits). Fewer writes leave more CPU to decoding.")] = 0.02,
           chat_format: ChatFormatOpt = None, n_ctx: NCtx = None):
     """Serve a model over the OpenAI API, with metrics and a web chat at /.
 
@@ -343,7 +347,7 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
         config = ServeConfig(model=model, engine=engine, host=host, port=port, upstream=upstream,
                              upstream_api_key=upstream_api_key, chat_format=chat_format, n_ctx=n_ctx,
                              served_model_name=served_model_name, api_key=api_key, concurrency=concurrency,
-                             max_waiting=max_waiting, system_prompt=system_prompt)
+                             max_waiting=max_waiting, system_prompt=system_prompt, stream_interval=stream_interval)
         err.print(f"[dim]serving {upstream or model} on http://{host}:{port} (web chat at /, API at /v1)[/]")
         run_serve(config)
 

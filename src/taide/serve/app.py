@@ -57,6 +57,13 @@ class ServeConfig:
     system_prompt: str | None = "auto"
     default_max_tokens: int | None = None  # None: up to the end of the context window
     retry_after: int = 2  # seconds, in the 429's Retry-After
+    # Least time between two writes of a local engine's stream: tokens decoded meanwhile leave together, each still
+    # its own event. 0: every token at once. The first token never waits.
+    stream_interval: float = 0.02
+
+    def __post_init__(self):
+        if not 0 <= self.stream_interval <= 1:
+            raise TaideError(f"stream_interval must be between 0 and 1 second, not {self.stream_interval}")
 
 
 class APIError(Exception):
@@ -98,40 +105,12 @@ class _CleanStreamingResponse(StreamingResponse):
             self._cleanup()
 
 
-async def _pumped(handle: ChunkStream):
+async def _pumped(handle: ChunkStream, interval: float):
     """The engine's chunks on the event loop; yields lists of whatever arrived since the last read. A local engine's
-    stream is read without blocking when its decode thread wakes the loop; any other (an upstream's HTTP stream) is
+    stream is read without blocking, at most once per ``interval`` seconds; any other (an upstream's HTTP stream) is
     read by a thread of its own. Leaving early cancels the answer."""
     loop = asyncio.get_running_loop()
-    if handle.watch is None:
-        read = _read_in_thread(handle, loop)
-    else:
-        ready = asyncio.Event()
-
-        def wake():
-            try:
-                loop.call_soon_threadsafe(ready.set)
-            except RuntimeError:  # the event loop has closed: nobody is listening any more
-                handle.cancel()
-
-        async def read():
-            while True:
-                ready.clear()  # before draining: a token queued meanwhile sets it again
-                items = []
-                try:
-                    for chunk in handle:
-                        if chunk is None:
-                            break
-                        items.append(chunk)
-                    else:
-                        return items, True
-                except TaideError as e:
-                    return [*items, e], True
-                if items:
-                    return items, False
-                await ready.wait()
-
-        handle.watch(wake)
+    read = _read_in_thread(handle, loop) if handle.watch is None else _read_watched(handle, loop, interval)
     try:
         while True:
             items, finished = await read()
@@ -141,6 +120,53 @@ async def _pumped(handle: ChunkStream):
                 return
     finally:
         handle.cancel()
+
+
+def _read_watched(handle: ChunkStream, loop, interval: float):
+    """For a local engine's stream: the loop reads it itself, woken by the decode thread only while it waits for a
+    token. After a read it lets ``interval`` pass before the next, so tokens decoded meanwhile leave in one write
+    (each still its own event): on a machine whose cores all decode, each write and wake-up takes time from the
+    decode, and at ~100 tokens/s a 20 ms interval halves them (see BENCHMARKS.md, serve)."""
+    ready = asyncio.Event()
+    waiting = False  # whether the loop waits on `ready`; only then does the decode thread wake it
+    next_read = 0.0  # loop time: the first token leaves at once
+
+    def wake():
+        nonlocal waiting
+        if not waiting:
+            return
+        waiting = False
+        try:
+            loop.call_soon_threadsafe(ready.set)
+        except RuntimeError:  # the event loop has closed: nobody is listening any more
+            handle.cancel()
+
+    async def read():
+        nonlocal waiting, next_read
+        pause = next_read - loop.time()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        while True:
+            ready.clear()
+            waiting = True  # before draining: a token queued from here on wakes the loop
+            items = []
+            try:
+                for chunk in handle:
+                    if chunk is None:
+                        break
+                    items.append(chunk)
+                else:
+                    return items, True
+            except TaideError as e:
+                return [*items, e], True
+            if items:
+                waiting = False
+                next_read = loop.time() + interval
+                return items, False
+            await ready.wait()
+
+    handle.watch(wake)
+    return read
 
 
 def _read_in_thread(handle: ChunkStream, loop):
@@ -396,7 +422,7 @@ class _Server:
             opening = shape.opening(index)
             if opening is not None:
                 yield _sse({**head, "choices": [opening]})
-            async for chunks in _pumped(handle):
+            async for chunks in _pumped(handle, self.config.stream_interval):
                 events = []
                 for chunk in chunks:
                     if isinstance(chunk, TaideError):
