@@ -4,6 +4,7 @@ strings, cancellation and the context-window check."""
 from __future__ import annotations
 
 import pytest
+from conftest import wait_for
 
 from taide.engines import GenerationParams, load_engine, pick_engine
 from taide.engines.base import StopScanner
@@ -129,11 +130,14 @@ def test_detokenizer_never_splits_a_character(tiny_engine):
 
 
 @pytest.mark.slow
-def test_llamacpp_reuses_a_conversations_prefix_and_evicts_kept_cells_for_room():
-    """Turn 2 decodes only what turn 1 did not: its prompt starts with turn 1's prompt, whose cells were kept.
-    Scores never use kept cells (they must not depend on what ran before). Kept cells give way when other prompts
-    need the room. (Greedy answers with and without the cache: BENCHMARKS.md, where a five-turn conversation
+def test_llamacpp_reuses_a_conversations_prefix_from_copies_outside_the_kv_cache():
+    """Turn 2 decodes only what turn 1 did not: its prompt starts with turn 1's prompt, whose cells were copied
+    out when turn 1 finished. Scores never use the copies (they must not depend on what ran before). Between
+    answers the KV cache is empty (cells left there would slow every later decode step), and the copies hold at
+    most n_ctx tokens. (Greedy answers with and without the cache: BENCHMARKS.md, where a five-turn conversation
     answers alike; llama.cpp's quantized kernels round by batch shape, so a near-tie can part.)"""
+    import llama_cpp
+
     from taide.engines import GenerationParams, load_engine
 
     greedy = GenerationParams(max_tokens=16, temperature=0)
@@ -149,9 +153,13 @@ def test_llamacpp_reuses_a_conversations_prefix_and_evicts_kept_cells_for_room()
         assert fresh.stats()["prefix_hits"] == 0
         assert second.text and cached.loglikelihood(messages, [second.text]) == fresh.loglikelihood(messages, [second.text])
         assert cached.stats()["prefix_hits"] == 1
-        for i in range(6):  # other long prompts: the kept cells are dropped for them, nothing fails
+        for i in range(6):  # other long prompts: the oldest copies are dropped for them, nothing fails
             prompt = [{"role": "user", "content": f"Topic {i}: " + "Describe Taiwan's mountains in detail. " * 30}]
             assert cached.chat(prompt, greedy).finish_reason in ("stop", "length")
+        loop = cached.loop
+        assert wait_for(lambda: cached.stats()["active"] == 0)  # the last answer leaves the loop
+        assert 0 < sum(len(tokens) for tokens, _ in loop.kept) <= 1024 and len(loop.kept) < 8
+        assert all(llama_cpp.llama_memory_seq_pos_max(loop.memory, s) == -1 for s in range(2))
     finally:
         cached.close()
         fresh.close()

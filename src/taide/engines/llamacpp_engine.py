@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import ctypes
 import json
 import os
 import random
@@ -147,17 +148,24 @@ def json_grammar(schema: dict | bool) -> str:
         raise EngineError(f"json_schema: cannot constrain decoding to this schema: {e}") from e
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 class SlotLoop(DecodeLoop):
     """Continuous batching over ``n_parallel`` sequence slots that share one KV cache of ``n_ctx`` cells.
     A request is admitted when a slot is free and its prompt + max_tokens fit the cells not yet reserved.
 
-    Prefix caching: a finished answer's sequence keeps the cells of its prompt, remembered with the tokens they
-    hold. A new request goes to the free sequence whose tokens share the longest prefix with its prompt, and only
-    the rest of the prompt is decoded: turn 5 of a conversation reads turns 1–4 from the cache and decodes turn 4's
-    answer and the new question. The answer's own cells are not kept: they were computed one token at a time, and
-    llama.cpp's quantized kernels round differently than for the same tokens read in a batch, which would make
-    greedy answers depend on the cache. Kept cells are dropped, least recently used first, when a request needs
-    the room (and when llama.cpp cannot cut a sequence short, as with sliding-window caches, it starts afresh)."""
+    Prefix caching: when an answer finishes, its prompt's cells are copied out of the KV cache into memory, with
+    the tokens they hold. A new request whose prompt shares a prefix with a kept one has the longest such copy put
+    back into its sequence, and only the rest of the prompt is decoded: turn 5 of a conversation reads turns 1–4
+    from the copy and decodes turn 4's answer and the new question. Copies, not cells left in place: every decode
+    step attends over the cache up to its highest used cell, so cells kept in place for idle conversations slowed
+    every later answer (by a sixth, for one stream after eight, on SmolLM2). The answer's own cells are not kept:
+    they were computed one token at a time, and llama.cpp's quantized kernels round differently than for the same
+    tokens read in a batch, which would make greedy answers depend on the cache. The copies hold at most
+    ``n_ctx`` tokens, least recently used dropped first. Scores never use them. Where llama.cpp cannot cut a
+    sequence short (sliding-window caches), nothing is kept."""
 
     def __init__(self, llm, eos_ids: set[int], n_ctx: int, n_parallel: int, n_batch: int, n_threads: int,
                  flash_attn: bool, prefix_cache: bool = True):
@@ -186,7 +194,7 @@ class SlotLoop(DecodeLoop):
         self.slots: list[_Slot] = []
         self.reserved = 0
         self.prefix_cache = prefix_cache
-        self.cached: dict[int, list[int]] = {}  # free sequence -> the tokens its kept cells hold (oldest first)
+        self.kept: list[tuple[list[int], ctypes.Array]] = []  # (prompt tokens, their cells' copy), oldest first
         self.stats.update(prefix_hits=0, prefix_tokens_reused=0)
 
     # --- sampling ---
@@ -234,52 +242,53 @@ class SlotLoop(DecodeLoop):
             self.stats["active"] = len(self.slots)
 
     def _sequence_for(self, request: TokenRequest) -> tuple[int, int]:
-        """A free sequence for the request's prompt and how many of its first tokens are already in that sequence's
-        cells. Kept cells of other sequences are dropped (oldest first) until the running answers' reservations fit.
-
-        Scores never use kept cells, and drop them all: llama.cpp rounds differently for other batch shapes and
-        for other layouts of the shared cache (by up to a few tenths of a nat on SmolLM2's Q4_1), and an exam's
-        numbers must not depend on what ran before. A prompt whose own log-probabilities are asked for (completions'
-        echo, how evaluation harnesses score) is a score too."""
-        prompt = request.prompt_ids
-        scores = request.scoring or request.params.prompt_logprobs
-        if scores:
-            self._drop_kept()
-        best, reused = (next((s for s in self.free_ids if s not in self.cached), self.free_ids[0]), 0)
-        for seq_id in self.free_ids if not scores else []:
-            tokens = self.cached.get(seq_id, [])
-            common = next((i for i, (a, b) in enumerate(zip(tokens, prompt)) if a != b), min(len(tokens), len(prompt)))
+        """A free sequence for the request's prompt and how many of its first tokens are already in its cells: the
+        longest prefix a kept copy shares with the prompt, put back. A score (and a prompt whose own
+        log-probabilities are asked for: completions' echo, how evaluation harnesses score) starts from nothing, so
+        an exam's numbers do not depend on what ran before."""
+        lib, prompt = self.lib, request.prompt_ids
+        seq_id = self.free_ids.pop(0)
+        if request.scoring or request.params.prompt_logprobs:
+            return seq_id, 0
+        best, reused = None, 0
+        for entry in self.kept:
+            common = _common_prefix(entry[0], prompt)
             if common > reused:
-                best, reused = seq_id, common
+                best, reused = entry, common
         reused = min(reused, len(prompt) - 1)  # the last prompt token is decoded again for its logits
-        self.free_ids.remove(best)
-        tokens = self.cached.pop(best, [])
-        if reused > 0 and not self.lib.llama_memory_seq_rm(self.memory, best, reused, -1):
-            reused = 0  # llama.cpp cannot cut this sequence short: start it afresh
-        if reused == 0 and tokens:
-            self.lib.llama_memory_seq_rm(self.memory, best, -1, -1)
-        for seq_id in list(self.cached):  # room for the reservations: the least recently kept go first
-            if self.reserved + sum(map(len, self.cached.values())) <= self.n_ctx:
-                break
-            self.lib.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
-            del self.cached[seq_id]
-        if reused:
-            self.stats["prefix_hits"] += 1
-            self.stats["prefix_tokens_reused"] += reused
-        return best, reused
+        if reused <= 0:
+            return seq_id, 0
+        cells = best[1]
+        if (lib.llama_state_seq_set_data(self.ctx, cells, len(cells), seq_id) != len(cells)
+                or not lib.llama_memory_seq_rm(self.memory, seq_id, reused, -1)):
+            lib.llama_memory_seq_rm(self.memory, seq_id, -1, -1)  # no room for the copy: start afresh
+            return seq_id, 0
+        self.kept.remove(best)
+        self.kept.append(best)  # the most recently used last
+        self.stats["prefix_hits"] += 1
+        self.stats["prefix_tokens_reused"] += reused
+        return seq_id, reused
 
-    def _drop_kept(self) -> None:
-        for seq_id in list(self.cached):
-            self.lib.llama_memory_seq_rm(self.memory, seq_id, -1, -1)
-            del self.cached[seq_id]
+    def _keep(self, seq_id: int, prompt: list[int]) -> None:
+        """Copy a finished answer's prompt cells into memory (cutting the answer's cells off first)."""
+        lib = self.lib
+        if not lib.llama_memory_seq_rm(self.memory, seq_id, len(prompt), -1):
+            return  # llama.cpp cannot cut this sequence short (a sliding window)
+        size = lib.llama_state_seq_get_size(self.ctx, seq_id)
+        cells = (ctypes.c_uint8 * size)()
+        if lib.llama_state_seq_get_data(self.ctx, cells, size, seq_id) != size:
+            return
+        # a conversation's earlier turns are a prefix of its latest: one copy serves them all
+        self.kept = [k for k in self.kept if _common_prefix(k[0], prompt) < len(k[0])] + [(list(prompt), cells)]
+        while sum(len(tokens) for tokens, _ in self.kept) > self.n_ctx:
+            self.kept.pop(0)
 
     def _release(self, slot: _Slot, outcome: str, error: Exception | None = None) -> None:
-        kept = slot.request.prompt_ids[:slot.prefilled] if outcome != "failed" else []
+        prompt = slot.request.prompt_ids
         scored = slot.request.scoring or slot.request.params.prompt_logprobs
-        if self.prefix_cache and kept and slot.prefilled == len(slot.request.prompt_ids) and not scored:
-            self.cached[slot.seq_id] = kept  # the newest last: eviction takes the oldest first
-        else:
-            self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
+        if self.prefix_cache and outcome != "failed" and slot.prefilled == len(prompt) and not scored:
+            self._keep(slot.seq_id, prompt)
+        self.lib.llama_memory_seq_rm(self.memory, slot.seq_id, -1, -1)
         if slot.sampler is not None:
             self.lib.llama_sampler_free(slot.sampler)
         self.slots.remove(slot)
@@ -329,9 +338,6 @@ class SlotLoop(DecodeLoop):
             slot.prefilled += take
         self.batch.n_tokens = n
         status = self.lib.llama_decode(self.ctx, self.batch)
-        if status == 1 and self.cached:  # no room for the batch (kept cells scattered): they are only a cache
-            self._drop_kept()
-            status = self.lib.llama_decode(self.ctx, self.batch)
         if status != 0:
             raise EngineError(f"llama_decode returned {status} for a batch of {n} tokens")
         self.stats["steps"] += 1
