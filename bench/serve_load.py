@@ -392,6 +392,7 @@ def main():
 
     from taide.engines import load_engine
     from taide.models import embedded_gguf_path
+    from taide.serve import ServeConfig
 
     engine = load_engine(MODEL, "llamacpp")  # only to render the same prompt ids the server will decode
     prompt_ids = engine.prompt_ids(LONG_PROMPT)
@@ -467,6 +468,7 @@ def main():
         unspaced.stop()
 
     med = statistics.median
+    interval = ServeConfig.stream_interval
     s_rate, a_rate = med(x[0] for x in single), med(x[0] for x in anchor)
     s_tok, a_tok = med(x[1] for x in single), med(x[1] for x in anchor)
     one_m, eight_m = med(one), med(eight)
@@ -520,10 +522,10 @@ def main():
             f"medians of {args.runs} runs, interleaved. Decode tok/s = (tokens − 1) / (last token − first token) "
             f"as the client sees the stream; the anchor is llama-cpp-python's own `generate` on the same GGUF and "
             f"prompt ids, with the engine's settings (every core, flash attention on), in the client process while "
-            f"the server idles. The server runs with its defaults, which include a stream interval of 20 ms: after "
-            f"each write it waits that long before the next, so the tokens decoded meanwhile (about "
-            f"{0.02 * s_rate:.1f} at this rate) leave in one write, each still its own event. The row below it is a "
-            f"second server with "
+            f"the server idles. The server runs with its defaults, which include a stream interval of "
+            f"{interval * 1000:.0f} ms: after each write it waits that long before the next (the answer's end cuts "
+            f"the wait short), so the tokens decoded meanwhile (about {interval * s_rate:.1f} at this rate) leave in "
+            f"one write, each still its own event. The row below it is a second server with "
             f"`--stream-interval 0`, measured in the same runs. Aggregate = all tokens / (last token "
             f"received − first request sent), {STREAMS} requests sent together vs one alone (a server that answers "
             f"one request at a time stays at 1×; medians of tokens per decode step in the {STREAMS}-stream runs: "

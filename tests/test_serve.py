@@ -402,7 +402,7 @@ def test_an_engine_failing_mid_stream_ends_the_stream_with_an_error_event(tiny_m
 
 def test_a_stream_interval_spaces_the_writes_and_keeps_every_token(tiny_engine):
     """With ``stream_interval`` the tokens decoded between two writes leave in one write, each still its own event,
-    and the answer is the same as the engine's own; the first token does not wait."""
+    and the answer is the same as the engine's own; neither the first token nor the last waits for the interval."""
     writes = []  # (server time, body) of each non-empty write
 
     def recorded(app):
@@ -414,19 +414,26 @@ def test_a_stream_interval_spaces_the_writes_and_keeps_every_token(tiny_engine):
             await app(scope, receive, sent)
         return record
 
-    body = {"messages": QUESTION, "max_tokens": 30, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
-    local = tiny_engine.chat(QUESTION, GenerationParams(max_tokens=30, temperature=0))
-    interval = 0.2
-    with LiveServer(recorded(create_app(tiny_engine, ServeConfig(system_prompt="none", stream_interval=interval)))) as server:
-        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as response:
-            events = [json.loads(line[5:]) for line in response.iter_lines()
-                      if line.startswith("data:") and line != "data: [DONE]"]
-    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]) == local.text
-    assert events[-1]["usage"]["completion_tokens"] == local.completion_tokens == 30
-    token_writes = [(t, w) for t, w in writes if '"content"' in w and '"role"' not in w]
-    gaps = [b[0] - a[0] for a, b in zip(token_writes, token_writes[1:])]
-    assert all(gap >= interval * 0.95 for gap in gaps), gaps
-    assert len(token_writes) < 15 and max(w.count("data:") for _, w in token_writes) > 1
+    def token_writes(interval: float, max_tokens: int) -> list[tuple[float, str]]:
+        writes.clear()
+        body = {"messages": QUESTION, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                "stream_options": {"include_usage": True}}
+        local = tiny_engine.chat(QUESTION, GenerationParams(max_tokens=max_tokens, temperature=0))
+        config = ServeConfig(system_prompt="none", stream_interval=interval)
+        with LiveServer(recorded(create_app(tiny_engine, config))) as server:
+            with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as response:
+                events = [json.loads(line[5:]) for line in response.iter_lines()
+                          if line.startswith("data:") and line != "data: [DONE]"]
+        assert "".join(e["choices"][0]["delta"].get("content", "") for e in events if e["choices"]) == local.text
+        assert events[-1]["usage"]["completion_tokens"] == local.completion_tokens == max_tokens
+        return [(t, w) for t, w in writes if '"content"' in w and '"role"' not in w]
+
+    spaced = token_writes(0.1, 60)
+    gaps = [b[0] - a[0] for a, b in zip(spaced, spaced[1:])]
+    assert all(gap >= 0.095 for gap in gaps[:-1]), gaps  # the last one ends when the answer does
+    assert len(spaced) < 30 and max(w.count("data:") for _, w in spaced) > 1
+    # an answer that takes far less than the interval: the first token, then the rest as soon as it is over
+    whole = token_writes(1.0, 30)
+    assert len(whole) <= 2 and whole[-1][0] - whole[0][0] < 1.0, [t for t, _ in whole]
     with pytest.raises(TaideError, match="between 0 and 1"):
         ServeConfig(stream_interval=5)

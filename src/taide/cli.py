@@ -331,7 +331,8 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
           stream_interval: Annotated[float, typer.Option("--stream-interval", min=0, max=1,
                                      help="Least seconds between two writes of a streamed answer: tokens decoded "
                                           "meanwhile leave together, each its own event (0: every token at once; "
-                                          "the first never waits). Fewer writes leave more CPU to decoding.")] = 0.02,
+                                          "neither the first nor the last waits). Fewer writes leave more CPU to "
+                                          "decoding.")] = 0.05,
           chat_format: ChatFormatOpt = None, n_ctx: NCtx = None):
     """Serve a model over the OpenAI API, with metrics and a web chat at /.
 

@@ -119,12 +119,13 @@ class ChunkStream:
     """An answer being generated: iterate it for :class:`Chunk` s; ``cancel()`` from any thread (say, when
     the client went away) stops the generation.
 
-    A stream that can also be read without blocking has ``watch``: after ``watch(wake)``, ``wake()`` is called
-    from the producing thread whenever chunks may be ready, and iterating yields ``None`` when none is ready yet
-    (the server reads local engines this way on its event loop, with no thread in between)."""
+    A stream that can also be read without blocking has ``watch``: after ``watch(wake)``, ``wake(last)`` is called
+    from the producing thread whenever chunks may be ready (``last``: the answer is over), and iterating yields
+    ``None`` when none is ready yet (the server reads local engines this way on its event loop, with no thread in
+    between)."""
 
     def __init__(self, chunks: Iterator[Chunk | None], cancel: Callable[[], None],
-                 watch: Callable[[Callable[[], None]], None] | None = None):
+                 watch: Callable[[Callable[[bool], None]], None] | None = None):
         self._chunks, self._cancel, self.watch = chunks, cancel, watch
 
     def __iter__(self):
@@ -414,7 +415,7 @@ class LocalEngine(Engine):
             yield Chunk("", completion, logprobs=pending if with_logprobs else None,
                         prompt_logprobs=prompt if prompt is not False else None)
 
-        def watch(wake: Callable[[], None]) -> None:
+        def watch(wake: Callable[[bool], None]) -> None:
             request.wake = wake
 
         return ChunkStream(chunks(), request.cancel, watch)

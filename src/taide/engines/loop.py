@@ -44,8 +44,9 @@ class TokenRequest:
     logprobs: list = field(default_factory=list, repr=False)
     prompt_logprobs: list | None = None
     # Set by a reader that must not block (the server's event loop): called on the loop thread after each item is
-    # queued; iterating then yields None when nothing is queued instead of waiting.
-    wake: Callable[[], None] | None = field(default=None, repr=False)
+    # queued, with True for the last (the answer is over); iterating then yields None when nothing is queued
+    # instead of waiting.
+    wake: Callable[[bool], None] | None = field(default=None, repr=False)
 
     @property
     def scoring(self) -> bool:
@@ -65,7 +66,7 @@ class TokenRequest:
     def _put(self, item) -> None:
         self.tokens.put(item)
         if self.wake is not None:
-            self.wake()
+            self.wake(item is _END or isinstance(item, Exception))
 
     # --- caller side ---
     def __iter__(self):

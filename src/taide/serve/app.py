@@ -58,8 +58,8 @@ class ServeConfig:
     default_max_tokens: int | None = None  # None: up to the end of the context window
     retry_after: int = 2  # seconds, in the 429's Retry-After
     # Least time between two writes of a local engine's stream: tokens decoded meanwhile leave together, each still
-    # its own event. 0: every token at once. The first token never waits.
-    stream_interval: float = 0.02
+    # its own event. 0: every token at once. Neither the first token nor the last waits.
+    stream_interval: float = 0.05
 
     def __post_init__(self):
         if not 0 <= self.stream_interval <= 1:
@@ -125,15 +125,15 @@ async def _pumped(handle: ChunkStream, interval: float):
 def _read_watched(handle: ChunkStream, loop, interval: float):
     """For a local engine's stream: the loop reads it itself, woken by the decode thread only while it waits for a
     token. After a read it lets ``interval`` pass before the next, so tokens decoded meanwhile leave in one write
-    (each still its own event): on a machine whose cores all decode, each write and wake-up takes time from the
-    decode, and at ~100 tokens/s a 20 ms interval halves them (see BENCHMARKS.md, serve)."""
+    (each still its own event); the answer's end cuts the pause short, so the last token never waits. On a machine
+    whose cores all decode, each write and wake-up (the server's and the client's) takes time from the decode."""
     ready = asyncio.Event()
-    waiting = False  # whether the loop waits on `ready`; only then does the decode thread wake it
+    waiting = False  # whether the loop waits for a token; otherwise only the answer's end wakes it
     next_read = 0.0  # loop time: the first token leaves at once
 
-    def wake():
+    def wake(last: bool):
         nonlocal waiting
-        if not waiting:
+        if not (waiting or last):
             return
         waiting = False
         try:
@@ -145,7 +145,9 @@ def _read_watched(handle: ChunkStream, loop, interval: float):
         nonlocal waiting, next_read
         pause = next_read - loop.time()
         if pause > 0:
-            await asyncio.sleep(pause)
+            timer = loop.call_later(pause, ready.set)
+            await ready.wait()
+            timer.cancel()
         while True:
             ready.clear()
             waiting = True  # before draining: a token queued from here on wakes the loop
@@ -161,6 +163,7 @@ def _read_watched(handle: ChunkStream, loop, interval: float):
                 return [*items, e], True
             if items:
                 waiting = False
+                ready.clear()
                 next_read = loop.time() + interval
                 return items, False
             await ready.wait()
