@@ -83,6 +83,14 @@ def test_f16_gguf_matches_transformers(gemma_ggufs, gemma_ref):
     assert all(g.identical for g in report.greedy) and sum(len(g.gguf) for g in report.greedy) > 40
     assert report.scored_tokens > 200  # far past the 16-token sliding window
     assert report.logprob_mean_diff < 0.002 and report.logprob_max_diff < 0.01 and report.top1_agreement >= 0.95
+    # the greedy prompts share their chat template's first tokens: a sliding window's cells are never restored
+    from taide.engines import load_engine
+
+    engine = load_engine(str(gemma_ggufs["f16"]), "llamacpp")
+    try:
+        assert engine.loop.prefix_cache is False
+    finally:
+        engine.close()
 
 
 # Measured on this model (random weights, nearly flat distributions, which quantization reorders easily; f16: 0.0005

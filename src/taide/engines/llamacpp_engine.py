@@ -164,8 +164,10 @@ class SlotLoop(DecodeLoop):
     every later answer (by a sixth, for one stream after eight, on SmolLM2). The answer's own cells are not kept:
     they were computed one token at a time, and llama.cpp's quantized kernels round differently than for the same
     tokens read in a batch, which would make greedy answers depend on the cache. The copies hold at most
-    ``n_ctx`` tokens, least recently used dropped first. Scores never use them. Where llama.cpp cannot cut a
-    sequence short (sliding-window caches), nothing is kept."""
+    ``n_ctx`` tokens, least recently used dropped first. Scores never use them. Models with a sliding window
+    (Gemma 3) are not cached: with their window's cells restored from a copy, greedy answers parted from those
+    decoded afresh (a tiny Gemma 3's export check); nor are models whose sequences llama.cpp cannot cut short
+    (recurrent ones)."""
 
     def __init__(self, llm, eos_ids: set[int], n_ctx: int, n_parallel: int, n_batch: int, n_threads: int,
                  flash_attn: bool, prefix_cache: bool = True):
@@ -193,7 +195,7 @@ class SlotLoop(DecodeLoop):
         self.free_ids = list(range(n_parallel))
         self.slots: list[_Slot] = []
         self.reserved = 0
-        self.prefix_cache = prefix_cache
+        self.prefix_cache = prefix_cache and not llama_cpp.llama_model_n_swa(llm._model.model)
         self.kept: list[tuple[list[int], ctypes.Array]] = []  # (prompt tokens, their cells' copy), oldest first
         self.stats.update(prefix_hits=0, prefix_tokens_reused=0)
 
@@ -273,7 +275,7 @@ class SlotLoop(DecodeLoop):
         """Copy a finished answer's prompt cells into memory (cutting the answer's cells off first)."""
         lib = self.lib
         if not lib.llama_memory_seq_rm(self.memory, seq_id, len(prompt), -1):
-            return  # llama.cpp cannot cut this sequence short (a sliding window)
+            return  # llama.cpp cannot cut this sequence short (a recurrent model)
         size = lib.llama_state_seq_get_size(self.ctx, seq_id)
         cells = (ctypes.c_uint8 * size)()
         if lib.llama_state_seq_get_data(self.ctx, cells, size, seq_id) != size:
