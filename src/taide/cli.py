@@ -206,8 +206,8 @@ def generate(model: Model, input: Annotated[Path, typer.Argument(help="JSONL: {i
     from taide.generate import GenerateConfig, run_generate
 
     with _errors():
-        config = GenerateConfig(model, input, output, batch_size, engine=engine, system=system, max_tokens=max_tokens,
-                                temperature=temperature, top_p=top_p, top_k=top_k,
+        config = GenerateConfig(model=model, input=input, output=output, batch_size=batch_size, engine=engine,
+                                system=system, max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                 repetition_penalty=repetition_penalty, seed=seed, stop=stop or [],
                                 traditional=traditional, chat_format=chat_format, n_ctx=n_ctx, api_key=api_key)
         with Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -241,7 +241,7 @@ def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2
         sys.stdout.flush()
 
     with _errors():
-        config = TaskConfig(kind, input, model, engine=engine, system=system, max_tokens=max_tokens,
+        config = TaskConfig(kind=kind, input=input, model=model, engine=engine, system=system, max_tokens=max_tokens,
                             temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
                             seed=seed, traditional=traditional, chat_format=chat_format, n_ctx=n_ctx, api_key=api_key)
         result = run_task(config, on_text=show, status=err.status)
