@@ -24,7 +24,8 @@ from taide.chat import (
     validate_messages,
 )
 from taide.errors import ChatFormatError
-from taide.models.reference import detect_chat_format, resolve_model
+from taide.chat.formats import detect_chat_format
+from taide.models.reference import resolve_model
 
 CONVERSATIONS = {
     "single": [{"role": "user", "content": "台灣最高的山是哪一座？"}],
@@ -275,9 +276,10 @@ def _check_gemma_mask(tokenizer, messages, codec=None):
     """The mask covers exactly each assistant message's trimmed content and its <end_of_turn>; it equals what the
     generic prefix-rendering mask finds."""
     fmt, codec = GemmaFormat(), codec or HFCodecFor(tokenizer)
-    ids, mask = fmt.render_ids_with_mask(messages, codec)
+    [(ids, mask)] = fmt.training_sequences(messages, codec)
     assert ids == fmt.render_ids(messages, codec, add_generation_prompt=False)
-    assert (ids, mask) == ChatFormat.render_ids_with_mask(fmt, messages, codec)
+    # the model's own template, rendered turn by turn, marks the same tokens
+    assert [(ids, mask)] == TemplateFormat(GEMMA3_TEMPLATE, "<bos>", "<eos>").training_sequences(messages, codec)
     learned = tokenizer.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=False)
     assert learned == "".join(m["content"].strip() + "<end_of_turn>" for m in messages if m["role"] == "assistant")
 
@@ -315,7 +317,7 @@ def test_gemma_llamacpp_codec_agrees_with_transformers(gemma3_gguf, gemma3_token
     fmt, ours, theirs = GemmaFormat(), LlamaCppCodec(vocab), HFCodecFor(gemma3_tokenizer)
     for messages in [*GEMMA_CONVERSATIONS.values(), [{"role": "user", "content": GEMMA_INJECTION}]]:
         assert fmt.render_ids(messages, ours) == fmt.render_ids(messages, theirs)
-        assert fmt.render_ids_with_mask(messages, ours) == fmt.render_ids_with_mask(messages, theirs)
+        assert fmt.training_sequences(messages, ours) == fmt.training_sequences(messages, theirs)
 
 
 @pytest.mark.slow
@@ -363,7 +365,7 @@ class MergingCodec:
     def __init__(self):
         self.vocab = {t: i for i, t in enumerate(self.CONTROL)}
 
-    def encode_text(self, text):
+    def encode_text(self, text, continuation=False):
         pieces, pos = [], 0
         while pos < len(text):
             piece = "\nH" if text.startswith("\nH", pos) else text[pos]
@@ -384,11 +386,12 @@ class MergingCodec:
 def test_gemma_mask_when_the_header_newline_merges_into_the_content():
     codec = MergingCodec()
     messages = [{"role": "user", "content": "Hey"}, {"role": "assistant", "content": "Hi there"}]
-    ids, mask = GemmaFormat().render_ids_with_mask(messages, codec)
+    [(ids, mask)] = GemmaFormat().training_sequences(messages, codec)
     assert codec.decode(ids) == GemmaFormat().render_text(messages, add_generation_prompt=False)
     # "model" stays unlearned; the merged "\nH" carries the content's first letter, so it is learned.
     assert codec.decode([i for i, m in zip(ids, mask) if m]) == "\nHi there<end_of_turn>"
-    assert GemmaFormat().render_ids_with_mask(messages[:1] + [{"role": "assistant", "content": ""}], codec)[1].count(True) == 1
+    [(_, mask)] = GemmaFormat().training_sequences(messages[:1] + [{"role": "assistant", "content": ""}], codec)
+    assert mask.count(True) == 1
 
 
 @pytest.mark.parametrize("tokenizer_fixture", ["tiny_gemma_tokenizer", pytest.param("gemma3_tokenizer", marks=pytest.mark.slow)])
@@ -434,7 +437,8 @@ def test_gemma_template_text_is_the_official_one():
     (None, False, False, None),
 ])
 def test_detect_chat_format_gemma(template, llama3_vocab, gemma_vocab, want):
-    assert detect_chat_format(template, llama3_vocab, gemma_vocab) == want
+    bos = {GEMMA3_TEMPLATE: "<bos>", LLAMA3_TEMPLATE: "<|begin_of_text|>"}.get(template)
+    assert detect_chat_format(template, llama3_vocab, gemma_vocab, bos) == want
 
 
 def test_gemma_detected_from_a_gguf_vocabulary_without_template(tmp_path):

@@ -356,7 +356,7 @@ def test_lora_trains_only_adapters_and_saves_merged(model_dir, sft_file, tmp_pat
 
 # ---- bad SFT records -----------------------------------------------------------------------------------------
 
-def test_bad_records_are_reported_or_fatal(model_dir, sft_file, tmp_path):
+def test_bad_records_are_reported_or_fatal(model_dir, sft_file, tmp_path, capfd):
     good = sft_file.read_text(encoding="utf-8").splitlines()
     lines = good[:20] + [
         '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "OK"}',  # line 21
@@ -364,27 +364,44 @@ def test_bad_records_are_reported_or_fatal(model_dir, sft_file, tmp_path):
         json.dumps({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}),  # 23
     ] + good[20:40] + [
         json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}),  # 44
-        json.dumps({"text": "not a conversation"}),  # 45
     ] + good[40:]
     data = tmp_path / "mixed.jsonl"
     data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    records = len(lines)
 
-    result = train(sft_config(model_dir, data, tmp_path / "skip", max_steps=2))
+    # the default refuses more than 1% unusable records, naming the first ones and what to do
+    with pytest.raises(InputError, match=rf"^{data}:21: not valid JSON .* 4 of {records} conversations cannot be "
+                                         rf"used \(more than 1% is refused\); also {data}:22: .*--on-bad-record skip"):
+        train(sft_config(model_dir, data, tmp_path / "auto"))
+    assert not (tmp_path / "auto" / "model").exists()
+
+    result = train(sft_config(model_dir, data, tmp_path / "skip", max_steps=2, on_bad_record="skip"))
     assert result.steps == 2
+    shown = capfd.readouterr().err
+    assert f"read {records - 4} messages conversations from {data} (4 unusable)" in shown
+    assert f"4 of {records} conversations left out" in shown and f"{data}:22: messages: no assistant" in shown
     report = (tmp_path / "skip" / "bad_records.txt").read_text(encoding="utf-8").splitlines()
     assert report[0].startswith(f"{data}:21: not valid JSON (")
     assert report[1:] == [
         f"{data}:22: messages: no assistant message: nothing to learn",
         f"{data}:23: messages[0].role: 'robot' is not one of system, user, assistant",
         f"{data}:44: messages[1].content: expected a non-empty string",
-        f"{data}:45: messages: expected a non-empty list of {{role, content}} objects",
     ]
     summary = json.loads((tmp_path / "skip" / "data.json").read_text())
-    assert summary["bad_records"] == 5 and summary["train_rows_epoch0"] > 0
+    assert summary["bad_records"] == 4 and summary["train_rows_epoch0"] > 0
+    assert summary["conversations"]["sources"] == [{"path": str(data), "layout": "messages",
+                                                    "conversations": records - 4}]
 
-    with pytest.raises(InputError, match=rf"^{data}:21: not valid JSON .* \(and 4 more bad records\)$"):
+    with pytest.raises(InputError, match=rf"^{data}:21: not valid JSON .* 4 of {records} conversations cannot be used "
+                                         r"\(any is refused\)"):
         train(sft_config(model_dir, data, tmp_path / "error", on_bad_record="error"))
     assert not (tmp_path / "error" / "model").exists()
+
+    # a record of another layout is no bad record to leave out: the file is not what it seems
+    data.write_text("\n".join(good[:5] + [json.dumps({"text": "not a conversation"})]) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=rf"^{data}:6: no known layout \(fields 'text'\), but the file's first record "
+                                         r"\(line 1\) is messages; a file holds one layout"):
+        train(sft_config(model_dir, data, tmp_path / "layout", on_bad_record="skip"))
 
 
 # ---- batch settings chosen from the data when none are given ----------------------------------------------
@@ -415,7 +432,9 @@ def test_batch_settings_are_chosen_from_sft_data(model_dir, sft_file, tmp_path, 
     rows = data.train.dataset.num_rows(0)
     assert config.global_batch_tokens % (2 * config.seq_len) == 0
     assert data.steps >= 10 and rows // (2 * config.global_batch_tokens // config.seq_len) < 10  # the largest k
-    line = capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"taide train: read 64 messages conversations from {sft_file}\n" in err
+    line = next(line for line in err.splitlines() if "chosen from the data" in line)
     assert line.startswith("taide train: seq_len and global_batch_tokens not given, chosen from the data: ")
     assert (f"seq_len {config.seq_len}: the smallest power of two that holds the longest of 64 conversations "
             f"({longest} tokens), at most the model's context, 256; ") in line

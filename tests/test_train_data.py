@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import CORPUS, LLAMA3_VOCAB, needs_shared, write_jsonl
 
-from taide.chat.formats import ChatFormat, Llama3Format, TemplateFormat
+from taide.chat.formats import LLAMA3_TEMPLATE, Llama3Format, TemplateFormat
 from taide.errors import ChatFormatError, InputError
 from taide.train.packing import IGNORE, CPDataset, DocumentTokenizer, Loader, collate, forward_packed, tokenize_source
 from taide.train.sft_data import SFTDataset, load_sft
@@ -81,7 +81,7 @@ def spans(ids, mask):
 
 def test_llama3_mask_marks_exactly_the_assistant_turns(codec, tiny_tokenizer):
     fmt = Llama3Format()
-    ids, mask = fmt.render_ids_with_mask(CONVERSATION, codec)
+    [(ids, mask)] = fmt.training_sequences(CONVERSATION, codec)
     assert ids == fmt.render_ids(CONVERSATION, codec, add_generation_prompt=False)
     found = spans(ids, mask)
     assert [tiny_tokenizer.decode(s[2]) for s in found] == ["2。<|eot_id|>", "Hi! 你好<|eot_id|>"]
@@ -99,10 +99,16 @@ def test_llama3_mask_on_the_real_vocab_agrees_with_prefix_rendering():
 
     tokenizer = AutoTokenizer.from_pretrained(LLAMA3_VOCAB, gguf_file="ggml-vocab-llama-bpe.gguf")
     codec, fmt = HFCodec(tokenizer), Llama3Format()
-    ids, mask = fmt.render_ids_with_mask(CONVERSATION, codec)
+    [(ids, mask)] = fmt.training_sequences(CONVERSATION, codec)
     assert [tokenizer.decode(s[2]) for s in spans(ids, mask)] == ["2。<|eot_id|>", "Hi! 你好<|eot_id|>"]
-    # Llama 3 tokenizes "\n\n" alone as in context, so the generic prefix-difference masking gives the same
-    assert ChatFormat.render_ids_with_mask(fmt, CONVERSATION, codec) == (ids, mask)
+    # the model's own template, turn by turn, finds the same: Llama 3 tokenizes "\n\n" alone as in context
+    own = TemplateFormat(LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>")
+    assert own.training_sequences(CONVERSATION, codec) == [(ids, mask)]
+
+
+def test_llama3_template_trains_as_the_coded_format_on_the_tiny_vocab(codec):
+    own = TemplateFormat(LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>")
+    assert own.training_sequences(CONVERSATION, codec) == Llama3Format().training_sequences(CONVERSATION, codec)
 
 
 def test_chatml_mask_marks_content_and_im_end_not_the_newline(chatml_tokenizer):
@@ -110,7 +116,7 @@ def test_chatml_mask_marks_content_and_im_end_not_the_newline(chatml_tokenizer):
 
     codec, fmt = HFCodec(chatml_tokenizer), TemplateFormat(SMOLLM2_TEMPLATE, "<|im_start|>", "<|im_end|>")
     messages = CONVERSATION[1:]  # the template adds its default system prompt
-    ids, mask = fmt.render_ids_with_mask(messages, codec)
+    [(ids, mask)] = fmt.training_sequences(messages, codec)
     assert ids == fmt.render_ids(messages, codec, add_generation_prompt=False)
     found = spans(ids, mask)
     assert [chatml_tokenizer.decode(s[2]) for s in found] == ["2。<|im_end|>", "Hi! 你好<|im_end|>"]
@@ -119,14 +125,28 @@ def test_chatml_mask_marks_content_and_im_end_not_the_newline(chatml_tokenizer):
     assert found[1][1] == len(ids) - 1  # the last "\n" is not learned
 
 
-def test_template_that_breaks_the_prefix_property_is_refused(codec):
+def test_a_template_that_renders_earlier_turns_differently_trains_each_answer_in_its_own_context(codec,
+                                                                                                 tiny_tokenizer):
+    """This template closes a message with <|eot_id|> only once another follows, so a question renders differently
+    as the last message (the prompt the model answers) than with its answer after it: no answer can be marked in
+    the whole conversation, and each gets a sequence of its own: its prompt as the model sees it, then the answer."""
     last_differs = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>{{ m['content'] }}"
                     "{% if not loop.last %}<|eot_id|>{% endif %}{% endfor %}"
                     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>{% endif %}")
-    with pytest.raises(ChatFormatError, match="prefix-consistent"):
-        TemplateFormat(last_differs).render_ids_with_mask(CONVERSATION, codec)
+    fmt = TemplateFormat(last_differs, eos_token="<|eot_id|>")
+    messages = CONVERSATION[1:]
+    sequences = fmt.training_sequences(messages, codec)
+    assert len(sequences) == 2
+    for (ids, mask), i, answer in zip(sequences, (1, 3), ("2。", "Hi! 你好")):
+        head = fmt.render_ids(messages[:i], codec, add_generation_prompt=True)
+        assert ids[:len(head)] == head and not any(mask[:len(head)]) and all(mask[len(head):])
+        assert tiny_tokenizer.decode(ids[len(head):]) == answer
+    # a template that closes every message the same way trains the conversation as one sequence
+    closes_all = last_differs.replace("{% if not loop.last %}<|eot_id|>{% endif %}", "<|eot_id|>")
+    [(ids, mask)] = TemplateFormat(closes_all, eos_token="<|eot_id|>").training_sequences(messages, codec)
+    assert [tiny_tokenizer.decode(s[2]) for s in spans(ids, mask)] == ["2。<|eot_id|>", "Hi! 你好<|eot_id|>"]
     with pytest.raises(ChatFormatError, match="messages\\[0\\]"):
-        TemplateFormat(SMOLLM2_TEMPLATE).render_ids_with_mask([{"role": "assistant", "content": "hi"}], codec)
+        TemplateFormat(SMOLLM2_TEMPLATE).training_sequences([{"role": "assistant", "content": "hi"}], codec)
 
 
 # ---- SFT records ----
@@ -141,21 +161,26 @@ def test_bad_sft_records_are_reported_with_file_line_field(tmp_path, codec):
                                       {"role": "assistant", "content": "a"}]}),
              "", json.dumps(good)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    examples, problems = load_sft(path, Llama3Format(), codec, max_len=128)
+    sft = load_sft(path, Llama3Format(), codec, max_len=128, on_bad="skip")
+    examples, problems = sft.examples, sft.problems
     assert [e.origin for e in examples] == [f"{path}:1", f"{path}:8"]
     assert [(p.line, p.field) for p in problems] == [(2, ""), (3, "messages"), (4, "messages[0].role"),
                                                      (5, "messages[1].content"), (6, "messages")]
     assert str(problems[0]).startswith(f"{path}:2: not valid JSON")
     assert str(problems[2]) == f"{path}:4: messages[0].role: 'robot' is not one of system, user, assistant"
     assert "more than max_len 128" in str(problems[4])
-    with pytest.raises(InputError, match=f"{path}:2: not valid JSON.*and 4 more bad records"):
-        load_sft(path, Llama3Format(), codec, max_len=128, on_bad="error")
+    assert sft.summary_lines()[0] == f"read 3 messages conversations from {path} (4 unusable)"
+    assert sft.summary_lines()[1].startswith("5 of 7 conversations left out")
+    for policy in ("error", "auto"):  # auto: 5 of 7 is far more than 1%
+        with pytest.raises(InputError, match=f"{path}:2: not valid JSON.*5 of 7 conversations cannot be used"):
+            load_sft(path, Llama3Format(), codec, max_len=128, on_bad=policy)
 
 
 def test_sft_batch_trains_some_but_not_all_tokens(tmp_path, codec):
     records = [{"messages": CONVERSATION}, {"messages": CONVERSATION[1:3]}, {"messages": CONVERSATION[3:]}] * 2
-    examples, problems = load_sft(write_jsonl(tmp_path / "sft.jsonl", records), Llama3Format(), codec, max_len=96)
-    assert not problems
+    sft = load_sft(write_jsonl(tmp_path / "sft.jsonl", records), Llama3Format(), codec, max_len=96)
+    examples = sft.examples
+    assert not sft.problems
     batch = next(iter(Loader(SFTDataset(examples, 96, pad_id=0), batch_size=2)))
     fraction = (batch["labels"] != IGNORE).float().mean().item()
     assert 0 < fraction < 1
@@ -164,7 +189,7 @@ def test_sft_batch_trains_some_but_not_all_tokens(tmp_path, codec):
 def test_sft_epochs_use_every_conversation_once_reshuffled(tmp_path, codec):
     records = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
                for i in range(12)]
-    examples, _ = load_sft(write_jsonl(tmp_path / "sft.jsonl", records), Llama3Format(), codec, max_len=64)
+    examples = load_sft(write_jsonl(tmp_path / "sft.jsonl", records), Llama3Format(), codec, max_len=64).examples
     ds = SFTDataset(examples, 64, pad_id=0, seed=3)
     epochs = [ds.pack(e) for e in range(3)]
     for rows in epochs:
@@ -222,7 +247,7 @@ def test_cp_packed_loss_equals_documents_alone(tmp_path, tiny_model, tiny_tokeni
 
 def test_sft_packed_loss_equals_conversations_alone(tmp_path, tiny_model, codec):
     records = [{"messages": CONVERSATION}, {"messages": CONVERSATION[3:]}]
-    examples, _ = load_sft(write_jsonl(tmp_path / "sft.jsonl", records), Llama3Format(), codec, max_len=128)
+    examples = load_sft(write_jsonl(tmp_path / "sft.jsonl", records), Llama3Format(), codec, max_len=128).examples
     seq_len = sum(len(e.input_ids) for e in examples) + 5  # with padding at the end
     ds = SFTDataset(examples, seq_len, pad_id=0)
     (row,) = ds.pack(0)
@@ -241,7 +266,7 @@ class NumberCodec:
     def __init__(self):
         self.calls = 0
 
-    def encode_text(self, text):
+    def encode_text(self, text, continuation=False):
         self.calls += 1
         return [int(w) for w in text.split()]
 

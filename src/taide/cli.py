@@ -412,7 +412,8 @@ Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; i
 
 
 def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs, max_steps,
-           lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume):
+           lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume,
+           on_bad_record=None, chat_date=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from taide.train import load_recipe, train
@@ -433,7 +434,8 @@ def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens
                              global_batch_tokens=global_batch_tokens, micro_batch_size=micro_batch_size,
                              epochs=epochs, max_steps=max_steps, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
                              eval_every=eval_every, checkpoint_every=checkpoint_every, lora=lora,
-                             activation_checkpointing=activation_checkpointing or None, seed=seed)
+                             activation_checkpointing=activation_checkpointing or None, seed=seed,
+                             on_bad_record=on_bad_record, chat_date=chat_date)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                       TimeRemainingColumn(), console=err) as progress:
             bar = progress.add_task(f"train {mode}", total=None, info="loading")
@@ -476,10 +478,15 @@ def _train_command(mode: str, example: str, defaults: str):
                 seed: Annotated[Optional[int], typer.Option("--seed")] = None,
                 resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
                 resume_if_any: Annotated[bool, typer.Option("--resume-if-any", help="Continue if there is a "
-                                         "checkpoint, else start (for requeued cluster jobs).")] = False):
+                                         "checkpoint, else start (for requeued cluster jobs).")] = False,
+                on_bad_record: Annotated[Optional[str], typer.Option("--on-bad-record", help="SFT records that "
+                                         "cannot be used (each named on screen and in OUT/bad_records.txt): auto "
+                                         "(leave out up to 1%, refuse more; the default), skip, or error.")] = None,
+                chat_date: Annotated[Optional[str], typer.Option("--chat-date", help="YYYY-MM-DD that a dated chat "
+                                     "template (Llama 3.1+: \"Today Date\") renders; default: today.")] = None):
         _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs,
                max_steps, lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing,
-               seed, "if_any" if resume_if_any else resume)
+               seed, "if_any" if resume_if_any else resume, on_bad_record, chat_date)
 
     command.__doc__ = (f"{defaults}\n\nRuns as one process, or under torchrun on many GPUs/nodes (FSDP2). Writes an "
                        f"HF directory (OUT/model), checkpoints, metrics.jsonl, TensorBoard logs and loss.png.\n\n"
@@ -492,8 +499,9 @@ train_app.command("cp")(_train_command(
     "Continued pretraining on cleaned corpus shards (the card: AdamW, lr 1e-4, 1M-token batches, 1 epoch, 8K context)."))
 train_app.command("sft")(_train_command(
     "sft", "taide train sft -m runs/cp/model -d conversations.jsonl -o runs/sft",
-    "Instruction tuning on {\"messages\": [...]} JSONL; only assistant tokens are trained "
-    "(the card: AdamW, lr 5e-5, 256K-token batches, 3 epochs)."))
+    "Instruction tuning on conversations: messages, ShareGPT or Alpaca records in JSONL, JSON, Parquet, Arrow, "
+    "CSV or datasets folders (the layout is detected and reported); only what the model writes is trained, in the "
+    "model's own chat template (the card: AdamW, lr 5e-5, 256K-token batches, 3 epochs)."))
 
 
 eval_app = typer.Typer(help="Evaluate like the card: the office-task bench graded by an LLM judge, multiple-choice "
@@ -730,6 +738,33 @@ def data_sample(target: Annotated[Path, typer.Argument(help="Directory to copy t
             raise TaideError(f"{target}: not empty; choose a new directory")
         shutil.copytree(source, target, dirs_exist_ok=True)
         out.print(f"copied the raw sample corpus to {target / 'raw'} (what each document needs: {target / 'MANIFEST.json'})")
+
+
+@data_app.command("convert")
+def data_convert(inputs: Annotated[list[Path], typer.Argument(help="Files or folders of conversations: messages, "
+                                                            "ShareGPT or Alpaca records; JSONL, JSON, Parquet, Arrow, "
+                                                            "CSV/TSV, or a datasets folder.")],
+                 out_file: Annotated[Path, typer.Option("--out", "-o", help="The messages JSONL to write.")],
+                 on_bad_record: Annotated[str, typer.Option("--on-bad-record", help="Records that cannot be used: "
+                                          "auto (leave out up to 1%, refuse more), skip, or error.")] = "auto"):
+    """Write instruction-tuning conversations in any layout taide reads as taide's own: one
+    {"messages": [{"role", "content"}, ...]} object a line (an "id" is kept). Each file's layout is detected
+    and reported; records left out are named with their file, line and field.
+
+    Example: `taide data convert alpaca.parquet sharegpt.json -o conversations.jsonl`
+    """
+    from taide.data.conversations import ConvertConfig, run_convert
+
+    with _errors():
+        result = run_convert(ConvertConfig(inputs=[str(p) for p in inputs], out=str(out_file),
+                                           on_bad_record=on_bad_record))
+        for source in result.sources:
+            err.print(source.describe())
+        for problem in result.problems[:5]:
+            err.print(f"  left out: {problem}")
+        if len(result.problems) > 5:
+            err.print(f"  … and {len(result.problems) - 5} more left out")
+        out.print(f"{result.written:,} conversations → {result.out}")
 
 
 @app.command("build")

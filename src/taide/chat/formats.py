@@ -12,6 +12,8 @@ Three formats:
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from abc import ABC, abstractmethod
 from datetime import datetime
@@ -56,8 +58,11 @@ GEMMA3_TEMPLATE = (
 class TokenCodec(Protocol):
     """The tokenizer operations a chat format needs; each engine adapts its tokenizer."""
 
-    def encode_text(self, text: str) -> list[int]:
-        """Tokenize user text with special tokens disabled: ``<|eot_id|>`` stays plain characters."""
+    def encode_text(self, text: str, continuation: bool = False) -> list[int]:
+        """Tokenize user text with special tokens disabled: ``<|eot_id|>`` stays plain characters.
+        ``continuation``: the text follows a control token inside a prompt, as a chat template's text does; a
+        tokenizer that marks only the start of an input with "▁" (SentencePiece's prefix, as transformers loads
+        Mistral's and Phi-3's) does not mark it there, exactly as when the whole prompt is tokenized at once."""
 
     def token_id(self, token: str) -> int | None:
         """The id of a single (control) token, or None if the vocabulary lacks it."""
@@ -120,39 +125,12 @@ class ChatFormat(ABC):
         """The Jinja chat template a Hugging Face directory written by taide carries, so that transformers, vLLM
         and llama.cpp render what this format renders."""
 
-    def render_ids_with_mask(self, messages: list[dict], codec: TokenCodec) -> tuple[list[int], list[bool]]:
-        """The conversation's ids, exactly ``render_ids(messages, codec, add_generation_prompt=False)``, and a mask
-        that is True on the tokens a model learns in SFT: each assistant message's content and the end-of-turn
-        token(s) that close it; never headers, system or user text.
-
-        This generic version renders prefixes: the tokens of assistant message ``i`` are those between
-        ``messages[:i]`` with the generation prompt and ``messages[:i + 1]``, up to its last stop token (so a
-        template's newline after ``<|im_end|>`` is not learned; generation stops before it). Both prefixes must
-        be prefixes of the whole conversation's ids; a template that renders earlier turns differently once later
-        ones follow cannot be masked this way, and is refused."""
-        msgs = validate_messages(messages)
-        ids = self.render_ids(msgs, codec, add_generation_prompt=False)
-        mask = [False] * len(ids)
-        stops = {i for i in (codec.token_id(t) for t in self.stop_tokens) if i is not None}
-        for i, m in enumerate(msgs):
-            if m["role"] != "assistant":
-                continue
-            if i == 0:
-                raise ChatFormatError(f"messages[0]: the {self.name} chat format can only mask an assistant message "
-                                      "that follows another message; start the conversation with a user message")
-            head = self.render_ids(msgs[:i], codec, add_generation_prompt=True)
-            upto = self.render_ids(msgs[:i + 1], codec, add_generation_prompt=False)
-            for prefix, what in ((head, f"messages[:{i}] with the generation prompt"), (upto, f"messages[:{i + 1}]")):
-                if ids[:len(prefix)] != prefix:
-                    raise ChatFormatError(
-                        f"messages[{i}]: the {self.name} chat template is not prefix-consistent: {what} does not "
-                        "render to a prefix of the whole conversation, so the assistant's tokens cannot be located")
-            if len(upto) <= len(head):
-                raise ChatFormatError(f"messages[{i}]: the {self.name} chat template renders no tokens for this "
-                                      "assistant message after its generation prompt; it cannot be masked")
-            last = max((j for j in range(len(head), len(upto)) if ids[j] in stops), default=len(upto) - 1)
-            mask[len(head):last + 1] = [True] * (last + 1 - len(head))
-        return ids, mask
+    @abstractmethod
+    def training_sequences(self, messages: list[dict], codec: TokenCodec) -> list[tuple[list[int], list[bool]]]:
+        """The token sequences SFT trains this conversation on, each ``(ids, mask)`` with the mask True on the tokens
+        the model learns: what it generates for each assistant message after the generation prompt, through the
+        end-of-turn token that closes it; never headers, system or user text. Each assistant message is trained in
+        the context the model answers it in (the messages before it, rendered with the generation prompt)."""
 
     def _require(self, codec: TokenCodec, token: str) -> int:
         token_id = codec.token_id(token)
@@ -166,14 +144,15 @@ class _CodedFormat(ChatFormat):
 
     @abstractmethod
     def _render(self, messages, codec, add_generation_prompt) -> tuple[list[int], list[bool]]:
-        """(ids, mask) of the conversation, the mask as :meth:`ChatFormat.render_ids_with_mask` defines it."""
+        """(ids, mask) of the conversation, the mask as :meth:`ChatFormat.training_sequences` defines it."""
 
     def render_ids(self, messages, codec, add_generation_prompt=True):
         return self._render(messages, codec, add_generation_prompt)[0]
 
-    def render_ids_with_mask(self, messages, codec):
-        """As :meth:`ChatFormat.render_ids_with_mask`, marking the spans directly while building the ids."""
-        return self._render(messages, codec, add_generation_prompt=False)
+    def training_sequences(self, messages, codec):
+        """As :meth:`ChatFormat.training_sequences`: these formats render every turn the same whatever follows, so a
+        conversation is one sequence, its spans marked while the ids are built."""
+        return [self._render(messages, codec, add_generation_prompt=False)]
 
 
 class Llama3Format(_CodedFormat):
@@ -289,30 +268,39 @@ class GemmaFormat(_CodedFormat):
 
 # Content placeholders: private-use characters no tokenizer gives meaning to and no template alters.
 _PH_OPEN, _PH_CLOSE = "\ue000", "\ue001"
-_PLACEHOLDER = re.compile(f"{_PH_OPEN}(\\d+)([lrt]?){_PH_CLOSE}")
+# The placeholder of message N, with the strips the template applied to it: "(l0a)" is .lstrip("\n"), "(t)" a trim.
+_PLACEHOLDER = re.compile(f"{_PH_OPEN}(\\d+)((?:\\([lrt][0-9a-f]*\\))*){_PH_CLOSE}")
+_STRIP_OP = re.compile(r"\(([lrt])([0-9a-f]*)\)")
 _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>")
 
 
 class _Placeholder(str):
-    """Stands for message ``index``'s content inside the template; remembers a ``| trim``."""
+    """Stands for message ``index``'s content inside the template; remembers the strips (``| trim``,
+    ``.lstrip('\\n')``) applied to it, in order, with their characters."""
 
-    def __new__(cls, index: int, mode: str = ""):
-        obj = super().__new__(cls, f"{_PH_OPEN}{index}{mode}{_PH_CLOSE}")
-        obj.index = index
+    def __new__(cls, index: int, ops: str = ""):
+        obj = super().__new__(cls, f"{_PH_OPEN}{index}{ops}{_PH_CLOSE}")
+        obj.index, obj.ops = index, ops
         return obj
 
+    def _strip(self, op: str, chars) -> _Placeholder:
+        return _Placeholder(self.index, f"{self.ops}({op}{(chars or '').encode('utf-8').hex()})")
+
     def strip(self, chars=None):
-        return _Placeholder(self.index, "t")
+        return self._strip("t", chars)
 
     def lstrip(self, chars=None):
-        return _Placeholder(self.index, "l")
+        return self._strip("l", chars)
 
     def rstrip(self, chars=None):
-        return _Placeholder(self.index, "r")
+        return self._strip("r", chars)
 
 
-def _apply_mode(text: str, mode: str) -> str:
-    return {"t": text.strip, "l": text.lstrip, "r": text.rstrip}.get(mode, lambda: text)()
+def _apply_mode(text: str, ops: str) -> str:
+    for op, chars in _STRIP_OP.findall(ops):
+        chars = bytes.fromhex(chars).decode("utf-8") or None
+        text = {"t": text.strip, "l": text.lstrip, "r": text.rstrip}[op](chars)
+    return text
 
 
 class TemplateFormat(ChatFormat):
@@ -320,16 +308,20 @@ class TemplateFormat(ChatFormat):
 
     name = "template"
 
-    def __init__(self, template: str, bos_token: str | None = None, eos_token: str | None = None):
+    def __init__(self, template: str, bos_token: str | None = None, eos_token: str | None = None,
+                 date: str | None = None):
+        """``date`` (YYYY-MM-DD; default ``$TAIDE_CHAT_DATE``, else today) is the day a template that prints one
+        (Llama 3.1+'s "Today Date") shows: pin it for renders that do not change from day to day."""
         from jinja2 import TemplateError
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         def raise_exception(message):
             raise ChatFormatError(f"the model's chat template refused the messages: {message}")
 
+        self.date = chat_date(date)
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
         env.globals["raise_exception"] = raise_exception
-        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        env.globals["strftime_now"] = lambda fmt: (self.date or datetime.now()).strftime(fmt)
         try:
             self._template = env.from_string(template)
         except TemplateError as e:
@@ -353,33 +345,41 @@ class TemplateFormat(ChatFormat):
         contents = [m["content"] for m in msgs]
         staged = [{"role": m["role"], "content": _Placeholder(i)} for i, m in enumerate(msgs)]
         try:
+            pinned = {"date_string": self.date.strftime("%d %b %Y")} if self.date else {}
             rendered = self._template.render(messages=staged, add_generation_prompt=add_generation_prompt,
-                                             bos_token=self.bos_token, eos_token=self.eos_token)
+                                             bos_token=self.bos_token, eos_token=self.eos_token, **pinned)
         except TemplateError as e:
             raise ChatFormatError(f"the model's chat template failed to render: {e}") from e
         return rendered, contents
 
     def render_text(self, messages, add_generation_prompt=True):
         rendered, contents = self._render_with_placeholders(messages, add_generation_prompt)
-        return _PLACEHOLDER.sub(lambda m: _apply_mode(contents[int(m.group(1))], m.group(2)), rendered)
+        return _fill(rendered, contents)
 
     def render_ids(self, messages, codec, add_generation_prompt=True):
+        rendered, contents = self._render_with_placeholders(messages, add_generation_prompt)
+        return self._ids(rendered, contents, codec)
+
+    def _ids(self, rendered: str, contents: list[str], codec, continuation: bool = False) -> list[int]:
         """Split the rendered prompt at the template's control tokens, as tokenizers do, and tokenize each
         stretch between them (template text and message text together) as plain text. Control-token
-        strings inside message text are thus never split out: they stay characters."""
-        rendered, contents = self._render_with_placeholders(messages, add_generation_prompt)
+        strings inside message text are thus never split out: they stay characters. A stretch after a control
+        token (or after ``continuation``: more of a prompt) is tokenized as the middle of a prompt."""
         controls = sorted(set(codec.control_tokens()), key=len, reverse=True)
         control_re = re.compile("|".join(map(re.escape, controls))) if controls else None
         ids: list[int] = []
         stretch: list[str] = []
 
+        def flush():
+            if "".join(stretch):
+                ids.extend(codec.encode_text("".join(stretch), continuation=continuation or bool(ids)))
+            stretch.clear()
+
         def template_text(text: str):
             pos = 0
             for m in control_re.finditer(text) if control_re else ():
                 stretch.append(text[pos:m.start()])
-                if "".join(stretch):
-                    ids.extend(codec.encode_text("".join(stretch)))
-                stretch.clear()
+                flush()
                 ids.append(codec.token_id(m.group()))
                 pos = m.end()
             stretch.append(text[pos:])
@@ -390,14 +390,136 @@ class TemplateFormat(ChatFormat):
             stretch.append(_apply_mode(contents[int(m.group(1))], m.group(2)))
             pos = m.end()
         template_text(rendered[pos:])
-        if "".join(stretch):
-            ids.extend(codec.encode_text("".join(stretch)))
+        flush()
         return ids
+
+    def _answer(self, msgs: list[dict], i: int) -> str:
+        """What the model writes for assistant message ``i`` after its generation prompt, as rendered text with the
+        content's placeholder: the template's text between the generation prompt and the content (Qwen 3's empty
+        think block, Mistral's space), the content, and the template's text after it through the first stop token.
+        Found where ``messages[:i + 1]`` renders the message: after the text that, in ``messages[:i]`` rendered with
+        the generation prompt, follows the last message shown."""
+        head, _ = self._render_with_placeholders(msgs[:i], True)
+        plain, _ = self._render_with_placeholders(msgs[:i], False)
+        upto, _ = self._render_with_placeholders(msgs[:i + 1], False)
+        own = [m for m in _PLACEHOLDER.finditer(upto) if int(m.group(1)) == i]
+        if len(own) != 1:
+            raise ChatFormatError(f"messages[{i}]: the model's chat template shows this assistant message's text "
+                                  f"{len(own)} times, not once; taide cannot tell which part to train")
+        before = [m for m in _PLACEHOLDER.finditer(upto[:own[0].start()]) if int(m.group(1)) < i]
+        between = upto[before[-1].end() if before else 0:own[0].start()]
+        prompt = head[len(plain):] if head.startswith(plain) else ""  # the generation prompt's own text
+        shown = list(_PLACEHOLDER.finditer(head))
+        tail = head[shown[-1].end():] if shown else head  # what follows the last message shown, prompt included
+        if prompt and prompt in between:
+            preamble = between[between.rindex(prompt) + len(prompt):]
+        elif between.startswith(tail):  # a template with no generation prompt of its own (Mistral)
+            preamble = between[len(tail):]
+        else:
+            raise ChatFormatError(f"messages[{i}]: the model's chat template renders the text before this assistant "
+                                  "message differently from its generation prompt; taide cannot tell where the "
+                                  "answer starts")
+        after = upto[own[0].end():]
+        ends = [after.find(t) + len(t) for t in self.stop_tokens if t in after]
+        return preamble + own[0].group() + (after[:min(ends)] if ends else after)
+
+    def training_sequences(self, messages, codec):
+        """As :meth:`ChatFormat.training_sequences`. Where the whole conversation's rendering holds a message's
+        context and answer, the message is marked there, so a template that renders every turn the same whatever
+        follows (Llama 3.x, ChatML, Phi-3) trains a conversation as one sequence. A template that renders earlier
+        turns differently once later ones follow (Qwen 3 drops answered turns' think blocks, Mistral shows the system
+        text only with the last question) gives each message it cannot mark there a sequence of its own: its
+        context as the model sees it, then its answer."""
+        msgs = validate_messages(messages)
+        rendered, contents = self._render_with_placeholders(msgs, False)
+        whole_text = _fill(rendered, contents)
+        whole = self._ids(rendered, contents, codec)
+        mask = [False] * len(whole)
+        apart: list[tuple[list[int], list[bool]]] = []
+        stops = {i for i in (codec.token_id(t) for t in self.stop_tokens) if i is not None}
+        for i, m in enumerate(msgs):
+            if m["role"] != "assistant":
+                continue
+            if i == 0:
+                raise ChatFormatError("messages[0]: an assistant message can only be trained after another message; "
+                                      "start the conversation with a user message")
+            answer = self._answer(msgs, i)
+            head = self.render_ids(msgs[:i], codec, add_generation_prompt=True)
+            if whole_text.startswith(self.render_text(msgs[:i], True) + _fill(answer, contents)):
+                # The answer's tokens start after the prompt's, or earlier where the tokenizer merged the prompt's
+                # last characters into the answer's first token (that token holds answer text and is learned).
+                start = next((k for k, (a, b) in enumerate(zip(head, whole)) if a != b), min(len(head), len(whole)))
+                end = next((k for k in range(start, len(whole)) if whole[k] in stops), len(whole) - 1)
+                mask[start:end + 1] = [True] * (end + 1 - start)
+            else:
+                tokens = self._ids(answer, contents, codec, continuation=bool(head))
+                apart.append((head + tokens, [False] * len(head) + [True] * len(tokens)))
+        return ([(whole, mask)] if any(mask) else []) + apart
+
+
+def _fill(rendered: str, contents: list[str]) -> str:
+    """Rendered text with each placeholder replaced by its message's content (trimmed as the template asked)."""
+    return _PLACEHOLDER.sub(lambda m: _apply_mode(contents[int(m.group(1))], m.group(2)), rendered)
+
+
+def chat_date(value: str | None = None) -> datetime | None:
+    """The pinned date of template renders: ``value`` or ``$TAIDE_CHAT_DATE`` (YYYY-MM-DD), else None (today)."""
+    source = "date" if value else "TAIDE_CHAT_DATE"
+    value = value or os.environ.get("TAIDE_CHAT_DATE")
+    if not value:
+        return None
+    try:
+        return datetime.strptime(str(value).strip(), "%Y-%m-%d")
+    except ValueError:
+        raise ChatFormatError(f"{source}: {value!r} is not a date written YYYY-MM-DD (e.g. 2026-12-06)") from None
+
+
+# Conversations on which a format written in code must render exactly as a model's own template before it stands in
+# for it: a system message, several turns, whitespace a template trims or keeps, Chinese text, and both ends.
+PROBES = (
+    [{"role": "system", "content": "你是一個來自台灣的AI助理。"}, {"role": "user", "content": "  台灣最高的山是？\n"},
+     {"role": "assistant", "content": "玉山，\n海拔 3,952 公尺。 "}, {"role": "user", "content": "Thanks!\t"}],
+    [{"role": "user", "content": "請把「早安」翻成英文。"}, {"role": "assistant", "content": " Good morning."}],
+    [{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "hi"}],
+)
+
+
+@functools.lru_cache(maxsize=64)
+def coded_format_for_template(template: str, bos_token: str | None, eos_token: str | None) -> str | None:
+    """"llama3" or "gemma" when that format, written in code, renders byte for byte as ``template`` on every probe
+    conversation (with and without the generation prompt); else None: the template itself is the truth."""
+    try:
+        own = TemplateFormat(template, bos_token, eos_token, date="2024-07-26")
+    except ChatFormatError:
+        return None
+    for coded in (Llama3Format(), GemmaFormat()):
+        try:
+            if all(coded.render_text(p, g) == own.render_text(p, g) for p in PROBES for g in (True, False)):
+                return coded.name
+        except ChatFormatError:
+            continue
+    return None
+
+
+def detect_chat_format(template: str | None, vocabulary_has_llama3_tokens: bool = False,
+                       vocabulary_has_gemma_tokens: bool = False, bos_token: str | None = None,
+                       eos_token: str | None = None) -> str | None:
+    """The model's own template ("template"), or the Llama 3 / Gemma format written in code where it renders exactly
+    as that template; without a template (pretrained bases, such as Gemma 3's GGUF), the vocabulary's control tokens
+    decide; None when neither says."""
+    if template:
+        return coded_format_for_template(template, bos_token, eos_token) or "template"
+    if vocabulary_has_llama3_tokens:
+        return "llama3"
+    if vocabulary_has_gemma_tokens:
+        return "gemma"
+    return None
 
 
 def chat_format_for(name: str | None, template: str | None = None, bos_token: str | None = None,
-                    eos_token: str | None = None) -> ChatFormat:
-    """The format called ``name`` ("llama3", "gemma" or "template"); ``None`` means the model has none."""
+                    eos_token: str | None = None, date: str | None = None) -> ChatFormat:
+    """The format called ``name`` ("llama3", "gemma" or "template"); ``None`` means the model has none. ``date``:
+    see :class:`TemplateFormat`."""
     if name == "llama3":
         return Llama3Format()
     if name == "gemma":
@@ -405,7 +527,7 @@ def chat_format_for(name: str | None, template: str | None = None, bos_token: st
     if name == "template":
         if not template:
             raise ChatFormatError("chat format 'template' was asked for but the model has no chat template")
-        return TemplateFormat(template, bos_token, eos_token)
+        return TemplateFormat(template, bos_token, eos_token, date)
     if name is None:
         raise ChatFormatError("the model has no chat template and no Llama 3 or Gemma control tokens; pass "
                               "--chat-format llama3 (or gemma) if it was trained on the Llama 3 (or Gemma 3) format")

@@ -1,4 +1,5 @@
-"""Reading corpus files: JSONL/JSON, Parquet, CSV/TSV, plain text and HTML, optionally .gz or .zst.
+"""Reading corpus files: JSONL/JSON, Parquet, Arrow, CSV/TSV, plain text and HTML, optionally .gz or .zst; a
+``datasets`` folder (``save_to_disk``) by its Arrow files.
 
 Reading is split in two so that the expensive half runs in the workers: the driver only cuts files into
 :class:`Raw` records (a line's bytes, a row, a whole text or HTML file), in a fixed order; a worker turns
@@ -28,8 +29,8 @@ from taide.data.base import DataError, Document
 _CANDIDATES = ["utf_8", "cp950", "big5hkscs", "gb18030", "utf_16", "cp1252"]
 _SNIFF_BYTES = 1 << 16
 _META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_-]+)", re.I)
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
-           ".tsv": "tsv", ".txt": "text", ".md": "text", ".html": "html", ".htm": "html"}
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".arrow": "arrow",
+           ".csv": "csv", ".tsv": "tsv", ".txt": "text", ".md": "text", ".html": "html", ".htm": "html"}
 
 
 @dataclass
@@ -96,27 +97,44 @@ def detect_encoding(sample: bytes, html: bool = False) -> str:
     return best.encoding if best is not None else "utf_8"
 
 
-def read_raw(path: Path, text_field: str = "text", source: str | None = None) -> Iterator[Raw | Unreadable]:
-    """Cut one input file into raw records, in file order; ``source`` names it in the accounting."""
+def _jsonl_lines(f, path: Path, source: str) -> Iterator[Raw]:
+    first = f.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
+    encoding = detect_encoding(first) if first else "utf_8"
+    if encoding.startswith("utf_16"):  # newline bytes are not line ends in UTF-16: decode the stream
+        lines = (line.encode("utf_8") for line in io.TextIOWrapper(f, encoding=encoding))
+        encoding = "utf_8"
+    else:
+        lines = f
+    for lineno, line in enumerate(lines, start=1):
+        if line.strip():
+            yield Raw(source, f"{path}:{lineno}", "line", line, encoding)
+
+
+def _check_column(path: Path, text_field: str | None, columns: list[str]) -> None:
+    if text_field is not None and text_field not in columns:
+        raise DataError(f"{path}: no column {text_field!r}; columns are {', '.join(columns)} (choose one with "
+                        "--text-field)")
+
+
+def read_raw(path: Path, text_field: str | None = "text", source: str | None = None) -> Iterator[Raw | Unreadable]:
+    """Cut one input file into raw records, in file order; ``source`` names it in the accounting. ``text_field``:
+    the column a table must have (None: any columns)."""
     fmt, compression = _split_name(path)
     source = source or path.name
     with _open_bytes(path, compression) as f:
         if fmt == "jsonl":
-            first = f.peek(_SNIFF_BYTES)[:_SNIFF_BYTES]
-            encoding = detect_encoding(first) if first else "utf_8"
-            if encoding.startswith("utf_16"):  # newline bytes are not line ends in UTF-16: decode the stream
-                lines = (line.encode("utf_8") for line in io.TextIOWrapper(f, encoding=encoding))
-                encoding = "utf_8"
-            else:
-                lines = f
-            for lineno, line in enumerate(lines, start=1):
-                if line.strip():
-                    yield Raw(source, f"{path}:{lineno}", "line", line, encoding)
+            yield from _jsonl_lines(f, path, source)
         elif fmt == "json":
             data = f.read()
             try:
                 records = json.loads(data.decode(detect_encoding(data)))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            except json.JSONDecodeError as e:
+                if e.msg == "Extra data":  # JSON Lines under a .json name, as many datasets ship
+                    yield from _jsonl_lines(io.BufferedReader(io.BytesIO(data)), path, source)
+                else:
+                    yield Unreadable(source, f"{path}: not valid JSON ({e})")
+                return
+            except UnicodeDecodeError as e:
                 yield Unreadable(source, f"{path}: not valid JSON ({e})")
                 return
             if isinstance(records, dict):
@@ -127,11 +145,30 @@ def read_raw(path: Path, text_field: str = "text", source: str | None = None) ->
             import pyarrow.parquet as pq
 
             parquet = pq.ParquetFile(f if compression else path)
-            if text_field not in parquet.schema_arrow.names:
-                raise DataError(f"{path}: no column {text_field!r}; columns are {', '.join(parquet.schema_arrow.names)}"
-                                " (choose one with --text-field)")
+            _check_column(path, text_field, parquet.schema_arrow.names)
             row = 0
             for batch in parquet.iter_batches(batch_size=1024):  # bounded memory whatever the file size
+                for record in batch.to_pylist():
+                    row += 1
+                    yield Raw(source, f"{path}:row {row}", "record", record)
+        elif fmt == "arrow":
+            import pyarrow as pa
+            import pyarrow.ipc
+
+            try:  # datasets writes the streaming format; Arrow's file format is the other one
+                batches = pa.ipc.open_stream(f)
+            except pa.ArrowInvalid:
+                f.seek(0)
+                try:
+                    arrow_file = pa.ipc.open_file(f)
+                except pa.ArrowInvalid as e:
+                    raise DataError(f"{path}: not an Arrow file ({e})") from None
+                batches = (arrow_file.get_batch(i) for i in range(arrow_file.num_record_batches))
+                _check_column(path, text_field, arrow_file.schema.names)
+            else:
+                _check_column(path, text_field, batches.schema.names)
+            row = 0
+            for batch in batches:
                 for record in batch.to_pylist():
                     row += 1
                     yield Raw(source, f"{path}:row {row}", "record", record)
@@ -140,7 +177,7 @@ def read_raw(path: Path, text_field: str = "text", source: str | None = None) ->
             text = io.TextIOWrapper(f, encoding=detect_encoding(sample), errors="strict", newline="")
             reader = csv.DictReader(text, delimiter="\t" if fmt == "tsv" else ",")
             try:
-                if text_field not in (reader.fieldnames or []):
+                if text_field is not None and text_field not in (reader.fieldnames or []):
                     raise DataError(f"{path}: no column {text_field!r}; columns are {', '.join(reader.fieldnames or [])}"
                                     " (choose one with --text-field)")
                 for record in reader:
@@ -196,7 +233,9 @@ def input_files(paths: list[Path]) -> tuple[list[InputFile], list[Path]]:
     A file is counted under its name, or under its top folder inside a given directory (html/)."""
     files, skipped = [], []
     for path in map(Path, paths):
-        if path.is_dir():
+        if path.is_dir() and (arrow := datasets_folder_files(path)) is not None:
+            files.extend(InputFile(p, p.parent.name + "/" if p.parent != path else p.name) for p in arrow)
+        elif path.is_dir():
             for p in sorted(path.rglob("*")):
                 parts = p.relative_to(path).parts
                 if p.is_file() and not any(part.startswith(".") for part in parts):
@@ -211,6 +250,27 @@ def input_files(paths: list[Path]) -> tuple[list[InputFile], list[Path]]:
         else:
             raise DataError(f"{path}: no such file")
     return files, skipped
+
+
+def datasets_folder_files(path: Path) -> list[Path] | None:
+    """The Arrow files of a folder written by ``datasets``' ``save_to_disk`` (one dataset: ``state.json``; several
+    splits: ``dataset_dict.json`` and a folder each), in order; None for any other folder."""
+    def split_files(folder: Path) -> list[Path]:
+        try:
+            state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+            return [folder / f["filename"] for f in state["_data_files"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{folder / 'state.json'}: not the state of a datasets folder ({e})") from None
+
+    if (path / "dataset_dict.json").is_file():
+        try:
+            splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+        except (OSError, ValueError, KeyError) as e:
+            raise DataError(f"{path / 'dataset_dict.json'}: not a datasets DatasetDict ({e})") from None
+        return [f for split in splits for f in split_files(path / split)]
+    if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
+        return split_files(path)
+    return None
 
 
 def read_inputs(files: list[InputFile], text_field: str = "text") -> Iterator[Raw | Unreadable]:

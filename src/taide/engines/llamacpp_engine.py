@@ -77,7 +77,7 @@ class LlamaCppCodec:
         self.llm = llm
         self._controls: list[str] | None = None
 
-    def encode_text(self, text: str) -> list[int]:
+    def encode_text(self, text: str, continuation: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
 
     def token_id(self, token: str) -> int | None:

@@ -37,19 +37,7 @@ import numpy as np
 
 from taide.artifacts import atomic_write
 from taide.export.common import ExportError, check_architecture, model_type, read_json
-
-# llama.cpp's pre-tokenizer names, and the tokenizer.json pre-tokenizers they implement.
-LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-_BYTELEVEL_REGEX = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
-_BYTELEVEL_NO_REGEX = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}
-PRE_TOKENIZERS: dict[str, dict] = {
-    "llama-bpe": {"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": LLAMA3_REGEX}, "behavior": "Isolated", "invert": False},
-        _BYTELEVEL_NO_REGEX]},
-    "smollm": {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTELEVEL_REGEX]},
-    "gpt-2": _BYTELEVEL_REGEX,
-}
+from taide.models.pretokenizers import PRE_TOKENIZERS
 
 # GGUF token types (llama.cpp's llama_token_type)
 NORMAL, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 3, 4, 5, 6

@@ -132,7 +132,7 @@ def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str |
     directory; returns ``out``."""
     from taide.chat.formats import chat_format_for
     from taide.models.loading import end_of_turn_ids
-    from taide.models.reference import detect_chat_format
+    from taide.chat.formats import detect_chat_format
 
     started = time.time()
     out = Path(out)
@@ -149,7 +149,8 @@ def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str |
         kind = ref.kind
     template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ref.chat_template
     has_llama3 = all(t in tokenizer.get_vocab() for t in ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
-    fmt_name = ref.chat_format or detect_chat_format(template, has_llama3)
+    fmt_name = ref.chat_format or detect_chat_format(template, has_llama3, bos_token=tokenizer.bos_token,
+                                                     eos_token=tokenizer.eos_token)
     out.mkdir(parents=True, exist_ok=True)
     model.config.use_cache = True
     model.save_pretrained(out, safe_serialization=True)

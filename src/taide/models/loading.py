@@ -46,8 +46,30 @@ class HFCodec:
         self.tokenizer = tokenizer
         self._vocab = tokenizer.get_vocab()
 
-    def encode_text(self, text: str) -> list[int]:
+    def encode_text(self, text: str, continuation: bool = False) -> list[int]:
+        if continuation and self._continuing is not None:
+            return self._continuing.encode(text, add_special_tokens=False).ids
         return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+
+    @functools.cached_property
+    def _continuing(self):
+        """For a tokenizer that writes "▁" before the start of an input only (Metaspace, prepend_scheme "first": how
+        transformers loads Mistral's and Phi-3's), a copy that writes none: text in the middle of a prompt."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            return None
+        spec = json.loads(backend.to_str())
+        found = [p for p in _pre_tokenizers(spec.get("pre_tokenizer"))
+                 if p.get("type") == "Metaspace" and p.get("prepend_scheme") == "first"]
+        if not found:
+            return None
+        from tokenizers import Tokenizer
+
+        for p in found:
+            p["prepend_scheme"] = "never"
+        continuing = Tokenizer.from_str(json.dumps(spec))
+        continuing.encode_special_tokens = True  # control-token strings in text stay text
+        return continuing
 
     def token_id(self, token: str) -> int | None:
         return self._vocab.get(token)
@@ -75,6 +97,13 @@ class HFCodec:
     def _byte_level(self) -> bool:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         return backend is not None and "ByteLevel" in json.dumps(json.loads(backend.to_str()).get("decoder"))
+
+
+def _pre_tokenizers(spec: dict | None) -> list[dict]:
+    """A tokenizer.json pre-tokenizer and, for a Sequence, the ones inside it."""
+    if not spec:
+        return []
+    return [spec] + [p for inner in spec.get("pretokenizers", []) for p in _pre_tokenizers(inner)]
 
 
 def _gguf_key(path: Path) -> str:

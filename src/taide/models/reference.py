@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taide.chat.formats import detect_chat_format
 from taide.errors import ModelError
 
 
@@ -161,23 +162,6 @@ def _has_gguf_magic(path: Path) -> bool:
         return f.read(4) == b"GGUF"
 
 
-def detect_chat_format(template: str | None, vocabulary_has_llama3_tokens: bool,
-                       vocabulary_has_gemma_tokens: bool = False) -> str | None:
-    """Llama 3 or Gemma (TAIDE) format when the template or vocabulary says so, else the model's own template.
-    The vocabulary decides only without a template: Gemma 3's pretrained GGUF carries none."""
-    if template and all(tok in template for tok in ("<|start_header_id|>", "<|eot_id|>")):
-        return "llama3"
-    if template and "<start_of_turn>" in template:
-        return "gemma"
-    if template:
-        return "template"
-    if vocabulary_has_llama3_tokens:
-        return "llama3"
-    if vocabulary_has_gemma_tokens:
-        return "gemma"
-    return None
-
-
 # --- GGUF -----------------------------------------------------------------------------------------
 
 def read_gguf_metadata(path: Path) -> dict:
@@ -224,8 +208,8 @@ def _from_gguf(path: Path, reference: str, name: str | None = None) -> ModelRef:
         architecture=arch,
         context_length=meta.get(f"{arch}.context_length"),
         chat_template=template,
-        chat_format=detect_chat_format(template, meta.get("_llama3_tokens", False),
-                                       meta.get("_gemma_tokens", False)),
+        chat_format=detect_chat_format(template, meta.get("_llama3_tokens", False), meta.get("_gemma_tokens", False),
+                                       meta.get("_bos_token"), meta.get("_eos_token")),
         bos_token=meta.get("_bos_token"),
         eos_token=meta.get("_eos_token"),
         metadata=meta,
@@ -284,7 +268,8 @@ def _from_directory(path: Path, reference: str) -> ModelRef:
         context_length=config.get("max_position_embeddings"),
         chat_template=template,
         chat_format=detect_chat_format(template, all(t in added for t in _LLAMA3_CONTROL),
-                                       all(t in added for t in _GEMMA_CONTROL)),
+                                       all(t in added for t in _GEMMA_CONTROL), _token_text(tok_config.get("bos_token")),
+                                       _token_text(tok_config.get("eos_token"))),
         bos_token=_token_text(tok_config.get("bos_token")),
         eos_token=_token_text(tok_config.get("eos_token")),
         metadata={"config": config},

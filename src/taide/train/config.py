@@ -25,8 +25,9 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                "gate_proj", "up_proj", "down_proj"])
+    # Every linear layer of the blocks (peft's "all-linear"): the same rule for Llama's separate q/k/v/gate/up and
+    # Phi-3's fused qkv_proj and gate_up_proj; the output head is never adapted.
+    target_modules: list[str] | str = "all-linear"
 
 
 @dataclass
@@ -55,7 +56,9 @@ class TrainConfig:
     eval_batches: int = 8
     checkpoint_every: int = 0  # steps; 0: only at the end
     log_every: int = 1
-    on_bad_record: str = "skip"  # SFT: "skip" (report and go on) or "error"
+    on_bad_record: str = "auto"  # SFT: "auto" (leave out up to 1% unusable records, named on screen; refuse more),
+    #                              "skip" (leave out any number) or "error" (refuse any)
+    chat_date: str | None = None  # YYYY-MM-DD a dated chat template (Llama 3.1+) renders; None: today
     dtype: str = "auto"  # "auto": bf16 autocast on GPU and on CPUs with AMX, else fp32; or "float32", "bfloat16"
     freeze_embeddings: bool = False  # keep the token embeddings (and a tied output head) as they are
     trainable_layers: int | None = None  # train only the top N transformer blocks (and the final norm); None: all
@@ -70,8 +73,8 @@ class TrainConfig:
             raise TrainError(f"mode: {self.mode!r} is not cp or sft")
         if self.schedule not in ("cosine", "wsd"):
             raise TrainError(f"schedule: {self.schedule!r} is not cosine or wsd")
-        if self.on_bad_record not in ("skip", "error"):
-            raise TrainError(f"on_bad_record: {self.on_bad_record!r} is not skip or error")
+        if self.on_bad_record not in ("auto", "skip", "error"):
+            raise TrainError(f"on_bad_record: {self.on_bad_record!r} is not auto, skip or error")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise TrainError(f"dtype: {self.dtype!r} is not auto, float32 or bfloat16")
         if self.trainable_layers is not None and self.trainable_layers < 1:

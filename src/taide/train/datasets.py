@@ -56,12 +56,14 @@ def _sources(data) -> dict[str, list[str]]:
 
 
 def _split_sft(examples: list, fraction: float) -> tuple[list, list]:
-    """Held-out conversations: every k-th one, so the choice does not depend on a random state."""
-    if fraction <= 0 or len(examples) < 2:
+    """Held-out conversations: every k-th one (with every sequence it trains), so the choice does not depend on a
+    random state."""
+    order = list(dict.fromkeys(e.origin for e in examples))
+    if fraction <= 0 or len(order) < 2:
         return examples, []
     every = max(2, round(1 / fraction))
-    return ([e for i, e in enumerate(examples) if i % every != every - 1],
-            [e for i, e in enumerate(examples) if i % every == every - 1])
+    held = {origin for i, origin in enumerate(order) if i % every == every - 1}
+    return [e for e in examples if e.origin not in held], [e for e in examples if e.origin in held]
 
 
 # ---- batch settings the data can fill, when the run gives none -----------------------------------------------
@@ -174,7 +176,11 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
                                 pad_id=pad_id)
     else:
         paths = [p for paths in _sources(config.data).values() for p in paths]
-        examples, problems = load_sft(paths, chat_format, codec, config.seq_len or limit[0], config.on_bad_record)
+        sft = load_sft(paths, chat_format, codec, config.seq_len or limit[0], config.on_bad_record)
+        examples, problems = sft.examples, sft.problems
+        if world.main:
+            for line in sft.summary_lines():
+                print(f"taide train: {line}", file=sys.stderr, flush=True)
         if not examples:
             raise TrainError(f"no usable conversations in {', '.join(paths)}"
                              + (f"; first problem: {problems[0]}" if problems else ""))
@@ -208,6 +214,10 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
         summary = {"mode": config.mode, "train_rows_epoch0": train_set.num_rows(0),
                    "heldout_rows": heldout_set.num_rows(0), "steps": steps, "accumulation": accumulation,
                    "bad_records": len(problems),
+                   **({"conversations": {"sources": [{"path": src.path, "layout": src.layout,
+                                                      "conversations": src.conversations} for src in sft.read.sources],
+                                         "sequences": len(examples), "one_sequence_per_answer": sft.split_conversations,
+                                         "left_out": [str(p) for p in problems]}} if config.mode == "sft" else {}),
                    "batch": {"seq_len": config.seq_len, "global_batch_tokens": config.global_batch_tokens,
                              "micro_batch_size": config.micro_batch_size, "chosen": chosen, "why": choice}}
         write_json(Path(config.out) / "data.json", summary)

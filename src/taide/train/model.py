@@ -17,15 +17,16 @@ from taide.train.config import LoraConfig, TrainConfig, TrainError
 from taide.train.parallel import World
 
 
-def load_for_training(reference: str, device: torch.device):
-    """(model in fp32 on ``device``, tokenizer, chat format). GGUF files are dequantized by transformers."""
+def load_for_training(reference: str, device: torch.device, chat_date: str | None = None):
+    """(model in fp32 on ``device``, tokenizer, chat format). GGUF files are dequantized by transformers.
+    ``chat_date``: the day a dated chat template renders (see TemplateFormat)."""
     ref = resolve_model(reference)
     if ref.kind == "endpoint":
         raise TrainError(f"{reference} is an endpoint; training needs the weights (an HF directory or GGUF file)")
     tokenizer, model = load_hf(ref, str(device), torch.float32)
     template = tokenizer.chat_template or ref.chat_template
     chat_format = chat_format_for(ref.chat_format, template, tokenizer.bos_token or ref.bos_token,
-                                  tokenizer.eos_token or ref.eos_token)
+                                  tokenizer.eos_token or ref.eos_token, chat_date)
     model.config.use_cache = False
     return model, tokenizer, chat_format
 
@@ -83,7 +84,7 @@ def save_hf_directory(model, tokenizer, chat_format, config: TrainConfig, world:
         dtype = torch.bfloat16 if world.device.type == "cuda" else torch.float32
         if config.lora is not None:
             # A fresh CPU copy of the base, the trained adapters loaded into it, then merged.
-            base, _, _ = load_for_training(config.model, torch.device("cpu"))
+            base, _, _ = load_for_training(config.model, torch.device("cpu"), config.chat_date)
             merged = apply_lora(base, config.lora)
             merged.load_state_dict(state, strict=False)
             target, state = merged.merge_and_unload(), None
@@ -97,8 +98,9 @@ def save_hf_directory(model, tokenizer, chat_format, config: TrainConfig, world:
         target.config.use_cache = True
         target.config.dtype = str(dtype).removeprefix("torch.")
         target.save_pretrained(directory, state_dict=state, safe_serialization=True)
-        tokenizer.chat_template = chat_format.hf_template
-        tokenizer.save_pretrained(directory)
+        if not tokenizer.chat_template:  # a pretrained base without one: the format it was trained in
+            tokenizer.chat_template = chat_format.hf_template
+        tokenizer.save_pretrained(directory)  # the base's own template otherwise, byte for byte
         generation = target.generation_config
         generation.eos_token_id = end_of_turn_ids(tokenizer, chat_format)
         generation.save_pretrained(directory)

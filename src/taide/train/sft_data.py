@@ -1,103 +1,87 @@
-"""SFT data: ``{"messages": [{"role", "content"}, ...]}`` JSONL records → checked → rendered by the model's chat
-format (the same renderer that serves it) → (ids, labels) with -100 outside assistant turns → whole conversations
-packed into rows of ``seq_len`` (positions restart per conversation, attention kept inside it: see ``packing``).
+"""SFT data: conversations in any layout users keep them in (:mod:`taide.data.conversations`: messages, ShareGPT,
+Alpaca; JSONL, JSON, Parquet, Arrow, CSV, datasets folders) → checked → rendered by the model's chat format (the
+same renderer that serves it) → (ids, labels) with -100 outside what the model writes → whole conversations packed
+into rows of ``seq_len`` (positions restart per conversation, attention kept inside it: see ``packing``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from taide.artifacts import iter_jsonl
-from taide.chat.formats import ROLES, ChatFormat
-from taide.errors import ChatFormatError, InputError
+from taide.chat.formats import ChatFormat
+from taide.data.conversations import Conversations, Problem, check_policy, read_conversations
+from taide.errors import ChatFormatError
 from taide.train.config import TrainError
 from taide.train.packing import IGNORE, PackedRow, pack_row
 
-
-@dataclass(frozen=True)
-class Problem:
-    """A record that was not used: where it is, which field, what is wrong."""
-
-    path: str
-    line: int | None
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}" if self.line is not None else self.path
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+__all__ = ["Problem", "SFTData", "SFTDataset", "SFTExample", "load_sft", "render_example"]
 
 
 @dataclass(frozen=True)
 class SFTExample:
     input_ids: np.ndarray  # int64
-    labels: np.ndarray  # int64, -100 except on assistant content and end-of-turn tokens
+    labels: np.ndarray  # int64, -100 except on what the model writes (answers and their end-of-turn tokens)
     origin: str  # path:line
 
 
-def check_record(record: dict) -> tuple[str, str] | None:
-    """The first problem of a record as (field, message), or None."""
-    messages = record.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "messages", "expected a non-empty list of {role, content} objects"
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            return f"messages[{i}]", "expected an object with 'role' and 'content'"
-        if m.get("role") not in ROLES:
-            return f"messages[{i}].role", f"{m.get('role')!r} is not one of {', '.join(ROLES)}"
-        if m["role"] == "system" and i != 0:
-            return f"messages[{i}].role", "a system message may only come first"
-        if not isinstance(m.get("content"), str) or not m["content"].strip():
-            return f"messages[{i}].content", "expected a non-empty string"
-    if not any(m["role"] == "assistant" for m in messages):
-        return "messages", "no assistant message: nothing to learn"
-    return None
+@dataclass
+class SFTData:
+    """What the SFT files gave: the examples, the records left out (with file, line, field), each file's layout, and
+    how many conversations needed a sequence per answer (their template renders earlier turns differently later)."""
+
+    examples: list[SFTExample]
+    problems: list[Problem]
+    read: Conversations
+    split_conversations: int = 0
+
+    def summary_lines(self) -> list[str]:
+        """What a run shows on screen: each file's layout and count, the records left out and why."""
+        lines = [s.describe() for s in self.read.sources]
+        if self.split_conversations:
+            lines.append(f"{self.split_conversations:,} conversations train as one sequence per answer: the chat "
+                         "template renders their earlier turns differently once later turns follow")
+        if self.problems:
+            lines.append(f"{len(self.problems)} of {self.read.records:,} conversations left out (all listed in "
+                         "bad_records.txt):")
+            lines += [f"  {p}" for p in self.problems[:3]]
+            if len(self.problems) > 3:
+                lines.append(f"  … and {len(self.problems) - 3} more")
+        return lines
 
 
-def render_example(messages: list[dict], fmt: ChatFormat, codec) -> tuple[list[int], list[int]]:
-    """(ids, labels): labels are the ids where the chat format's mask is True, -100 elsewhere."""
-    ids, mask = fmt.render_ids_with_mask(messages, codec)
-    return ids, [t if learn else IGNORE for t, learn in zip(ids, mask)]
+def render_example(messages: list[dict], fmt: ChatFormat, codec) -> list[tuple[list[int], list[int]]]:
+    """(ids, labels) of each sequence the conversation trains: labels are the ids where the chat format's mask is
+    True, -100 elsewhere."""
+    return [(ids, [t if learn else IGNORE for t, learn in zip(ids, mask)])
+            for ids, mask in fmt.training_sequences(messages, codec)]
 
 
-def load_sft(paths, fmt: ChatFormat, codec, max_len: int,
-             on_bad: str = "skip") -> tuple[list[SFTExample], list[Problem]]:
-    """Every usable conversation of the JSONL files, and the problems of the others. ``on_bad="skip"`` leaves bad
-    records out; ``on_bad="error"`` raises InputError naming the first one (after checking them all)."""
-    if on_bad not in ("skip", "error"):
-        raise TrainError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
-    examples, problems = [], []
-    for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        path = Path(path)
+def load_sft(paths, fmt: ChatFormat, codec, max_len: int, on_bad: str = "auto") -> SFTData:
+    """Every usable conversation of ``paths`` (files or folders, any layout), rendered; a record that cannot be
+    used (unreadable, no assistant message, refused by the template, longer than ``max_len``) is a problem naming
+    its file, line and field. ``on_bad``: "auto" refuses more than 1% problems, "error" any, "skip" none."""
+    read = read_conversations(paths)
+    examples, problems, split = [], list(read.problems), 0
+    for conversation in read.conversations:
+        path, _, line = conversation.origin.rpartition(":")
+        where = int(line) if line.isdigit() else line
         try:
-            for line, record, bad_json in iter_jsonl(path):
-                problem = ("", bad_json) if bad_json else check_record(record)
-                if problem is None:
-                    try:
-                        ids, labels = render_example(record["messages"], fmt, codec)
-                    except ChatFormatError as e:
-                        problem = ("messages", str(e))
-                    else:
-                        if len(ids) > max_len:
-                            problem = ("messages", f"renders to {len(ids)} tokens, more than max_len {max_len}")
-                if problem:
-                    problems.append(Problem(str(path), line, *problem))
-                else:
-                    examples.append(SFTExample(np.asarray(ids, np.int64), np.asarray(labels, np.int64),
-                                               f"{path}:{line}"))
-        except UnicodeDecodeError as e:
-            raise InputError(path, None, f"not UTF-8 ({e.reason} at byte {e.start})") from e
-        except OSError as e:
-            raise InputError(path, None, f"cannot read: {e.strerror}") from e
-    if problems and on_bad == "error":
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more bad records)" if len(problems) > 1 else ""
-        raise InputError(first.path, first.line, f"{first.field}: {first.message}{more}" if first.field
-                         else first.message + more)
-    return examples, problems
+            sequences = render_example(conversation.messages, fmt, codec)
+        except ChatFormatError as e:
+            problems.append(Problem(path, where, "messages", str(e)))
+            continue
+        longest = max(len(ids) for ids, _ in sequences)
+        if longest > max_len:
+            problems.append(Problem(path, where, "messages", f"renders to {longest} tokens, more than max_len "
+                                    f"{max_len} (raise --seq-len, or shorten it)"))
+            continue
+        split += len(sequences) > 1
+        examples += [SFTExample(np.asarray(ids, np.int64), np.asarray(labels, np.int64), conversation.origin)
+                     for ids, labels in sequences]
+    check_policy(on_bad, problems, read.records, "conversations")
+    return SFTData(examples, problems, read, split)
 
 
 class SFTDataset:

@@ -115,7 +115,7 @@ def train(config: TrainConfig, resume: bool | str = False,
     try:
         torch.manual_seed(config.seed)
         out = Path(config.out)
-        model, tokenizer, chat_format = load_for_training(config.model, world.device)
+        model, tokenizer, chat_format = load_for_training(config.model, world.device, config.chat_date)
         data = build_datasets(config, tokenizer, chat_format, world)  # sets seq_len and the batch when not given
         accumulation = config.accumulation(world.size)
         if config.end_of_turn_from_eos and config.mode == "sft":
