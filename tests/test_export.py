@@ -235,7 +235,7 @@ def test_tiny_llama3_format_model_exports_and_verifies(tiny_model_dir, tmp_path)
     fields = gguf_fields(result.path, vocab=True)
     eot = fields["tokenizer.ggml.tokens"].index("<|eot_id|>")
     assert fields["tokenizer.ggml.eot_token_id"] == eot and fields["tokenizer.ggml.eos_token_id"] == eot
-    assert fields["tokenizer.ggml.pre"] == "gpt-2"  # the fixture's own BPE splits like GPT-2, not like Llama 3
+    assert fields["tokenizer.ggml.pre"] == "llama-bpe"  # the fixture's own BPE splits text as Llama 3's does
     assert fields["tokenizer.ggml.token_type"][eot] == 3  # control
     assert "output.weight" in fields["_tensors"]  # not tied
     modelfile = result.modelfile.read_text()
@@ -252,7 +252,7 @@ def _llama3_tokenizer(directory: Path):
     from transformers import PreTrainedTokenizerFast
 
     from taide.chat.formats import LLAMA3_TEMPLATE
-    from taide.export.gguf_writer import LLAMA3_REGEX
+    from taide.models.pretokenizers import LLAMA3_REGEX
 
     fields = gguf_fields(LLAMA3_VOCAB / "ggml-vocab-llama-bpe.gguf", vocab=True)
     tokens, types = fields["tokenizer.ggml.tokens"], fields["tokenizer.ggml.token_type"]

@@ -2,8 +2,7 @@
 (torchrun, gloo, FSDP2) equal to 1, the Hugging Face output directory, LoRA, bad SFT records, the recipes,
 and (slow) continued pretraining of the embedded default on Taiwan law text.
 
-Runs train on the tiny random-init Llama (a copy of conftest's, its tokenizer given Llama 3's
-pre-tokenizer split, so that "\\n\\n" + content tokenizes as the real Llama 3 does: see ``model_dir``)."""
+Runs train on the tiny random-init Llama (a copy of conftest's)."""
 
 from __future__ import annotations
 
@@ -29,9 +28,6 @@ from taide.train import TrainConfig, TrainError, load_recipe, train
 from taide.train.trainer import learning_rate
 
 LAWS = SHARED / "data" / "tw-laws" / "laws-zh.jsonl.gz"
-# Llama 3's tokenizer.json pre-tokenizer split (newlines are a piece of their own).
-LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 WORDS = ["hello", "world", "law", "article", "Taiwan", "night", "market", "tea", "debate", "amendment", "你好", "臺灣"]
 ANSWER = "OK"
 
@@ -40,19 +36,10 @@ ANSWER = "OK"
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """conftest's tiny Llama with Llama 3's pre-tokenizer. conftest's byte-level BPE splits "\\n\\nOK" into
-    "\\n", "\\n", "OK" but "\\n\\n" alone into one token, so the generation prompt would end in a token SFT never
-    saw there; Llama 3's regex keeps "\\n\\n" whole in both (the vocabulary is unchanged)."""
-    from tokenizers import Regex, pre_tokenizers
-    from transformers import AutoTokenizer
-
-    path = tmp_path_factory.mktemp("tiny-llama3-split") / "model"
+    """A copy of conftest's tiny Llama, whose tokenizer splits text as Llama 3's does ("\\n\\n" a piece of its own, so
+    the generation prompt ends in the token SFT trains after it)."""
+    path = tmp_path_factory.mktemp("tiny-llama3-copy") / "model"
     shutil.copytree(tiny_model_dir, path)
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.save_pretrained(path)
     return path
 
 

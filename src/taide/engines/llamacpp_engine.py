@@ -15,6 +15,8 @@ import ctypes
 import json
 import os
 import random
+import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,11 +75,27 @@ def open_llama(path, **options):
 
 
 class LlamaCppCodec:
+    """llama.cpp's tokenizer as a :class:`~taide.chat.formats.TokenCodec`. Where the GGUF's ``taide.tokenizer.*``
+    keys say transformers does what llama.cpp has no switch for (export/gguf_writer.TAIDE_TOKENIZER_KEYS), it is
+    done here: NFC before tokenizing, a "▁" before the start of the input (a space, which llama.cpp writes as "▁")."""
+
     def __init__(self, llm):
         self.llm = llm
         self._controls: list[str] | None = None
+        meta = getattr(llm, "metadata", None) or {}
+        self._nfc = meta.get("taide.tokenizer.normalizer") == "NFC"
+        self._space_prefix = meta.get("taide.tokenizer.space_prefix")  # None, "first" or "always"
+
+    def _prepare(self, text: str, continuation: bool) -> str:
+        if self._nfc:
+            text = unicodedata.normalize("NFC", text)
+        if self._space_prefix == "always" or (self._space_prefix == "first" and not continuation):
+            if text and not text.startswith(" "):
+                text = " " + text
+        return text
 
     def encode_text(self, text: str, continuation: bool = False) -> list[int]:
+        text = self._prepare(text, continuation)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) if text else []
 
     def token_id(self, token: str) -> int | None:
@@ -85,6 +103,10 @@ class LlamaCppCodec:
         return ids[0] if len(ids) == 1 else None
 
     def encode_prompt(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        if self._space_prefix or self._nfc:  # the text between control tokens, as transformers treats it
+            controls = sorted(self.control_tokens(), key=len, reverse=True)
+            parts = re.split("(" + "|".join(map(re.escape, controls)) + ")", text) if controls else [text]
+            text = "".join(part if k % 2 else self._prepare(part, continuation=k > 0) for k, part in enumerate(parts))
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_special_tokens, special=True)
 
     def piece(self, token_id: int) -> bytes:

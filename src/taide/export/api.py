@@ -72,7 +72,7 @@ def export_model(model, fmt: str = "gguf", quant: str = "f16", out: str | Path |
                  eval_text: str | None = None, output_type: str | None = None, progress=None) -> ExportResult:
     """Export ``model`` (an HF directory, a GGUF file, the embedded default, or a LoRA adapter directory).
 
-    ``fmt="gguf"``: a GGUF (Llama family or Gemma 3) at ``quant`` (see :data:`taide.export.quantize.QUANTS`)
+    ``fmt="gguf"``: a GGUF (Llama 2/3.x, Mistral, Qwen 2/2.5/3, Phi-3, Gemma 3) at ``quant`` (see :data:`taide.export.quantize.QUANTS`)
     written to ``out`` (a ``.gguf`` path or a directory), with an Ollama Modelfile beside it. ``fmt="hf"``: a
     merged safetensors directory at ``out``. ``verify=True`` (GGUF) compares the result with the source on llama.cpp vs
     transformers and raises :class:`ExportError` when a float export does not match (or a quantized one is
@@ -99,7 +99,6 @@ def export_model(model, fmt: str = "gguf", quant: str = "f16", out: str | Path |
     target = _gguf_target(Path(out) if out else None, reference, q.name)
     if target.exists() and not overwrite:
         raise ExportError(f"{target}: exists; pass overwrite=True (--overwrite) or another path")
-    target.parent.mkdir(parents=True, exist_ok=True)
     source = Path(reference).expanduser()
     adapter = is_adapter_dir(source)
     ref = None
@@ -112,6 +111,7 @@ def export_model(model, fmt: str = "gguf", quant: str = "f16", out: str | Path |
         elif ref.architecture not in SUPPORTED_ARCHITECTURES:
             raise ExportError(f"{ref.path}: architecture {ref.architecture!r} cannot be exported by taide; supported: "
                               f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+    target.parent.mkdir(parents=True, exist_ok=True)
     # export/ reads HF directories: anything else (GGUF, LoRA adapter) becomes one first, in a scratch directory.
     with tempfile.TemporaryDirectory(prefix=".taide-export-", dir=target.parent) as scratch:
         if adapter or ref.kind != "hf" or dtype is not None:

@@ -9,7 +9,11 @@ from taide.errors import TaideError
 
 # HF config model_type -> what it is (the GGUF writer's ARCHITECTURES maps the same names to how each is written).
 SUPPORTED_ARCHITECTURES = {
-    "llama": "LlamaForCausalLM (Llama 2/3, Llama3-TAIDE, SmolLM2)",
+    "llama": "LlamaForCausalLM (Llama 2/3/3.1/3.2/3.3, Llama3-TAIDE, Llama-3.1-TAIDE, SmolLM2)",
+    "mistral": "MistralForCausalLM (Mistral 7B v0.2+, Breeze-7B)",
+    "qwen2": "Qwen2ForCausalLM (Qwen 2 and 2.5)",
+    "qwen3": "Qwen3ForCausalLM (Qwen 3 dense)",
+    "phi3": "Phi3ForCausalLM (Phi-3, Phi-3.5 mini)",
     "gemma3_text": "Gemma3ForCausalLM (Gemma 3 270M and 1B)",
     "gemma3": "Gemma3ForConditionalGeneration (Gemma 3 4B and larger: the text model only)",
 }

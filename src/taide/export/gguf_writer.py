@@ -1,4 +1,5 @@
-"""Write a Hugging Face directory (the Llama family, or Gemma 3) as a GGUF file llama.cpp (and Ollama) load.
+"""Write a Hugging Face directory (Llama 2/3.x, Mistral, Qwen 2/2.5/3, Phi-3, Gemma 3) as a GGUF file llama.cpp
+(and Ollama) load.
 
 What goes in, the way llama.cpp's loader reads it:
 - architecture metadata, per family (see :class:`Architecture`): context length, embedding/FFN sizes, block
@@ -13,13 +14,18 @@ What goes in, the way llama.cpp's loader reads it:
     ``2j+1``). The scores are unchanged;
   - Gemma 3: every RMSNorm weight plus one. Gemma's RMSNorm multiplies by ``1 + w`` and HF stores ``w``;
     llama.cpp multiplies by the stored weight (transformers' GGUF reader takes the one off again). Gemma's
-    rope is NEOX (halves) on both sides: no permutation;
+    rope is NEOX (halves) on both sides: no permutation. llama.cpp scales queries by a fixed rule (1/sqrt(head_dim),
+    or 1/sqrt(hidden/heads) at 62 layers); a ``query_pre_attn_scalar`` that differs is folded into the query norm;
+  - Qwen 2/3 and Phi-3 use NEOX rope too: no permutation; Qwen 2's q/k/v biases and Qwen 3's query/key norms are
+    written as they are, Phi-3's fused ``qkv_proj`` and ``gate_up_proj`` as llama.cpp's fused tensors;
 - tied embeddings (SmolLM2, Gemma): no ``output.weight``; llama.cpp then uses ``token_embd`` as the output;
-- the tokenizer, from ``tokenizer.json``: byte-level BPE (Llama 3, SmolLM2) as llama.cpp's ``gpt2`` model
-  (tokens, merges, and the pre-tokenizer name llama.cpp keys its splitting rules on), or SentencePiece-style
-  BPE with byte fallback (Gemma) as llama.cpp's ``llama`` model (tokens and scores, which rank its merges);
-  both with token types, special ids (BOS, EOS, end of turn, padding, unknown), ``add_bos_token`` and the chat
-  template.
+- the tokenizer, as transformers builds it from the directory: byte-level BPE (Llama 3, Qwen, SmolLM2) as
+  llama.cpp's ``gpt2`` model (tokens, merges, and the pre-tokenizer name llama.cpp keys its splitting rules on),
+  or SentencePiece-style BPE with byte fallback (Gemma, Mistral, Phi-3) as llama.cpp's ``llama`` model (tokens and
+  scores, which rank its merges); both with token types, special ids (BOS, EOS, end of turn, padding, unknown),
+  ``add_bos_token`` and the chat template. Where llama.cpp's tokenizer has no switch for what transformers does
+  (NFC before Qwen's BPE; "▁" before the start of an input only, as transformers loads Mistral's and Phi-3's),
+  ``taide.tokenizer.*`` keys say so and taide's llama.cpp engine does it (see :data:`TAIDE_TOKENIZER_KEYS`).
 
 Tensors are streamed: the plan (names, shapes, types) is written first from the safetensors headers,
 then each tensor is read, converted and written, so memory holds one tensor at a time.
@@ -74,6 +80,8 @@ class ModelParams:
     name: str
     sliding_window: int | None = None  # Gemma 3: the window of its local layers; None when every layer is global
     final_logit_softcapping: float | None = None  # Gemma 3: tanh cap on the logits, None (the released models) for none
+    query_scale: float = 1.0  # Gemma 3: folded into the query norm where llama.cpp's fixed query scaling differs
+    rope_dims: int | None = None  # rotated dimensions per head when not all (Phi-3's partial_rotary_factor)
 
     def llama3_rope_factors(self) -> np.ndarray:
         """Per-frequency divisors of Llama 3.1's rope scaling (llama.cpp reads them from ``rope_freqs.weight``)."""
@@ -120,6 +128,49 @@ def _llama_params(config: dict, where: Path, tensor_names: set[str]) -> ModelPar
     )
 
 
+def _qwen_params(config: dict, where: Path, tensor_names: set[str]) -> ModelParams:
+    if config.get("use_sliding_window") and config.get("sliding_window"):
+        raise ExportError(f"{where / 'config.json'}: use_sliding_window is set; llama.cpp's qwen2/qwen3 attend to the "
+                          "whole context, so the export would compute another model")
+    return _llama_params(config, where, tensor_names)
+
+
+def _mistral_params(config: dict, where: Path, tensor_names: set[str]) -> ModelParams:
+    window, context = config.get("sliding_window"), config.get("max_position_embeddings") or 0
+    if window and window < context:
+        raise ExportError(f"{where / 'config.json'}: sliding_window {window} is shorter than the context ({context}); "
+                          "llama.cpp's llama architecture attends to the whole context (Mistral v0.1's window is "
+                          "not supported; v0.2 and later have none)")
+    return _llama_params(config, where, tensor_names)
+
+
+def _phi3_params(config: dict, where: Path, tensor_names: set[str]) -> ModelParams:
+    """Phi-3's hyper-parameters; its "longrope" (the 128K models) as llama.cpp takes it: long and short factor
+    tensors and an attention factor from the scale."""
+    params = _llama_params({**config, "rope_scaling": None, "rope_parameters": None}, where, tensor_names)
+    scaling = dict(config.get("rope_scaling") or config.get("rope_parameters") or {})
+    kind = scaling.get("rope_type") or scaling.get("type") or "default"
+    partial = float(config.get("partial_rotary_factor") or 1.0)
+    params.rope_dims = int(params.head_dim * partial)
+    params.rope_theta = float(scaling.get("rope_theta", config.get("rope_theta", 10000.0)))
+    if kind in ("longrope", "su"):
+        original = int(scaling.get("original_max_position_embeddings") or config.get("original_max_position_embeddings")
+                       or params.n_ctx)
+        scale = params.n_ctx / original
+        for key in ("long_factor", "short_factor"):
+            if len(scaling.get(key) or []) != params.rope_dims // 2:
+                raise ExportError(f"{where / 'config.json'}: rope_scaling.{key} must have {params.rope_dims // 2} "
+                                  "values (one per rotated pair)")
+        params.rope_scaling = {"rope_type": "longrope", "original_max_position_embeddings": original,
+                               "long_factor": scaling["long_factor"], "short_factor": scaling["short_factor"],
+                               "attention_factor": scaling.get("attention_factor") or (
+                                   math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1 else 1.0)}
+    elif kind != "default":
+        raise ExportError(f"{where / 'config.json'}: Phi-3 rope scaling {kind!r} is not supported; supported: "
+                          "default, longrope")
+    return params
+
+
 # llama.cpp fixes some of Gemma 3 in code rather than reading it from the GGUF (its own converter writes none of
 # it): every 6th layer is global and the others slide, the local layers' rope base is 10000 and unscaled, and
 # queries are scaled by 1/sqrt(head_dim) (by 1/sqrt(hidden/heads) for the 62-layer 27B). A checkpoint that
@@ -158,10 +209,11 @@ def _gemma3_params(config: dict, where: Path, tensor_names: set[str]) -> ModelPa
     if c.hidden_activation != "gelu_pytorch_tanh":
         raise ExportError(f"{at}: hidden_activation {c.hidden_activation!r} is not supported; llama.cpp's gemma3 "
                           "uses gelu_pytorch_tanh")
-    if not (c.query_pre_attn_scalar == head_dim
-            or (n_layer == _GEMMA3_27B_LAYERS and c.query_pre_attn_scalar == n_embd // n_head)):
-        raise ExportError(f"{at}: query_pre_attn_scalar {c.query_pre_attn_scalar} is not head_dim ({head_dim}); "
-                          "llama.cpp scales Gemma 3 queries by 1/sqrt(head_dim) and reads no other value")
+    # llama.cpp scales queries by 1/sqrt(head_dim), at 62 layers by 1/sqrt(hidden/heads), and reads no other value;
+    # scaling the query norm's weights by the ratio gives the model's own 1/sqrt(query_pre_attn_scalar) (rope is
+    # linear, so the scale passes through it).
+    assumed = n_embd // n_head if n_layer == _GEMMA3_27B_LAYERS else head_dim
+    query_scale = math.sqrt(assumed / float(c.query_pre_attn_scalar))
     sliding = [t == "sliding_attention" for t in c.layer_types]
     standard = [i % GEMMA3_SWA_PERIOD != GEMMA3_SWA_PERIOD - 1 for i in range(n_layer)]
     if any(sliding) and sliding != standard:
@@ -176,7 +228,7 @@ def _gemma3_params(config: dict, where: Path, tensor_names: set[str]) -> ModelPa
         tied="lm_head.weight" not in tensor_names or bool(c.tie_word_embeddings),
         name=_model_name(config, where),
         sliding_window=int(c.sliding_window) if any(sliding) else None,
-        final_logit_softcapping=c.final_logit_softcapping,
+        final_logit_softcapping=c.final_logit_softcapping, query_scale=query_scale,
     )
 
 
@@ -206,8 +258,8 @@ class Architecture:
     """One model family as llama.cpp names and computes it; the rest of the writer is shared.
 
     ``tensor_map`` rows: (regex on the HF tensor name, llama.cpp's name, conversion), the conversion being
-    "q"/"k" (rows permuted for llama.cpp's rope, with the query/key head count), "norm" (``norm_offset`` added)
-    or None."""
+    "q"/"k" (rows permuted for llama.cpp's rope, with the query/key head count), "norm" (``norm_offset`` added),
+    "q_norm" (a norm that also carries ``query_scale``) or None."""
 
     name: str  # llama.cpp's general.architecture
     label: str  # for messages: "a Llama model does not have ..."
@@ -227,7 +279,7 @@ def _llama_metadata(w, params: ModelParams) -> None:
     if params.head_dim != params.n_embd // params.n_head:
         w.add_key_length(params.head_dim)
         w.add_value_length(params.head_dim)
-    w.add_rope_dimension_count(params.head_dim)
+    w.add_rope_dimension_count(params.rope_dims or params.head_dim)
     w.add_rope_freq_base(params.rope_theta)
     w.add_vocab_size(params.n_vocab)
     s = params.rope_scaling
@@ -245,6 +297,9 @@ def _llama_metadata(w, params: ModelParams) -> None:
             w.add_rope_scaling_yarn_beta_fast(float(s["beta_fast"]))
         if s.get("beta_slow") is not None:
             w.add_rope_scaling_yarn_beta_slow(float(s["beta_slow"]))
+    elif s and s["rope_type"] == "longrope":  # Phi-3 128K: factors are tensors (see plan_tensors)
+        w.add_rope_scaling_attn_factors(float(s["attention_factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(s["original_max_position_embeddings"]))
 
 
 def _gemma3_metadata(w, params: ModelParams) -> None:
@@ -311,7 +366,7 @@ GEMMA3 = Architecture(
         (_L + r"self_attn\.k_proj\.weight", "blk.{}.attn_k.weight", None),
         (_L + r"self_attn\.v_proj\.weight", "blk.{}.attn_v.weight", None),
         (_L + r"self_attn\.o_proj\.weight", "blk.{}.attn_output.weight", None),
-        (_L + r"self_attn\.q_norm\.weight", "blk.{}.attn_q_norm.weight", "norm"),
+        (_L + r"self_attn\.q_norm\.weight", "blk.{}.attn_q_norm.weight", "q_norm"),
         (_L + r"self_attn\.k_norm\.weight", "blk.{}.attn_k_norm.weight", "norm"),
         (_L + r"post_attention_layernorm\.weight", "blk.{}.post_attention_norm.weight", "norm"),
         (_L + r"pre_feedforward_layernorm\.weight", "blk.{}.ffn_norm.weight", "norm"),
@@ -331,8 +386,40 @@ GEMMA3 = Architecture(
     ignore=r".*rotary_emb\.inv_freq|(model\.)?(vision_tower|multi_modal_projector)\..*",
 )
 
+_LLAMA_BODY = LLAMA.tensor_map[:3] + (
+    (_L + r"input_layernorm\.weight", "blk.{}.attn_norm.weight", None),
+    (_L + r"self_attn\.q_proj\.(weight|bias)", "blk.{}.attn_q.{}", None),
+    (_L + r"self_attn\.k_proj\.(weight|bias)", "blk.{}.attn_k.{}", None),
+) + LLAMA.tensor_map[6:]
+# Qwen 2 (and 2.5): Llama's tensors with q/k/v biases, rope in halves (no permutation).
+QWEN2 = Architecture(name="qwen2", label="Qwen 2", tensor_map=_LLAMA_BODY, block_tensors=LLAMA.block_tensors,
+                     params=_qwen_params, metadata=_llama_metadata)
+# Qwen 3: no biases, an RMSNorm on queries and keys, a head size of its own.
+QWEN3 = Architecture(name="qwen3", label="Qwen 3", tensor_map=_LLAMA_BODY + (
+    (_L + r"self_attn\.q_norm\.weight", "blk.{}.attn_q_norm.weight", None),
+    (_L + r"self_attn\.k_norm\.weight", "blk.{}.attn_k_norm.weight", None)),
+    block_tensors=LLAMA.block_tensors + ("attn_q_norm", "attn_k_norm"),
+    params=_qwen_params, metadata=_llama_metadata)
+# Mistral: llama.cpp's llama architecture (Q and K permuted), as its own converter writes it.
+MISTRAL = Architecture(name="llama", label="Mistral", tensor_map=LLAMA.tensor_map, block_tensors=LLAMA.block_tensors,
+                       params=_mistral_params, metadata=_llama_metadata)
+# Phi-3: fused qkv and gate/up projections (llama.cpp splits them the same way: gate first), rope in halves.
+PHI3 = Architecture(
+    name="phi3", label="Phi-3",
+    tensor_map=LLAMA.tensor_map[:3] + (
+        (_L + r"input_layernorm\.weight", "blk.{}.attn_norm.weight", None),
+        (_L + r"self_attn\.qkv_proj\.weight", "blk.{}.attn_qkv.weight", None),
+        (_L + r"self_attn\.o_proj\.weight", "blk.{}.attn_output.weight", None),
+        (_L + r"post_attention_layernorm\.weight", "blk.{}.ffn_norm.weight", None),
+        (_L + r"mlp\.gate_up_proj\.weight", "blk.{}.ffn_up.weight", None),
+        (_L + r"mlp\.down_proj\.weight", "blk.{}.ffn_down.weight", None),
+    ),
+    block_tensors=("attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"),
+    params=_phi3_params, metadata=_llama_metadata)
+
 # HF config model_type → the family that writes it (SUPPORTED_ARCHITECTURES in common.py says the same in words).
-ARCHITECTURES: dict[str, Architecture] = {"llama": LLAMA, "gemma3_text": GEMMA3, "gemma3": GEMMA3}
+ARCHITECTURES: dict[str, Architecture] = {"llama": LLAMA, "mistral": MISTRAL, "qwen2": QWEN2, "qwen3": QWEN3,
+                                          "phi3": PHI3, "gemma3_text": GEMMA3, "gemma3": GEMMA3}
 
 
 def architecture_for(config: dict, where: Path) -> Architecture:
@@ -359,6 +446,8 @@ class Vocab:
     add_eos: bool
     chat_template: str | None
     chat_format: str | None
+    add_space_prefix: bool = False
+    taide_keys: tuple[tuple[str, str], ...] = ()
 
 
 def pre_tokenizer_name(tokenizer_json: dict, where: Path) -> str:
@@ -378,46 +467,86 @@ def pre_tokenizer_name(tokenizer_json: dict, where: Path) -> str:
     summary = pre.get("type") if pre.get("type") != "Sequence" else \
         "Sequence[" + ", ".join(p.get("type", "?") for p in pre.get("pretokenizers", [])) + "]"
     raise ExportError(f"{where / 'tokenizer.json'}: pre-tokenizer {summary} is not one taide maps to llama.cpp; "
-                      f"supported: {', '.join(PRE_TOKENIZERS)} (Llama 3, SmolLM2, GPT-2 byte-level BPE)")
+                      f"supported: {', '.join(PRE_TOKENIZERS)} (Llama 3, Qwen 2/3, SmolLM2, GPT-2 byte-level BPE)")
 
 
-def _read_tokenizer_json(directory: Path) -> dict:
+def _tokenizer_spec(directory: Path, tok) -> dict:
+    """The tokenizer transformers runs for ``directory``, as tokenizer.json writes it. That, not the file, is what
+    llama.cpp must match: transformers rebuilds some tokenizers from their vocabulary (Mistral's and Phi-3's become
+    a Metaspace tokenizer whatever their file's normalizer says)."""
     path = directory / "tokenizer.json"
-    if not path.is_file():
-        extra = (" (it has tokenizer.model: SentencePiece tokenizers such as Llama 2's are not supported)"
-                 if (directory / "tokenizer.model").is_file() else "")
-        raise ExportError(f"{directory}: missing tokenizer files: GGUF export needs tokenizer.json{extra}")
-    tj = read_json(path)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        raise ExportError(f"{path}: transformers loads this tokenizer as {type(tok).__name__}, not from tokenizer.json "
+                          "(a Rust tokenizer); convert it with llama.cpp's convert_hf_to_gguf.py")
+    import json
+
+    tj = json.loads(backend.to_str())
     kind = (tj.get("model") or {}).get("type")
     if kind != "BPE":
         raise ExportError(f"{path}: tokenizer model {kind!r} is not supported; GGUF export handles BPE tokenizers: "
-                          "byte-level (Llama 3, SmolLM2) or with byte fallback (Gemma)")
+                          "byte-level (Llama 3, Qwen, SmolLM2) or with byte fallback (Gemma, Mistral, Phi-3)")
     return tj
 
 
-def tokenizer_model(tj: dict, path: Path) -> str:
-    """llama.cpp's tokenizer model for ``tokenizer.json``: "llama" for SentencePiece-style BPE (byte fallback,
-    spaces written as "▁"), "gpt2" for byte-level BPE; ExportError for anything llama.cpp would split otherwise."""
-    if not tj["model"].get("byte_fallback"):
-        if tj.get("normalizer"):
-            raise ExportError(f"{path}: the tokenizer has a normalizer ({tj['normalizer'].get('type')}), which "
-                              "llama.cpp's byte-level BPE does not apply; not supported")
-        return "gpt2"
+# Keys taide adds where llama.cpp's tokenizer has no switch for what transformers does; taide's llama.cpp engine
+# reads them (engines/llamacpp_engine.LlamaCppCodec), other llama.cpp programs ignore them.
+TAIDE_TOKENIZER_KEYS = {
+    "taide.tokenizer.normalizer": "NFC: text is NFC-normalized before BPE (Qwen)",
+    "taide.tokenizer.space_prefix": 'where "▁" goes before text: "first" (the start of an input, unless it starts '
+                                    'with a space) or "always" (every stretch between control tokens, likewise)',
+}
+
+
+@dataclass(frozen=True)
+class TokenizerKind:
+    model: str  # llama.cpp's tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece-style)
+    add_space_prefix: bool = False  # llama.cpp's: "▁" before every stretch of text, as SentencePiece does
+    taide_keys: tuple[tuple[str, str], ...] = ()  # see TAIDE_TOKENIZER_KEYS
+
+
+def tokenizer_model(tj: dict, path: Path) -> TokenizerKind:
+    """How llama.cpp must tokenize what ``tj`` tokenizes: byte-level BPE ("gpt2"; a normalizer only NFC, as Qwen's),
+    or SentencePiece-style BPE with byte fallback ("llama") writing spaces as "▁": with a Replace normalizer alone
+    (Gemma: no prefix), with Llama 2's Prepend + Replace (a "▁" before every stretch: llama.cpp's space prefix), or
+    with a Metaspace pre-tokenizer (transformers' Mistral and Phi-3: a "▁" before the start of the input only).
+    ExportError for anything llama.cpp would split otherwise."""
     normalizer = tj.get("normalizer") or {}
-    steps = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
-    if [s.get("type") for s in steps] != ["Replace"] or steps[0].get("pattern") != {"String": " "} \
-            or steps[0].get("content") != "\u2581":
-        found = ", ".join(str(s.get("type")) for s in steps) or "none"
-        prefix = any(s.get("type") == "Prepend" for s in steps)
-        extra = " (a dummy-prefix '▁' as Llama 2's: not supported)" if prefix else ""
-        raise ExportError(f"{path}: a byte-fallback BPE tokenizer must write spaces as '▁' with a Replace normalizer "
-                          f"and nothing else, as Gemma's does; its normalizer is {found}{extra}")
+    steps = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer] if normalizer else []
+    types = [s.get("type") for s in steps]
     pre = tj.get("pre_tokenizer")
-    if pre and not (pre.get("type") == "Split" and pre.get("pattern") == {"String": " "}):
+    if not tj["model"].get("byte_fallback"):
+        if types == ["NFC"]:
+            return TokenizerKind("gpt2", taide_keys=(("taide.tokenizer.normalizer", "NFC"),))
+        if steps:
+            raise ExportError(f"{path}: the tokenizer has a normalizer ({', '.join(map(str, types))}), which "
+                              "llama.cpp's byte-level BPE does not apply; supported: none, or NFC (Qwen)")
+        return TokenizerKind("gpt2")
+
+    def replaces_spaces(step: dict) -> bool:
+        return step.get("type") == "Replace" and step.get("pattern") == {"String": " "} and step.get("content") == "\u2581"
+
+    no_split = not pre or (pre.get("type") == "Split" and pre.get("pattern") == {"String": " "})
+    if len(steps) == 1 and replaces_spaces(steps[0]) and no_split:
+        return TokenizerKind("llama")  # Gemma
+    if (len(steps) == 2 and steps[0].get("type") == "Prepend" and steps[0].get("prepend") == "\u2581"
+            and replaces_spaces(steps[1]) and no_split):
+        return TokenizerKind("llama", add_space_prefix=True)  # Llama 2's, SentencePiece's own rule
+    if not steps and pre and pre.get("type") == "Metaspace" and pre.get("replacement") == "\u2581" \
+            and not pre.get("split", True):
+        scheme = pre.get("prepend_scheme", "always")
+        keys = (("taide.tokenizer.space_prefix", scheme),) if scheme in ("first", "always") else ()
+        return TokenizerKind("llama", taide_keys=keys)
+    if pre and pre.get("type") == "Metaspace":
+        raise ExportError(f"{path}: pre-tokenizer Metaspace splits the text at spaces before BPE (split: true); "
+                          "llama.cpp's SentencePiece tokenizer does not")
+    if pre and not no_split:
         raise ExportError(f"{path}: pre-tokenizer {pre.get('type')} splits the text before BPE; llama.cpp's "
                           "SentencePiece tokenizer does not (a Split on ' ', which the normalizer leaves nothing "
                           "to split, is the only one supported)")
-    return "llama"
+    raise ExportError(f"{path}: a byte-fallback BPE tokenizer must write spaces as '▁': with a Replace normalizer "
+                      "(Gemma), Prepend + Replace (Llama 2) or a Metaspace pre-tokenizer (Mistral, Phi-3); its "
+                      f"normalizer is {', '.join(map(str, types)) or 'none'}")
 
 
 def sentencepiece_scores(types: list[int], tj: dict, path: Path) -> list[float]:
@@ -450,15 +579,21 @@ _BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
 
 
 def read_vocab(directory: Path, n_vocab: int, ref=None) -> Vocab:
-    """The tokenizer of an HF directory in GGUF terms, from ``tokenizer.json`` (see :func:`tokenizer_model`)."""
+    """The tokenizer of an HF directory in GGUF terms, as transformers runs it (see :func:`tokenizer_model`)."""
     from transformers import AutoTokenizer
 
     from taide.chat.formats import chat_format_for
     from taide.models import resolve_model
 
-    tj = _read_tokenizer_json(directory)
+    if not (directory / "tokenizer.json").is_file():
+        extra = (" (it has only tokenizer.model: SentencePiece tokenizers such as Llama 2's are not supported; "
+                 "convert with llama.cpp's convert_hf_to_gguf.py)" if (directory / "tokenizer.model").is_file() else "")
+        raise ExportError(f"{directory}: missing tokenizer files: GGUF export needs tokenizer.json{extra}")
+    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    tj = _tokenizer_spec(directory, tok)
     path = directory / "tokenizer.json"
-    kind = tokenizer_model(tj, path)
+    tokenizer = tokenizer_model(tj, path)
+    kind = tokenizer.model
     model = tj["model"]
     tokens: list[str | None] = [None] * n_vocab
     types = [NORMAL] * n_vocab
@@ -484,7 +619,6 @@ def read_vocab(directory: Path, n_vocab: int, ref=None) -> Vocab:
         pre, scores = pre_tokenizer_name(tj, directory), None
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
 
-    tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     probe = tok("a").input_ids
     ref = ref or resolve_model(directory)
     template = tok.chat_template if isinstance(tok.chat_template, str) else ref.chat_template
@@ -498,7 +632,8 @@ def read_vocab(directory: Path, n_vocab: int, ref=None) -> Vocab:
                  bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, eot_id=eot_id, pad_id=tok.pad_token_id,
                  unk_id=tok.unk_token_id, add_bos=tok.bos_token_id is not None and probe[:1] == [tok.bos_token_id],
                  add_eos=tok.eos_token_id is not None and probe[-1:] == [tok.eos_token_id],
-                 chat_template=template, chat_format=ref.chat_format)
+                 chat_template=template, chat_format=ref.chat_format, add_space_prefix=tokenizer.add_space_prefix,
+                 taide_keys=tokenizer.taide_keys)
 
 
 # --- tensors --------------------------------------------------------------------------------------
@@ -569,10 +704,14 @@ def plan_tensors(directory: Path) -> tuple[Architecture, ModelParams, list[Tenso
         raise ExportError(f"{directory}: the weights lack {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     if params.rope_scaling and params.rope_scaling["rope_type"] == "llama3":
         plans.append(TensorPlan("rope_freqs.weight", None, None, (params.head_dim // 2,), None))
+    if params.rope_scaling and params.rope_scaling["rope_type"] == "longrope":
+        for which in ("long", "short"):
+            plans.append(TensorPlan(f"rope_factors_{which}.weight", None, None, (params.rope_dims // 2,), None))
     out_name = "token_embd.weight" if params.tied else "output.weight"
     for p in plans:
         p.is_output = p.name == out_name
-    order = {n: i for i, n in enumerate(["token_embd.weight", "rope_freqs.weight", "output_norm.weight", "output.weight"])}
+    order = {n: i for i, n in enumerate(["token_embd.weight", "rope_freqs.weight", "rope_factors_long.weight",
+                                         "rope_factors_short.weight", "output_norm.weight", "output.weight"])}
 
     def sort_key(p: TensorPlan):
         m = re.match(r"blk\.(\d+)\.", p.name)
@@ -585,6 +724,9 @@ def plan_tensors(directory: Path) -> tuple[Architecture, ModelParams, list[Tenso
 def _load(plan: TensorPlan, arch: Architecture, params: ModelParams, handles: dict) -> np.ndarray:
     if plan.name == "rope_freqs.weight":
         return params.llama3_rope_factors()
+    if plan.name.startswith("rope_factors_"):
+        which = plan.name.removeprefix("rope_factors_").removesuffix(".weight")
+        return np.asarray(params.rope_scaling[f"{which}_factor"], dtype=np.float32)
     from safetensors import safe_open
 
     if plan.file not in handles:
@@ -594,8 +736,10 @@ def _load(plan: TensorPlan, arch: Architecture, params: ModelParams, handles: di
         data = permute_rows(data, params.n_head)
     elif plan.convert == "k":
         data = permute_rows(data, params.n_head_kv)
-    elif plan.convert == "norm" and arch.norm_offset:
+    elif plan.convert in ("norm", "q_norm") and arch.norm_offset:
         data = data + np.float32(arch.norm_offset)
+    if plan.convert == "q_norm" and params.query_scale != 1.0:
+        data = data * np.float32(params.query_scale)
     return np.ascontiguousarray(data, dtype=np.float32)
 
 
@@ -667,6 +811,8 @@ def _write_metadata(w, arch: Architecture, params: ModelParams, vocab: Vocab, fi
             add(int(value))
     w.add_add_bos_token(vocab.add_bos)
     w.add_add_eos_token(vocab.add_eos)
-    w.add_add_space_prefix(False)
+    w.add_add_space_prefix(vocab.add_space_prefix)
+    for key, value in vocab.taide_keys:
+        w.add_string(key, value)
     if vocab.chat_template:
         w.add_chat_template(vocab.chat_template)

@@ -112,6 +112,7 @@ class VerifyReport:
     ppl_gguf: float | None = None
     tolerance: Tolerance | None = None
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a user should know that is not a failure of the export
 
     @property
     def ok(self) -> bool:
@@ -140,6 +141,7 @@ class VerifyReport:
                  f"{self.logprob_mean_diff:.4f}, top-1 agreement {self.top1_agreement:.1%}"]
         if self.ppl_gguf is not None:
             lines.append(f"  perplexity: reference {self.ppl_reference:.3f}, gguf {self.ppl_gguf:.3f}")
+        lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  FAIL: {f}" for f in self.failures]
         return "\n".join(lines)
 
@@ -381,7 +383,12 @@ def _check_metadata(report: VerifyReport, meta: dict, ref, gg) -> None:
         bos = ref.tokenizer.bos_token
         if bos and ours.startswith(bos) and not rendered.startswith(bos):
             ours = ours[len(bos):]  # llama.cpp's built-in templates (llama3, gemma) leave BOS to the tokenizer
-        checks["llamacpp_template_render"] = rendered == ours
+        if fmt.name != "template" or rendered == ours:
+            checks["llamacpp_template_render"] = rendered == ours
+        else:  # the GGUF carries the model's template; llama.cpp's built-in guess at it is llama.cpp's own matter
+            report.notes.append("llama.cpp's built-in chat templates render this model's conversations differently "
+                                "from its own template (e.g. Llama 3.1's dated system header): run llama-server with "
+                                "--jinja, as taide's engine renders the template itself")
     report.metadata = checks
     for name, good in checks.items():
         if not good:
