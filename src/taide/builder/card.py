@@ -241,7 +241,17 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
     lines += ["## 訓練資料", "", "| 來源 | 讀入篇數 | 保留篇數 |", "|---|---:|---:|"]
     for source, counts in sorted((data or {}).get("sources", {}).items()):
         lines.append(f"| {source} | {counts.get('read', 0):,} | {counts.get('kept', 0):,} |")
-    if "sft" in results:
+    conversations = (results.get("sft") or {}).get("conversations")
+    if conversations:
+        left_out = conversations["left_out"]
+        for source in conversations["sources"]:
+            lines.append(f"| 指令微調對話 {Path(source['path']).name}（{source['layout']} 格式） | "
+                         f"{source['conversations'] + sum(1 for p in left_out if p.startswith(source['path'] + ':')):,} 則 "
+                         f"| {source['conversations']:,} 則 |")
+        if left_out:
+            lines += ["", f"指令微調略過 {len(left_out):,} 則無法使用的對話（完整清單見 `sft/bad_records.txt`），例如：", ""]
+            lines += [f"- `{_relative(p.split(':')[0], root)}:{p.split(':', 1)[1]}`" for p in left_out[:5]]
+    elif "sft" in results:
         lines.append(f"| 指令微調對話（{Path(str(recipe.resolve((recipe.sft or {}).get('data', ['sample:sft']))[0])).name}） "
                      f"| – | {results['sft']['tokens']:,} tokens |")
     lines += ["", "## 模型評測", ""]

@@ -4,7 +4,7 @@ The smoke build runs the recipe as written — its stages, executors, training s
 evaluation — with only what makes it small changed:
 
 - **base**: the recipe's base when it is on this machine and small (at most 500M parameters); otherwise a
-  random-init model of its family (Llama 3 or Gemma 3: architecture, control tokens, chat template) with the
+  random-init model of its family (architecture, control tokens, chat template: see models/tiny.py) with the
   base's own tokenizer when its directory is here, or a tokenizer learned from the smoke data when it is not;
 - **data**: a few documents of each input that is on this machine (the shipped raw sample when none is), cleaned
   by the recipe's executor (``ray``: a local Ray);
@@ -101,11 +101,14 @@ def _base(recipe: Recipe, texts: list[str], target: Path) -> tuple[str, str]:
     config = here / "config.json"
     family = family_of(json.loads(config.read_text(encoding="utf-8"))) if config.is_file() else None
     shape_name = (recipe.base_shape or "").lower()
-    family = family or ("llama3" if shape_name.startswith("llama-3") else
-                        "gemma3" if shape_name.startswith("gemma-3") else None)
+    prefixes = {"llama-3.1": "llama3.1", "llama-3.2": "llama3.1", "llama-3.3": "llama3.1", "llama-3": "llama3",
+                "gemma-3": "gemma3", "qwen2": "qwen2", "qwen-2": "qwen2", "qwen3": "qwen3", "qwen-3": "qwen3",
+                "mistral": "mistral", "breeze": "mistral", "phi-3": "phi3"}
+    family = family or next((f for p, f in prefixes.items() if shape_name.startswith(p)), None)
     if family is None:
-        raise BuildError(f"{recipe.source}: --smoke makes tiny Llama 3 and Gemma 3 models; cannot tell the family "
-                         f"of base_model {recipe.base_model} (give base_shape, e.g. llama-3-8b or gemma-3-12b)")
+        raise BuildError(f"{recipe.source}: --smoke makes a tiny model of the base's family (Llama 3.x, Gemma 3, Qwen "
+                         f"2/3, Mistral, Phi-3); cannot tell the family of base_model {recipe.base_model} (give "
+                         "base_shape, e.g. llama-3-8b or gemma-3-12b)")
     tokenizer_from = here if (here / "tokenizer.json").is_file() or (here / "tokenizer.model").is_file() else None
     if not (target / "config.json").is_file():
         building = target.with_name(target.name + ".tmp")

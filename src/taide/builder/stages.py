@@ -34,13 +34,10 @@ def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, director
     else:
         on_step = (lambda step, total, values: report({"step": step, "total": total, **values})) if report else None
         result = train(config, resume="if_any", on_step=on_step)
-    heldout_tokens = None
-    data_summary = directory / "data.json"
-    if data_summary.is_file():
-        heldout_tokens = json.loads(data_summary.read_text()).get("heldout_rows")
     return {"model": str(result.out), "steps": result.steps, "tokens": result.tokens,
             "final_loss": result.final_loss, "heldout_loss_before": result.heldout_loss_before,
-            "heldout_loss": result.heldout_loss, "heldout_rows": heldout_tokens, "processes": processes,
+            "heldout_loss": result.heldout_loss, "heldout_rows": result.data.get("heldout_rows"), "processes": processes,
+            "conversations": result.data.get("conversations"),
             "hyperparameters": {k: v for k, v in config.to_dict().items() if k not in ("data", "out", "model")}}
 
 

@@ -462,7 +462,7 @@ class LocalEngine(Engine):
 
     def _scoring_requests(self, context, continuations: list[str]) -> list[TokenRequest]:
         prefix = self.prompt_ids(context) if isinstance(context, list) else self.codec.encode_prompt(context)
-        encoded = [self.codec.encode_text(c) for c in continuations]
+        encoded = [self.codec.encode_text(c, continuation=True) for c in continuations]
         for i, ids in enumerate(encoded):
             if not ids or not prefix:
                 raise EngineError(f"continuations[{i}]: empty" if prefix else "context: empty")

@@ -33,6 +33,7 @@ class Datasets:
     problems: list  # SFT records left out, with file:line:field
     world: World
     micro_batch_size: int
+    summary: dict  # what OUT/data.json holds: rows, steps, the batch and why, the SFT files' layouts and left-out records
 
     def heldout(self, batches: int) -> list[dict]:
         """Up to ``batches`` micro-batches of held-out rows for this process (every process its own rows).
@@ -210,15 +211,15 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
             f"{config.global_batch_tokens // config.seq_len} sequences ({config.global_batch_tokens:,} tokens): "
             + ("add data or lower micro_batch_size" if "global_batch_tokens" in chosen
                else "add data or lower global_batch_tokens"))
-    if world.main:
-        summary = {"mode": config.mode, "train_rows_epoch0": train_set.num_rows(0),
+    summary = {"mode": config.mode, "train_rows_epoch0": train_set.num_rows(0),
                    "heldout_rows": heldout_set.num_rows(0), "steps": steps, "accumulation": accumulation,
                    "bad_records": len(problems),
-                   **({"conversations": {"sources": [{"path": src.path, "layout": src.layout,
-                                                      "conversations": src.conversations} for src in sft.read.sources],
-                                         "sequences": len(examples), "one_sequence_per_answer": sft.split_conversations,
-                                         "left_out": [str(p) for p in problems]}} if config.mode == "sft" else {}),
-                   "batch": {"seq_len": config.seq_len, "global_batch_tokens": config.global_batch_tokens,
-                             "micro_batch_size": config.micro_batch_size, "chosen": chosen, "why": choice}}
+               **({"conversations": {"sources": [{"path": src.path, "layout": src.layout,
+                                                  "conversations": src.conversations} for src in sft.read.sources],
+                                     "sequences": len(examples), "one_sequence_per_answer": sft.split_conversations,
+                                     "left_out": [str(p) for p in problems]}} if config.mode == "sft" else {}),
+               "batch": {"seq_len": config.seq_len, "global_batch_tokens": config.global_batch_tokens,
+                         "micro_batch_size": config.micro_batch_size, "chosen": chosen, "why": choice}}
+    if world.main:
         write_json(Path(config.out) / "data.json", summary)
-    return Datasets(loader, heldout_set, steps, problems, world, config.micro_batch_size)
+    return Datasets(loader, heldout_set, steps, problems, world, config.micro_batch_size, summary)

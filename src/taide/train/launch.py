@@ -39,7 +39,7 @@ def train_in_processes(config: TrainConfig, processes: int, resume: bool | str =
     for key in ("seq_len", "global_batch_tokens"):
         setattr(config, key, values["config"][key])
     return TrainResult(Path(values["out"]), values["steps"], values["tokens"], values["final_loss"],
-                       values["heldout_loss"], values["heldout_loss_before"], values["history"])
+                       values["heldout_loss"], values["heldout_loss_before"], values["history"], values["data"])
 
 
 def main(spec_path: str) -> None:

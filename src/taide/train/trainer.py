@@ -34,6 +34,7 @@ class TrainResult:
     heldout_loss: float | None
     heldout_loss_before: float | None
     history: list[dict] = field(default_factory=list)
+    data: dict = field(default_factory=dict)  # the data summary (OUT/data.json): rows, batch, SFT layouts, left out
 
     @property
     def heldout_perplexity(self) -> float | None:
@@ -212,7 +213,7 @@ def train(config: TrainConfig, resume: bool | str = False,
             log.plot(out / "loss.png", f"taide train {config.mode}: {Path(config.model).name}")
         history = log.records()
         log.close()
-        return TrainResult(model_dir, step, tokens_seen, loss_value, heldout, heldout_before, history)
+        return TrainResult(model_dir, step, tokens_seen, loss_value, heldout, heldout_before, history, data.summary)
     finally:
         close_world(world)
 
