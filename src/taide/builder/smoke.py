@@ -181,6 +181,10 @@ def smoke_recipe(recipe: Recipe, out: str | None = None) -> Recipe:
         settings.pop("expected_tokens", None)
         changes.append(f"{stage}: {STEPS} steps of {2 * micro * processes} sequences × {seq_len} tokens"
                        + (f", {processes} torchrun processes (FSDP2 over gloo)" if processes > 1 else ""))
+        if stage == "sft":  # conversations longer than the smoke's rows are no fault of the recipe's data
+            settings["on_bad_record"] = "skip"
+            changes.append(f"sft: conversations longer than {seq_len} tokens left out (each named on screen and in "
+                           "sft/bad_records.txt)")
     if smoke.sft is not None:
         files = recipe.resolve(recipe.sft.get("data", ["sample:sft"]))
         files = list(files.values()) if isinstance(files, dict) else files if isinstance(files, list) else [files]
