@@ -28,14 +28,17 @@ class ContextLengthError(EngineError):
         self.prompt_tokens = prompt_tokens
         self.max_tokens = max_tokens
         self.context_length = context_length
-        if prompt_tokens >= context_length:
-            msg = (f"the prompt has {prompt_tokens} tokens but the model's context window is "
-                   f"{context_length} tokens; shorten the conversation")
-        else:
-            msg = (f"the prompt has {prompt_tokens} tokens and max_tokens asks for {max_tokens} more: "
-                   f"{prompt_tokens + max_tokens} > the context window of {context_length} tokens; "
-                   f"lower max_tokens to at most {context_length - prompt_tokens}")
-        super().__init__(msg)
+        super().__init__(self.message_for("messages"))
+
+    def message_for(self, param: str) -> str:
+        """The message for a request whose prompt is ``param``: "messages" (a conversation) or "prompt"."""
+        if self.prompt_tokens >= self.context_length:
+            what = "shorten the conversation" if param == "messages" else "shorten the prompt"
+            return (f"the prompt has {self.prompt_tokens} tokens but the model's context window is "
+                    f"{self.context_length} tokens; {what}")
+        return (f"the prompt has {self.prompt_tokens} tokens and max_tokens asks for {self.max_tokens} more: "
+                f"{self.prompt_tokens + self.max_tokens} > the context window of {self.context_length} tokens; "
+                f"lower max_tokens to at most {self.context_length - self.prompt_tokens}")
 
 
 class InputError(TaideError):

@@ -22,6 +22,13 @@ from taide.models import ModelRef
 
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+# What a request may ask of generation, in one place: GenerationParams checks these, and the server's request
+# schemas (serve/schemas.py) state them in /openapi.json. Outside them an engine cannot honour the value (a penalty
+# of 5e-324 divides logits into infinities).
+LIMITS = {"temperature": (0.0, 5.0), "top_p": (0.0, 1.0), "top_k": (-1, 1_000_000), "min_p": (0.0, 1.0),
+          "repetition_penalty": (0.01, 5.0), "seed": (-(2**63), 2**63 - 1), "stop": 16, "stop_characters": 256,
+          "top_logprobs": MAX_TOP_LOGPROBS, "json_schema_bytes": 65536, "json_schema_depth": 32}
+GREEDY_BELOW = 1e-6  # a temperature this close to 0 is greedy: dividing logits by it overflows float32
 
 
 @dataclass
@@ -44,6 +51,7 @@ class GenerationParams:
     temperature: float = 0.7  # 0 means greedy
     top_p: float = 0.95
     top_k: int = 40  # 0 means off
+    min_p: float = 0.0  # tokens less likely than min_p × the likeliest are dropped; 0 means off
     repetition_penalty: float = 1.0  # 1.0 means off
     stop: list[str] = field(default_factory=list)  # strings that end the answer (not included)
     seed: int | None = None
@@ -57,14 +65,18 @@ class GenerationParams:
     def __post_init__(self):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
+        low_rp, high_rp = LIMITS["repetition_penalty"]
+        low_seed, high_seed = LIMITS["seed"]
         checks = [
             ("max_tokens", self.max_tokens is None or self.max_tokens >= 1, "at least 1"),
-            ("temperature", 0 <= self.temperature <= 5, "between 0 and 5"),
+            ("temperature", 0 <= self.temperature <= LIMITS["temperature"][1], "between 0 and 5"),
             ("top_p", 0 < self.top_p <= 1, "in (0, 1]"),
-            ("top_k", self.top_k >= 0, "0 (off) or more"),
-            ("repetition_penalty", 0 < self.repetition_penalty <= 5, "in (0, 5]"),
-            ("stop", len(self.stop) <= 16 and all(isinstance(s, str) and s for s in self.stop),
-             "at most 16 non-empty strings"),
+            ("top_k", 0 <= self.top_k <= LIMITS["top_k"][1], "0 (off) or more, at most 1,000,000"),
+            ("min_p", 0 <= self.min_p <= 1, "between 0 (off) and 1"),
+            ("repetition_penalty", low_rp <= self.repetition_penalty <= high_rp, f"between {low_rp} and {high_rp}"),
+            ("seed", self.seed is None or low_seed <= self.seed <= high_seed, "a 64-bit integer"),
+            ("stop", len(self.stop) <= LIMITS["stop"] and all(isinstance(s, str) and 0 < len(s) <= LIMITS[
+                "stop_characters"] for s in self.stop), "at most 16 non-empty strings of at most 256 characters"),
             ("logprobs", self.logprobs is None or 0 <= self.logprobs <= MAX_TOP_LOGPROBS,
              f"between 0 and {MAX_TOP_LOGPROBS}"),
         ]
@@ -74,7 +86,7 @@ class GenerationParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0
+        return self.temperature < GREEDY_BELOW
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,5 +1,5 @@
 """Next-token choice for the transformers engine, row by row with each request's own parameters:
-repetition penalty (over prompt and answer), temperature, top-k, top-p, then a seeded draw."""
+repetition penalty (over prompt and answer), temperature, top-k, min-p, top-p, then a seeded draw."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def filter_logits(logits: torch.Tensor, params: GenerationParams) -> torch.Tenso
     if params.top_k > 0 and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.min_p > 0:  # keep tokens at least min_p as likely as the likeliest: log p ≥ log p_max + log min_p
+        floor = logits.max(dim=-1, keepdim=True).values + torch.log(torch.tensor(params.min_p))
+        logits = logits.masked_fill(logits < floor, float("-inf"))
     if params.top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)

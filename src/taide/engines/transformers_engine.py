@@ -180,8 +180,8 @@ class TransformersEngine(LocalEngine):
         for i, (prompt, p) in enumerate(zip(prompts, params)):
             if p.repetition_penalty != 1.0:
                 seen[i, torch.tensor(prompt, device=self.device)] = True
-        generators = [torch.Generator(device=self.device).manual_seed(
-            p.seed if p.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())) for p in params]
+        generators = [torch.Generator(device=self.device).manual_seed(  # torch takes seeds in [0, 2**64)
+            p.seed % 2**64 if p.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())) for p in params]
 
         out = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                       logits_to_keep=1)  # the prompt's other logits would cost batch×length×vocab floats

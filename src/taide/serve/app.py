@@ -7,6 +7,7 @@ decode loop batches everything in flight. A stream's client that goes away cance
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import json
 import secrets
@@ -26,13 +27,14 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taide.chat.presets import SYSTEM_PRESETS, TASKS, resolve_system_prompt
-from taide.engines import ChunkStream, Completion, Engine, GenerationParams, LocalEngine
+from taide.engines import ChunkStream, Completion, Engine, GenerationParams
 from taide.engines.base import TokenLogprob
+from taide.engines.process import EngineFault, EngineUnavailable, ProcessEngine
 from taide.errors import ChatFormatError, ContextLengthError, EngineError, TaideError
 from taide.serve.admission import Admission, QueueFull
 from taide.serve.metrics import Metrics
-from taide.serve.schemas import (ChatCompletionRequest, CompletionRequest, DetokenizeRequest, ErrorResponse,
-                                 TokenizeRequest)
+from taide.serve.schemas import (LIMITS, ChatCompletionRequest, CompletionRequest, DetokenizeRequest,
+                                 ErrorResponse, TokenizeRequest)
 
 STATIC = Path(__file__).parent / "static"
 PUBLIC_PATHS = {"/health", "/", "/favicon.ico"}  # the page is static; everything with data needs the key
@@ -55,8 +57,13 @@ class ServeConfig:
     max_waiting: int = 64  # requests allowed to wait beyond that; more get 429
     # For requests without a system message: "auto" (the TAIDE prompt for TAIDE-format models), "none", a preset or text
     system_prompt: str | None = "auto"
-    default_max_tokens: int | None = None  # None: up to the end of the context window
+    # Tokens an answer may have when the request gives no max_tokens (None: up to the end of the context window).
+    default_max_tokens: int | None = 512
     retry_after: int = 2  # seconds, in the 429's Retry-After
+    # A local model runs in a child process the server supervises (engines/process.py): a crash or a hang of the
+    # engine costs only the requests it was serving. False: in the server's own process (debugging).
+    isolate: bool = True
+    engine_timeout: float = 120.0  # seconds without a decode step while requests wait: the engine is restarted
     # Least time between two writes of a local engine's stream: tokens decoded meanwhile leave together, each still
     # its own event. 0: every token at once. Neither the first token nor the last waits.
     stream_interval: float = 0.05
@@ -64,6 +71,10 @@ class ServeConfig:
     def __post_init__(self):
         if not 0 <= self.stream_interval <= 1:
             raise TaideError(f"stream_interval must be between 0 and 1 second, not {self.stream_interval}")
+        if self.default_max_tokens is not None and self.default_max_tokens < 1:
+            raise TaideError(f"default_max_tokens must be at least 1 (or None), not {self.default_max_tokens}")
+        if self.engine_timeout <= 0:
+            raise TaideError(f"engine_timeout must be more than 0 seconds, not {self.engine_timeout}")
 
 
 class APIError(Exception):
@@ -77,9 +88,14 @@ def _error_body(message: str, type_: str, param: str | None = None, code: str | 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _engine_error(e: TaideError, engine: Engine) -> APIError:
+def _engine_error(e: TaideError, engine: Engine, param: str = "messages") -> APIError:
+    if isinstance(e, EngineUnavailable):
+        return APIError(503, str(e), "server_error", code="engine_restarting",
+                        headers={"Retry-After": str(e.retry_after)})
+    if isinstance(e, EngineFault):
+        return APIError(500, str(e), "server_error", code="engine_fault")
     if isinstance(e, ContextLengthError):
-        return APIError(400, str(e), param="messages", code="context_length_exceeded")
+        return APIError(400, e.message_for(param), param=param, code="context_length_exceeded")
     if isinstance(e, ChatFormatError):
         return APIError(400, str(e), param="messages")
     upstream_status = getattr(e, "status", None)  # from an upstream endpoint (gateway mode)
@@ -342,17 +358,34 @@ class _Server:
         return resolve_system_prompt(self.config.system_prompt, self.engine.default_system_prompt)
 
     def require_engine(self) -> Engine:
-        """The engine, or 503 while it loads (or when it failed to): every route that needs it asks here first."""
+        """The engine, or 503 while it loads (or when it failed to), or while it restarts after a fault: every route
+        that needs it asks here first."""
         if self.engine is None:
             message = f"the model failed to load: {self.load_error}" if self.load_error else "the model is still loading"
-            raise APIError(503, message, "server_error", code="model_not_ready")
+            raise APIError(503, message, "server_error", code="model_not_ready",
+                           headers={"Retry-After": str(self.config.retry_after)})
+        health = self.engine_health()
+        if health["status"] != "ok":
+            raise APIError(503, f"{health['last_fault']}; the engine is restarting", "server_error",
+                           code="engine_restarting", headers={"Retry-After": "5"})
         return self.engine
 
-    def require_local_engine(self) -> LocalEngine:
+    def engine_health(self) -> dict:
+        return self.engine.health() if isinstance(self.engine, ProcessEngine) else {"status": "ok"}
+
+    def require_local_engine(self) -> Engine:
+        """The engine, when it has the model's tokenizer (a local model, in this process or its own)."""
         engine = self.require_engine()
-        if not isinstance(engine, LocalEngine):
+        if not engine.model.is_local:
             raise APIError(400, f"the {engine.name} engine has no tokenizer here; ask the upstream server")
         return engine
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body, in bytes: 64 bytes a token of the context window (more text than any prompt
+        that fits it) and 64 KiB for the rest of the request (a JSON schema, say); 1 MiB until the model is loaded."""
+        context = getattr(self.engine, "context_length", None) if self.engine is not None else None
+        return 64 * context + 65536 if context else 1 << 20
 
     def check_model(self, requested: str | None) -> None:
         if requested and requested != self.model_name:
@@ -387,7 +420,7 @@ class _Server:
                 handle.cancel()
             self.admission.leave()
             if isinstance(e, TaideError):
-                raise _engine_error(e, engine) from e
+                raise _engine_error(e, engine, "prompt" if isinstance(body, CompletionRequest) else "messages") from e
             raise
 
     def _finisher(self, handles: list[ChunkStream]) -> Callable[[], None]:
@@ -412,6 +445,8 @@ class _Server:
         watcher = asyncio.create_task(watch())
         try:
             return await run_in_threadpool(lambda: [list(handle)[-1].completion for handle in handles])
+        except (EngineFault, EngineUnavailable) as e:
+            raise _engine_error(e, self.engine) from e
         except TaideError as e:
             raise APIError(502 if not self.engine.model.is_local else 500, str(e), "server_error") from e
         finally:
@@ -484,8 +519,28 @@ async def _http_error(request, e: StarletteHTTPException):
     return JSONResponse(_error_body(str(e.detail), "invalid_request_error"), status_code=e.status_code)
 
 
+async def _bounded_body(receive, limit: int):
+    """Read a body of unknown length, stopping once it passes ``limit`` bytes: (whether it did, a ``receive`` that
+    gives the messages read first, then the connection's own)."""
+    read, size = collections.deque(), 0
+    while True:
+        message = await receive()
+        read.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > limit or not message.get("more_body"):
+            break
+
+    async def replay():
+        return read.popleft() if read else await receive()
+
+    return size > limit, replay
+
+
 class _AuthAndCount:
-    """Checks the API key, treats every POST body as JSON and counts `/v1/` responses by status. Plain ASGI, not
+    """Checks the API key, refuses a body larger than the server takes (413, before reading more of it), treats every
+    POST body as JSON and counts `/v1/` responses by status. Plain ASGI, not
     Starlette's BaseHTTPMiddleware, which relays every streamed chunk (one per token) through a task and a memory
     stream."""
 
@@ -510,6 +565,18 @@ class _AuthAndCount:
                 response = JSONResponse(_error_body("invalid or missing API key: send 'Authorization: Bearer KEY'",
                                                     "invalid_request_error", code="invalid_api_key"), status_code=401)
                 return await response(scope, receive, send)
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            limit = server.body_limit
+            length = Headers(scope=scope).get("content-length")
+            too_long = length is not None and (not length.isdigit() or int(length) > limit)
+            if not too_long and length is None:  # a chunked body: read it, at most the limit, before anything else
+                too_long, receive = await _bounded_body(receive, limit)
+            if too_long:
+                response = JSONResponse(_error_body(
+                    f"the request body is larger than {limit:,} bytes, the most this server takes (64 bytes for each "
+                    "token of the model's context window, and 64 KiB)", "invalid_request_error",
+                    code="request_too_large"), status_code=413)
+                return await response(scope, receive, send)
         if server.metrics is None or not path.startswith("/v1/"):
             return await self.app(scope, receive, send)
 
@@ -527,8 +594,11 @@ router = APIRouter()
 
 # Every status a client can meet, in OpenAI's error shape (FastAPI's own 422 is never sent: see _invalid).
 _ERRORS = {400: "invalid request (the message names the field)", 401: "missing or wrong API key",
-           404: "another model than the one served", 429: "busy: retry after Retry-After seconds",
-           502: "the upstream endpoint failed (gateway mode)", 503: "the model is still loading or failed to load"}
+           404: "another model than the one served", 413: "the request body is larger than the server takes",
+           429: "busy: retry after Retry-After seconds",
+           500: "the engine process failed while answering (code engine_fault); the server restarts it",
+           502: "the upstream endpoint failed (gateway mode)",
+           503: "the model is still loading, failed to load, or the engine is restarting: retry after Retry-After"}
 DOCUMENTED = {status: {"model": ErrorResponse, "description": what} for status, what in _ERRORS.items()}
 ANSWERS = {**DOCUMENTED, 200: {"description": "the answer; a text/event-stream of chunks with stream: true",
                                "content": {"text/event-stream": {}}}}
@@ -544,7 +614,10 @@ async def health(request: Request):
     if server.engine is None:
         status = {"status": "error", "error": server.load_error} if server.load_error else {"status": "loading"}
         return JSONResponse(status, status_code=503)
-    return {"status": "ok", "model": server.model_name}
+    health = {"model": server.model_name, **server.engine_health()}
+    if health["status"] != "ok":  # restarting after an engine fault: the server itself answers
+        return JSONResponse(health, status_code=503, headers={"Retry-After": "5"})
+    return health
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -568,7 +641,8 @@ async def models(request: Request):
         "id": server.model_name, "object": "model", "created": int(time.time()), "owned_by": "taide",
         "max_model_len": engine.context_length,
         "taide": {"engine": info["engine"], "reference": info["reference"], "chat_format": info["chat_format"],
-                  "system_prompt": server.system_prompt}}]}
+                  "system_prompt": server.system_prompt, "default_max_tokens": server.config.default_max_tokens,
+                  "limits": {**LIMITS, "body_bytes": server.body_limit}}}]}
 
 
 @router.get("/v1/presets", responses=DOCUMENTED)
@@ -620,7 +694,7 @@ async def tokenize(body: TokenizeRequest, request: Request):
         else:
             tokens = engine.tokenize(body.prompt, body.add_special_tokens)
     except TaideError as e:
-        raise _engine_error(e, engine) from e
+        raise _engine_error(e, engine, "messages" if body.messages is not None else "prompt") from e
     return {"count": len(tokens), "max_model_len": engine.context_length, "tokens": tokens}
 
 
@@ -688,6 +762,13 @@ def run_serve(config: ServeConfig, log_level: str = "info") -> None:
     from taide.engines import load_engine
 
     target = config.upstream or config.model
-    app = create_app(lambda: load_engine(target, config.engine, chat_format=config.chat_format, n_ctx=config.n_ctx,
-                                         api_key=config.upstream_api_key), config)
+
+    def load() -> Engine:
+        options = {"chat_format": config.chat_format, "n_ctx": config.n_ctx}
+        if config.upstream is None and config.isolate:
+            return ProcessEngine(target, config.engine, hang_timeout=config.engine_timeout,
+                                 **{k: v for k, v in options.items() if v is not None})
+        return load_engine(target, config.engine, api_key=config.upstream_api_key, **options)
+
+    app = create_app(load, config)
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from taide.engines import GenerationParams
+from taide.engines.base import LIMITS as PARAM_LIMITS
 from taide.engines.base import MAX_TOP_LOGPROBS
 from taide.errors import EngineError
+
+MAX_PROMPTS = 64  # prompts in one /v1/completions request
+# Every limit of a request, in /v1/models too (the body's size, which depends on the model, is added there).
+LIMITS = {**PARAM_LIMITS, "n": 1, "prompts": MAX_PROMPTS}
+_STOP = Annotated[str, Field(min_length=1, max_length=LIMITS["stop_characters"])]
 
 
 class _Lenient(BaseModel):
@@ -29,10 +36,30 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+def _depth(value, level: int = 0) -> int:
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
 class JsonSchemaFormat(_Lenient):
     name: str | None = None
-    schema_: dict = Field(default_factory=dict, alias="schema")
+    schema_: dict = Field(default_factory=dict, alias="schema",
+                          description=f"at most {LIMITS['json_schema_bytes']:,} bytes as JSON, nested at most "
+                                      f"{LIMITS['json_schema_depth']} levels")
     strict: bool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _bounded(cls, schema: dict) -> dict:
+        size = len(json.dumps(schema, ensure_ascii=False).encode())
+        if size > LIMITS["json_schema_bytes"]:
+            raise ValueError(f"the schema is {size:,} bytes as JSON; at most {LIMITS['json_schema_bytes']:,}")
+        if _depth(schema) > LIMITS["json_schema_depth"]:
+            raise ValueError(f"the schema nests more than {LIMITS['json_schema_depth']} levels")
+        return schema
 
 
 class ResponseFormat(_Lenient):
@@ -42,14 +69,17 @@ class ResponseFormat(_Lenient):
 
 class _Sampling(_Lenient):
     model: str | None = None
-    temperature: float | None = Field(None, ge=0, le=5)
+    temperature: float | None = Field(None, ge=0, le=LIMITS["temperature"][1],
+                                      description="0 (or below 1e-6) is greedy")
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1)
-    repetition_penalty: float | None = Field(None, gt=0, le=5)
-    max_tokens: int | None = Field(None, ge=1)
+    top_k: int | None = Field(None, ge=-1, le=LIMITS["top_k"][1], description="-1 or 0: off")
+    min_p: float | None = Field(None, ge=0, le=1, description="0: off")
+    repetition_penalty: float | None = Field(None, ge=LIMITS["repetition_penalty"][0],
+                                             le=LIMITS["repetition_penalty"][1])
+    max_tokens: int | None = Field(None, ge=1, description="default: the server's default_max_tokens (/v1/models)")
     max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: _STOP | Annotated[list[_STOP], Field(max_length=LIMITS["stop"])] | None = None
+    seed: int | None = Field(None, ge=LIMITS["seed"][0], le=LIMITS["seed"][1])
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
@@ -71,7 +101,7 @@ class _Sampling(_Lenient):
             max_tokens=self.max_completion_tokens or self.max_tokens or default_max_tokens,
             temperature=1.0 if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
-            top_k=max(self.top_k or 0, 0),
+            top_k=max(self.top_k or 0, 0), min_p=self.min_p or 0.0,
             repetition_penalty=self.repetition_penalty or 1.0,
             stop=stop, seed=self.seed, json_schema=schema, **self.logprob_params())
 
@@ -87,7 +117,6 @@ class ChatCompletionRequest(_Sampling):
         return {"logprobs": (self.top_logprobs or 0) if self.logprobs else None}
 
 
-MAX_PROMPTS = 64  # prompts in one /v1/completions request
 TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
 
 
