@@ -334,11 +334,20 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
                                           "meanwhile leave together, each its own event (0: every token at once; "
                                           "neither the first nor the last waits). Fewer writes leave more CPU to "
                                           "decoding.")] = 0.05,
+          default_max_tokens: Annotated[int, typer.Option("--default-max-tokens", min=1,
+                                        help="Tokens an answer may have when the request gives no max_tokens.")] = 512,
+          isolate: Annotated[bool, typer.Option("--isolate/--no-isolate", help="Run the model in a process of its "
+                             "own that the server restarts when it crashes or hangs (the default); --no-isolate: in "
+                             "the server's process.")] = True,
+          engine_timeout: Annotated[float, typer.Option("--engine-timeout", min=1, help="Seconds without a decode "
+                                    "step, with requests waiting, after which the engine is taken as hung and "
+                                    "restarted.")] = 120.0,
           chat_format: ChatFormatOpt = None, n_ctx: NCtx = None):
     """Serve a model over the OpenAI API, with metrics and a web chat at /.
 
     Routes: POST /v1/chat/completions and /v1/completions (streamed or not), GET /v1/models, /health,
-    /metrics (Prometheus), /openapi.json, and the web page at /.
+    /metrics (Prometheus), /openapi.json, and the web page at /. The model runs in a supervised process of its
+    own: a crash or a hang costs only the requests it was serving, and the server restarts it.
 
     Example: `taide serve smollm2-135m --port 8000`, then
     `curl localhost:8000/v1/chat/completions -d '{"messages":[{"role":"user","content":"你好"}]}'`
@@ -349,7 +358,8 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
         config = ServeConfig(model=model, engine=engine, host=host, port=port, upstream=upstream,
                              upstream_api_key=upstream_api_key, chat_format=chat_format, n_ctx=n_ctx,
                              served_model_name=served_model_name, api_key=api_key, concurrency=concurrency,
-                             max_waiting=max_waiting, system_prompt=system_prompt, stream_interval=stream_interval)
+                             max_waiting=max_waiting, system_prompt=system_prompt, stream_interval=stream_interval,
+                             default_max_tokens=default_max_tokens, isolate=isolate, engine_timeout=engine_timeout)
         err.print(f"[dim]serving {upstream or model} on http://{host}:{port} (web chat at /, API at /v1)[/]")
         run_serve(config)
 
