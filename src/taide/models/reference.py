@@ -76,12 +76,18 @@ class ModelRef:
     def is_local(self) -> bool:
         return self.kind in ("hf", "gguf")
 
+    @property
+    def vocabulary_size(self) -> int | None:
+        config = self.metadata.get("config") or {}
+        return self.metadata.get("_vocab_size") or config.get("vocab_size") or (
+            config.get("text_config") or {}).get("vocab_size")
+
     def summary(self) -> dict:
         """What `taide info` shows: the reference, its files, shape facts and, for an embedded model, what it is,
         which package ships it and its license."""
         fields = {"reference": self.reference, "name": self.name, "kind": self.kind,
                   "path": str(self.path) if self.path else None, "url": self.url, "architecture": self.architecture,
-                  "context_length": self.context_length, "vocabulary": self.metadata.get("_vocab_size"),
+                  "context_length": self.context_length, "vocabulary": self.vocabulary_size,
                   "chat_format": self.chat_format, "has_chat_template": bool(self.chat_template)}
         embedded = EMBEDDED_MODELS.get(self.reference.lower())
         if embedded:
