@@ -370,7 +370,11 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                                   help="Worker processes (default: one per core; with ray, one per cluster CPU).")] = None,
                executor: Annotated[str, typer.Option("--executor", help="local (processes here) or ray "
                                    "(a local Ray, or the cluster at --ray-address / RAY_ADDRESS).")] = "local",
-               ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster.")] = None,
+               ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --executor "
+                                      "ray: HOST:PORT, ray://HOST:PORT, auto (the one `ray start` last recorded here) "
+                                      "or local. Default: RAY_ADDRESS, else a Ray of this machine's own, started for "
+                                      "the run and shut down after it (never the cluster Ray's state on this machine "
+                                      "points at). A cluster that does not answer fails within seconds.")] = None,
                output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet shards.")] = "jsonl",
                shard_docs: Annotated[int, typer.Option("--shard-docs", min=1, help="Documents per output shard.")] = 100_000,
                keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the batch files (OUT/.work/) after "
