@@ -748,7 +748,13 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                   smoke: Annotated[bool, typer.Option("--smoke", help="Run every stage of the recipe at toy scale on "
                                                       "this machine (a tiny model of the base's family, a few documents, "
                                                       "2 steps, the same executors, export, eval and card) into "
-                                                      "--out or ./<out>-smoke: the step before a cluster run.")] = False):
+                                                      "--out or ./<out>-smoke: the step before a cluster run. It "
+                                                      "contacts none of the recipe's endpoints: a stub judge stands "
+                                                      "in for its judge.")] = False,
+                  probe_endpoints: Annotated[bool, typer.Option("--probe-endpoints", help="With --smoke: ask the "
+                                                                "recipe's endpoints (its judge) whether they answer, "
+                                                                "say so, and use those that do (also the recipe key "
+                                                                "probe_endpoints: true).")] = False):
     """Run the card's chain — data → cp → sft → export → eval → card — as one recipe.
 
     Each stage writes an artifact directory with a manifest; a rerun skips stages whose inputs did not change, reruns a changed
@@ -763,7 +769,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
 
     with _errors():
         config = BuildConfig(recipe=recipe, out_dir=out_dir, dry_run=dry_run, from_stage=from_stage,
-                             until_stage=until_stage, smoke=smoke)
+                             until_stage=until_stage, smoke=smoke, probe_endpoints=probe_endpoints)
         if dry_run:
             plan = run_build(config)
             table = Table(title=f"{plan['name']}: {plan['parameters'] / 1e9:.2f}B parameters ({plan['shape_from']})")
