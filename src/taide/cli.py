@@ -748,7 +748,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                   smoke: Annotated[bool, typer.Option("--smoke", help="Run every stage of the recipe at toy scale on "
                                                       "this machine (a tiny model of the base's family, a few documents, "
                                                       "2 steps, the same executors, export, eval and card) into "
-                                                      "--out or ./<out>-smoke: the step before a cluster run. It "
+                                                      "--out or ./OUT-smoke (OUT: the recipe's out): the step before a cluster run. It "
                                                       "contacts none of the recipe's endpoints: a stub judge stands "
                                                       "in for its judge.")] = False,
                   probe_endpoints: Annotated[bool, typer.Option("--probe-endpoints", help="With --smoke: ask the "
