@@ -1,5 +1,5 @@
 """Fixtures: a tiny random-init Llama 3-format model built on the spot (no downloads), the embedded
-default model, and ../shared when it is present.
+default model, a stub judge server, and ../shared when it is present.
 
 The suite runs with the network off, and fails a test that tries to reach past this machine:
 
@@ -247,7 +247,7 @@ class StubJudge:
 # ---- the network off: a loopback-only namespace and the offsite guard (see the module docstring) ------------------
 
 CLONE_NEWNET, SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x40000000, 0x8913, 0x8914, 0x1
-NETWORK = {"namespace": None, "without": None}  # without: why the suite runs with this machine's network
+NETWORK = {"namespace": None, "without": None, "log": None}  # without: why the suite keeps this machine's network
 
 
 def _enter_loopback_only_namespace() -> str | None:

@@ -247,11 +247,13 @@ def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, 
     (local Ray, 2 torchrun processes); the SmolLM2 demo on its own small base. Each stage leaves a complete manifest;
     the card says it is a smoke build; the export passes its verification against transformers. Nothing it runs
     tries to reach past this machine (the offsite guard, in a loopback-only namespace where the suite has one), and
-    the local Ray is gone afterwards."""
+    the local Ray (whatever RAY_ADDRESS names) is gone afterwards."""
+    from conftest import free_port
     from taide.builder.recipe import load_build_recipe
     from taide.models import resolve_model
 
     monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))  # a smoke build must not become `taide chat`'s default
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # a dead cluster: the smoke's Ray is its own
     recipe = load_build_recipe(ROOT / f"recipes/build/{name}.yaml")
     result = run_build(BuildConfig(ROOT / f"recipes/build/{name}.yaml", str(tmp_path / "out"), smoke=True))
     results = result["results"]

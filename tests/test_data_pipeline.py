@@ -274,7 +274,7 @@ def test_ray_executor_writes_what_local_writes(tmp_path, stale_ray_cluster):
 @pytest.mark.parametrize("given, origin", [
     ("flag", "the address given with --ray-address or data.ray_address"),
     ("RAY_ADDRESS", "the address in RAY_ADDRESS"),
-    ("auto", "the cluster `ray start` recorded in /tmp/ray-"),
+    ("auto", "auto: the cluster `ray start` recorded in /tmp/ray-"),
 ])
 def test_a_ray_cluster_that_does_not_answer_fails_at_once_naming_it(tmp_path, stale_ray_cluster, monkeypatch, given,
                                                                     origin):

@@ -60,7 +60,7 @@ class Recipe:
     eval: dict = field(default_factory=dict)  # bench, judge_endpoint, judge_model, heldout_pairs, max_tokens, ...
     launch: dict = field(default_factory=dict)  # how the recipe runs on a cluster (documentation), and
     # train_processes: N, how many torchrun processes `taide build` trains with on this machine (default 1)
-    probe_endpoints: bool = False  # --smoke: ask the recipe's endpoints (the judge) whether they answer, use those that do
+    probe_endpoints: bool = False  # --smoke: ask the recipe's endpoints (its judge) if they answer, use those that do
     source: Path | None = None
     smoke: list[str] | None = None  # `--smoke`: what was made small, one sentence each (not a YAML key)
 

@@ -16,9 +16,9 @@ evaluation — with only what makes it small changed:
   ones when absent); a stub judge, whose scores mean nothing, in place of the recipe's judge endpoint;
 - **export, card**: as written; the card says it is a smoke build.
 
-A smoke build sends nothing off this machine: it contacts none of the recipe's endpoints (only the judge is one
-today; inputs that are URLs are "not here"). With ``probe_endpoints`` (``--probe-endpoints`` or the recipe key) it
-asks each endpoint whether it answers, says so, and uses the ones that do.
+A smoke build sends nothing off this machine: it contacts none of the recipe's endpoints (its judge), and inputs
+given as URLs count as not here. With ``probe_endpoints`` (``--probe-endpoints`` or the recipe key) it asks each
+endpoint whether it answers, says so, and uses those that do.
 
 Everything goes under ``OUT/smoke`` (the base and the sampled inputs) and the usual stage directories.
 """

@@ -78,9 +78,9 @@ def _check_cluster(address: str, origin: str) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_ANSWER_S).close()
     except (OSError, ValueError) as e:
         why = "not HOST:PORT" if isinstance(e, ValueError) else e.strerror or str(e) or "no answer"
-        raise DataError(f"executor ray: no Ray cluster answers at {address}, {origin} ({why}). Start it "
-                        "(ray start --head), name another with --ray-address HOST:PORT (or a recipe's data.ray_address, "
-                        "or RAY_ADDRESS), or name none (or --ray-address local) for a Ray of this machine's own") from e
+        raise DataError(f"executor ray: no Ray cluster answers at {address}, {origin} ({why}). Start it (ray "
+                        "start --head), name another with --ray-address HOST:PORT (or a recipe's data.ray_address, or "
+                        "RAY_ADDRESS), or name none (or --ray-address local) for a Ray of this machine's own") from e
 
 
 @contextmanager
@@ -120,7 +120,7 @@ def _start_ray(ray, address: str | None) -> None:
     if given == "auto":
         from ray._private.utils import get_ray_address_file, read_ray_address
 
-        given, origin = read_ray_address(), f"the cluster `ray start` recorded in {get_ray_address_file(None)} (auto)"
+        given, origin = read_ray_address(), f"auto: the cluster `ray start` recorded in {get_ray_address_file(None)}"
         if not given:
             raise DataError(f"executor ray: auto names no cluster: {get_ray_address_file(None)} is absent (no `ray "
                             "start` on this machine); name one with --ray-address HOST:PORT, or name none for a Ray "
