@@ -163,6 +163,7 @@ def test_a_key_no_stage_takes_is_named_with_file_line_stage_and_key(tmp_path, st
     ("data:\n  inputs: raw/\n", r"r.yaml:4: data.inputs: 'raw/' is not a list of paths"),
     ("data: null\n", r"r.yaml:3: data: null skips the data stage, but cp trains on its output"),
     ("compute: h100\n", r"r.yaml:3: compute: expected a mapping"),
+    ("probe_endpoints: yes please\n", r"r.yaml:3: probe_endpoints: 'yes please' is not true or false"),
 ])
 def test_values_a_stage_would_fail_on_are_named(tmp_path, body, match):
     recipe = tmp_path / "r.yaml"
@@ -240,15 +241,19 @@ def test_sliding_window_layers_attend_to_their_window_only():
 # --- --smoke: every shipped recipe end to end at toy scale ------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "recipes/build").glob("*.yaml")))
-def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, name):
-    """`taide build RECIPE --smoke`: the card's recipes (Llama 3 8B, Gemma 3 12B: weights, data and judge not on
-    this machine) run every stage on a tiny model of their family with their own executors (local Ray, 2 torchrun
-    processes); the SmolLM2 demo on its own small base. Each stage leaves a complete manifest; the card says it is a
-    smoke build; the export passes its verification against transformers."""
+def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, offsite, name):
+    """`taide build RECIPE --smoke`: the card's recipes (Llama 3 8B, Gemma 3 12B: weights and data not on this
+    machine, a judge at api.openai.com) run every stage on a tiny model of their family with their own executors
+    (local Ray, 2 torchrun processes); the SmolLM2 demo on its own small base. Each stage leaves a complete manifest;
+    the card says it is a smoke build; the export passes its verification against transformers. Nothing it runs
+    tries to reach past this machine (the offsite guard, in a loopback-only namespace where the suite has one), and
+    the local Ray (whatever RAY_ADDRESS names) is gone afterwards."""
+    from conftest import free_port
     from taide.builder.recipe import load_build_recipe
     from taide.models import resolve_model
 
     monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))  # a smoke build must not become `taide chat`'s default
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # a dead cluster: the smoke's Ray is its own
     recipe = load_build_recipe(ROOT / f"recipes/build/{name}.yaml")
     result = run_build(BuildConfig(ROOT / f"recipes/build/{name}.yaml", str(tmp_path / "out"), smoke=True))
     results = result["results"]
@@ -270,21 +275,27 @@ def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, 
         config = json.loads((Path(results["sft"]["model"]) / "config.json").read_text())
         assert config["hidden_size"] == 256 and model.chat_format == family
         judge = json.loads(Path(results["eval"]["bench"]["report"]["json"]).read_text())["runs"][0]["judge"]
-        assert judge["engine"] == "stub"  # the recipe's judge (api.openai.com) does not answer here
+        assert judge["engine"] == "stub"  # in place of the recipe's judge, which is never asked
+        assert "the recipe's judge https://api.openai.com/v1, not contacted" in " ".join(result["smoke"])
     else:
         assert recipe.base_model == "smollm2-135m" and "the recipe's base smollm2-135m" in result["smoke"][0]
     card = Path(results["card"]["card"]).read_text(encoding="utf-8")
     assert "Smoke 建置" in card and all(change in card for change in result["smoke"])
     assert not (tmp_path / "cache" / "latest-build.json").exists()
+    assert offsite.attempts() == []
+    if recipe.data.get("executor") == "ray":
+        import ray
+
+        assert not ray.is_initialized()
 
 
 def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeypatch, tiny_model_dir):
     """When the recipe's base, corpus, SFT set and bench are on the machine, --smoke keeps the base's tokenizer
-    (shrinking only the layers) and takes the first records of each; a missing input is said; an unreachable
-    judge endpoint becomes the stub."""
+    (shrinking only the layers) and takes the first records of each; a missing input is said. The recipe's judge is
+    not contacted: a stub stands in; with probe_endpoints it is asked, and kept when it answers."""
     from transformers import AutoTokenizer
 
-    from conftest import free_port, write_jsonl
+    from conftest import StubJudge, free_port, write_jsonl
     from taide.builder import smoke
     from taide.builder.recipe import load_build_recipe
 
@@ -296,11 +307,26 @@ def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeyp
                      for i in range(100)]
     write_jsonl(tmp_path / "sft.jsonl", conversations)
     recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump({
-        "name": "t", "base_model": str(tiny_model_dir), "out": "/nowhere/run",
-        "data": {"inputs": [str(corpus), "/nowhere/news"]}, "sft": {"data": [str(tmp_path / "sft.jsonl")]},
-        "eval": {"judge_endpoint": f"http://127.0.0.1:{free_port()}/v1", "judge_model": "gpt-4"}}), encoding="utf-8")
-    recipe = smoke.smoke_recipe(load_build_recipe(recipe_path), str(tmp_path / "out"))
+
+    def write_recipe(judge: str) -> Path:
+        recipe_path.write_text(yaml.safe_dump({
+            "name": "t", "base_model": str(tiny_model_dir), "out": "/nowhere/run",
+            "data": {"inputs": [str(corpus), "/nowhere/news"]}, "sft": {"data": [str(tmp_path / "sft.jsonl")]},
+            "eval": {"judge_endpoint": judge, "judge_model": "gpt-4"}}), encoding="utf-8")
+        return recipe_path
+
+    with StubJudge() as judge:
+        recipe = smoke.smoke_recipe(load_build_recipe(write_recipe(judge.url)), str(tmp_path / "out"))
+        assert judge.requests == []  # not even asked whether it answers
+        assert recipe.eval["judge_model"] == "stub" and recipe.eval["judge_endpoint"] is None
+        assert f"eval: a stub judge (scores mean nothing) in place of the recipe's judge {judge.url}, not contacted " \
+               "(--probe-endpoints asks whether it answers)" in recipe.smoke
+        probed = smoke.smoke_recipe(load_build_recipe(write_recipe(judge.url)), str(tmp_path / "out"), True)
+        assert judge.requests == [("GET", "/v1/models")] and probed.eval["judge_endpoint"] == judge.url
+        assert f"eval: the recipe's judge {judge.url} answers (--probe-endpoints): it judges the answers" in probed.smoke
+    silent = f"http://127.0.0.1:{free_port()}/v1"
+    probed = smoke.smoke_recipe(load_build_recipe(write_recipe(silent)), str(tmp_path / "out"), True)
+    assert probed.eval["judge_model"] == "stub" and f"{silent}, which does not answer (" in " ".join(probed.smoke)
 
     base = Path(recipe.base_model)
     assert base == tmp_path / "out/smoke/base"
@@ -309,9 +335,10 @@ def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeyp
     assert len(sampled) == 1 and len(sampled[0].read_text(encoding="utf-8").splitlines()) == smoke.DOCUMENTS
     assert len(Path(recipe.sft["data"][0]).read_text(encoding="utf-8").splitlines()) == smoke.CONVERSATIONS
     assert "data: 20 documents from the 1 of 2 inputs here" in recipe.smoke
-    assert recipe.eval["judge_model"] == "stub" and recipe.eval["judge_endpoint"] is None
     with pytest.raises(BuildError, match="choose one"):
         run_build(BuildConfig(recipe_path, dry_run=True, smoke=True))
+    with pytest.raises(BuildError, match="--probe-endpoints lets a --smoke build contact"):
+        run_build(BuildConfig(recipe_path, probe_endpoints=True))
 
 
 def test_recipe_stages_speak_the_commands_configs():

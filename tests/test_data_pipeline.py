@@ -241,12 +241,54 @@ def test_parquet_shards_keep_every_field(tmp_path):
     assert tables[0].column_names == ["id", "text", "n"]
 
 
-def test_ray_executor_writes_what_local_writes(tmp_path):
-    pytest.importorskip("ray")
+@pytest.fixture
+def stale_ray_cluster(monkeypatch, tmp_path_factory):
+    """This machine's Ray state pointing at a cluster whose head is gone: `ray start` left its address in
+    ray_current_cluster (under RAY_TMPDIR; a short path, as Ray's socket paths must be) and nothing answers there."""
+    import shutil
+    import tempfile
+
+    from conftest import free_port
+
+    temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+    (temp / "ray").mkdir()
+    address = f"127.0.0.1:{free_port()}"
+    (temp / "ray" / "ray_current_cluster").write_text(address)
+    monkeypatch.setenv("RAY_TMPDIR", str(temp))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    yield address
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_executor_writes_what_local_writes(tmp_path, stale_ray_cluster):
+    """Without an address, a Ray of its own (not the stale cluster this machine's Ray state names, which would
+    retry for minutes), shut down after the run."""
+    ray = pytest.importorskip("ray")
     src = _big_corpus(tmp_path / "c.jsonl", 300)
     local = clean([src], tmp_path / "local", workers=1, batch_docs=40)
     on_ray = clean([src], tmp_path / "ray", executor="ray", workers=2, batch_docs=40)
     assert on_ray == local and _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("given, origin", [
+    ("flag", "the address given with --ray-address or data.ray_address"),
+    ("RAY_ADDRESS", "the address in RAY_ADDRESS"),
+    ("auto", "auto: the cluster `ray start` recorded in /tmp/ray-"),
+])
+def test_a_ray_cluster_that_does_not_answer_fails_at_once_naming_it(tmp_path, stale_ray_cluster, monkeypatch, given,
+                                                                    origin):
+    """Not minutes of Ray's retries: a one-line error naming the address, where it came from and how to choose."""
+    pytest.importorskip("ray")
+    src = _big_corpus(tmp_path / "c.jsonl", 10)
+    address = {"flag": stale_ray_cluster, "RAY_ADDRESS": None, "auto": "auto"}[given]
+    if given == "RAY_ADDRESS":
+        monkeypatch.setenv("RAY_ADDRESS", stale_ray_cluster)
+    with pytest.raises(DataError) as caught:
+        clean([src], tmp_path / "out", executor="ray", ray_address=address)
+    message = str(caught.value)
+    assert message.startswith(f"executor ray: no Ray cluster answers at {stale_ray_cluster}, {origin}")
+    assert "--ray-address HOST:PORT" in message and "RAY_ADDRESS" in message and "--ray-address local" in message
 
 
 def test_line_separators_inside_text_survive(tmp_path):

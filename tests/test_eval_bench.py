@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import write_jsonl
+from conftest import StubJudge, write_jsonl
 
 from taide.artifacts import read_resumable
 from taide.engines import GenerationParams
@@ -80,97 +78,6 @@ def test_backoff_doubles_with_bounded_jitter():
 
 
 # ---------------------------------------------------------------------------------------------- the stub judge
-
-class StubJudge:
-    """An OpenAI-compatible server (GET /v1/models, POST /v1/chat/completions) in a thread.
-
-    A request is matched to a plan by a marker found in its messages (``plan("ANS-3", "429", "ok:6")``);
-    each request takes the plan's next action: ``ok:N`` (a reasoned reply ending 評分：N), ``429``,
-    ``500``, ``400``, ``401``, ``hang`` (sleep past the client's timeout, then answer) or ``garbage`` (no
-    score). A spent plan keeps its last action; unplanned requests get ``ok:N`` with N from 7."""
-
-    def __init__(self, default_score: int = 7, hang_s: float = 1.5):
-        self.plans: dict[str, list[str]] = {}
-        self.hits: Counter = Counter()
-        self.bodies: list[dict] = []
-        self.default_score, self.hang_s = default_score, hang_s
-        self.lock = threading.Lock()
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, payload, headers=None):
-                data = json.dumps(payload, ensure_ascii=False).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:  # the client gave up (timeout)
-                    pass
-
-            def do_GET(self):
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [
-                        {"id": "stub-judge", "object": "model", "created": 0, "owned_by": "tests"}]})
-                else:
-                    self._send(404, {"error": {"message": "not found", "type": "not_found"}})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                action = stub.next_action(body)
-                error = {"429": (429, "rate limited"), "500": (500, "upstream exploded"), "400": (400, "bad request"),
-                         "401": (401, "invalid api key")}
-                if action in error:
-                    status, message = error[action]
-                    self._send(status, {"error": {"message": message, "type": "stub", "code": status}},
-                               {"Retry-After": "0"} if status == 429 else None)
-                    return
-                if action == "hang":
-                    time.sleep(stub.hang_s)
-                    action = f"ok:{stub.default_score}"
-                text = ("這個回答看起來還可以，但我無法決定。" if action == "garbage"
-                        else f"理由：大致正確，細節略有不足。\n{SCORE_LINE}{action.split(':')[1]}")
-                self._send(200, {"id": "chatcmpl-stub", "object": "chat.completion", "created": 0,
-                                 "model": body.get("model", "stub-judge"),
-                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                              "finish_reason": "stop"}],
-                                 "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def plan(self, marker: str, *actions: str) -> None:
-        self.plans[marker] = list(actions)
-
-    def next_action(self, body: dict) -> str:
-        text = "\n".join(str(m.get("content")) for m in body.get("messages", []))
-        with self.lock:
-            self.bodies.append(body)
-            for marker, actions in self.plans.items():
-                if marker in text:
-                    self.hits[marker] += 1
-                    return actions.pop(0) if len(actions) > 1 else actions[0]
-            self.hits[None] += 1
-            return f"ok:{self.default_score}"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def stub():

@@ -51,7 +51,12 @@ def test_local_completions_matches_taide_eval_mc(tmp_path, smol_llamacpp, monkey
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
+    import datasets
+
+    # datasets reads HF_DATASETS_OFFLINE when it is imported (lm_eval imports it): set now, the variable alone came
+    # too late, and loading the local task's JSON sent a download count to S3
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     data = load_mc(EXAM)
     ours = run_mc(smol_llamacpp, data, method="loglikelihood")
     task = _task(tmp_path, smol_llamacpp, data)

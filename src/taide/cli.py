@@ -381,7 +381,11 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                                   help="Worker processes (default: one per core; with ray, one per cluster CPU).")] = None,
                executor: Annotated[str, typer.Option("--executor", help="local (processes here) or ray "
                                    "(a local Ray, or the cluster at --ray-address / RAY_ADDRESS).")] = "local",
-               ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="An existing Ray cluster.")] = None,
+               ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="The Ray cluster for --executor "
+                                      "ray: HOST:PORT, ray://HOST:PORT, auto (the one `ray start` last recorded here) "
+                                      "or local. Default: RAY_ADDRESS, else a Ray of this machine's own, started for "
+                                      "the run and shut down after it (never the cluster Ray's state on this machine "
+                                      "points at). A cluster that does not answer fails within seconds.")] = None,
                output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet shards.")] = "jsonl",
                shard_docs: Annotated[int, typer.Option("--shard-docs", min=1, help="Documents per output shard.")] = 100_000,
                keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the batch files (OUT/.work/) after "
@@ -790,7 +794,13 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                   smoke: Annotated[bool, typer.Option("--smoke", help="Run every stage of the recipe at toy scale on "
                                                       "this machine (a tiny model of the base's family, a few documents, "
                                                       "2 steps, the same executors, export, eval and card) into "
-                                                      "--out or ./<out>-smoke: the step before a cluster run.")] = False):
+                                                      "--out or ./OUT-smoke (OUT: the recipe's out): the step before a cluster run. It "
+                                                      "contacts none of the recipe's endpoints: a stub judge stands "
+                                                      "in for its judge.")] = False,
+                  probe_endpoints: Annotated[bool, typer.Option("--probe-endpoints", help="With --smoke: ask the "
+                                                                "recipe's endpoints (its judge) whether they answer, "
+                                                                "say so, and use those that do (also the recipe key "
+                                                                "probe_endpoints: true).")] = False):
     """Run the card's chain — data → cp → sft → export → eval → card — as one recipe.
 
     Each stage writes an artifact directory with a manifest; a rerun skips stages whose inputs did not change, reruns a changed
@@ -805,7 +815,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
 
     with _errors():
         config = BuildConfig(recipe=recipe, out_dir=out_dir, dry_run=dry_run, from_stage=from_stage,
-                             until_stage=until_stage, smoke=smoke)
+                             until_stage=until_stage, smoke=smoke, probe_endpoints=probe_endpoints)
         if dry_run:
             plan = run_build(config)
             table = Table(title=f"{plan['name']}: {plan['parameters'] / 1e9:.2f}B parameters ({plan['shape_from']})")

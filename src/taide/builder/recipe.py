@@ -60,6 +60,7 @@ class Recipe:
     eval: dict = field(default_factory=dict)  # bench, judge_endpoint, judge_model, heldout_pairs, max_tokens, ...
     launch: dict = field(default_factory=dict)  # how the recipe runs on a cluster (documentation), and
     # train_processes: N, how many torchrun processes `taide build` trains with on this machine (default 1)
+    probe_endpoints: bool = False  # --smoke: ask the recipe's endpoints (its judge) if they answer, use those that do
     source: Path | None = None
     smoke: list[str] | None = None  # `--smoke`: what was made small, one sentence each (not a YAML key)
 
@@ -232,6 +233,8 @@ def _check_top(path: Path, lines: dict, settings: dict) -> None:
         fail("description", f"{settings['description']!r} is not a text")
     if not isinstance(settings.get("base_shape") or "", str):
         fail("base_shape", f"{settings['base_shape']!r} is not a shape name")
+    if not isinstance(settings.get("probe_endpoints", False), bool):
+        fail("probe_endpoints", f"{settings['probe_endpoints']!r} is not true or false")
     for key in ("compute", "launch"):
         if not isinstance(settings.get(key) or {}, dict):
             fail(key, "expected a mapping")

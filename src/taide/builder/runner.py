@@ -108,6 +108,7 @@ class BuildConfig:
     from_stage: str | None = None  # redo this stage and the ones after
     until_stage: str | None = None  # stop after this stage
     smoke: bool = False  # every stage at toy scale, under out_dir or <recipe out>-smoke (taide.builder.smoke)
+    probe_endpoints: bool = False  # with smoke: ask the recipe's endpoints whether they answer (else none is contacted)
 
 
 def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | None = None) -> dict:
@@ -116,12 +117,15 @@ def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | 
     recipe_path, out, dry_run, smoke = config.recipe, config.out_dir, config.dry_run, config.smoke
     from_stage, until_stage = config.from_stage, config.until_stage
     recipe = load_build_recipe(recipe_path, None if smoke else out)
+    if config.probe_endpoints and not smoke:
+        raise BuildError("--probe-endpoints lets a --smoke build contact the recipe's endpoints; without --smoke a "
+                         "build uses them anyway")
     if smoke:
         if dry_run:
             raise BuildError("--smoke runs the recipe at toy scale and --dry-run only plans it: choose one")
         from taide.builder.smoke import smoke_recipe
 
-        recipe = smoke_recipe(recipe, out)
+        recipe = smoke_recipe(recipe, out, config.probe_endpoints or recipe.probe_endpoints)
     plan = make_plan(recipe)
     if dry_run:
         return plan

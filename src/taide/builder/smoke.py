@@ -7,14 +7,18 @@ evaluation — with only what makes it small changed:
   random-init model of its family (architecture, control tokens, chat template: see models/tiny.py) with the
   base's own tokenizer when its directory is here, or a tokenizer learned from the smoke data when it is not;
 - **data**: a few documents of each input that is on this machine (the shipped raw sample when none is), cleaned
-  by the recipe's executor (``ray``: a local Ray);
+  by the recipe's executor (``ray``: a Ray of this machine's own, whatever cluster the recipe or RAY_ADDRESS names);
 - **cp, sft**: 128-token sequences (SFT: the recipe's, at most 512), 2 steps with a held-out check and a
   checkpoint after the first, no ``torch.compile``; under torchrun with 2 processes (gloo, FSDP2) when the
   recipe launches its training with torchrun (``launch.train``); the first conversations of the recipe's SFT
   files (the shipped set when absent);
 - **eval**: answers of at most 16 tokens; the first items of the recipe's bench and held-out pairs (the shipped
-  ones when absent); a stub judge, whose scores mean nothing, when the recipe's judge endpoint does not answer;
+  ones when absent); a stub judge, whose scores mean nothing, in place of the recipe's judge endpoint;
 - **export, card**: as written; the card says it is a smoke build.
+
+A smoke build sends nothing off this machine: it contacts none of the recipe's endpoints (its judge), and inputs
+given as URLs count as not here. With ``probe_endpoints`` (``--probe-endpoints`` or the recipe key) it asks each
+endpoint whether it answers, says so, and uses those that do.
 
 Everything goes under ``OUT/smoke`` (the base and the sampled inputs) and the usual stage directories.
 """
@@ -134,10 +138,11 @@ def _texts() -> list[str]:
     return texts
 
 
-def smoke_recipe(recipe: Recipe, out: str | None = None) -> Recipe:
+def smoke_recipe(recipe: Recipe, out: str | None = None, probe_endpoints: bool = False) -> Recipe:
     """The recipe at toy scale (see the module docstring), with what was changed in ``smoke`` (one sentence each).
     Writes the smoke base and the sampled inputs under ``OUT/smoke`` (OUT: ``out``, or ``<recipe out's name>-smoke``
-    in the current directory)."""
+    in the current directory). ``probe_endpoints``: ask the recipe's endpoints whether they answer, and use those
+    that do; otherwise none is contacted."""
     smoke = copy.deepcopy(recipe)
     smoke.out = out or f"{Path(recipe.out).name}-smoke"
     root = Path(smoke.out) / "smoke"
@@ -161,7 +166,7 @@ def smoke_recipe(recipe: Recipe, out: str | None = None) -> Recipe:
             changes.append(f"data: the shipped raw sample ({'none' if not found else 'only'} of the recipe's inputs "
                            "here)")
         if smoke.data.get("executor") == "ray":
-            smoke.data.pop("ray_address", None)
+            smoke.data["ray_address"] = "local"  # not the recipe's cluster, nor RAY_ADDRESS's
             changes.append("data: a local Ray (executor: ray)")
 
     processes = PROCESSES if recipe.launch.get("train") else 1
@@ -220,11 +225,16 @@ def smoke_recipe(recipe: Recipe, out: str | None = None) -> Recipe:
     elif pairs:
         settings["heldout_pairs"] = None
         changes.append(f"eval: the shipped held-out pairs ({pairs} is not here)")
-    if settings.get("judge_endpoint"):
-        why = _judge_answers(settings)
-        if why:
+    judge = settings.get("judge_endpoint")
+    if judge:
+        why = _judge_answers(settings) if probe_endpoints else None
+        if probe_endpoints and not why:
+            changes.append(f"eval: the recipe's judge {judge} answers (--probe-endpoints): it judges the answers")
+        else:
             settings.update(judge_endpoint=None, judge_model="stub")
-            changes.append(f"eval: a stub judge (scores mean nothing): the judge endpoint does not answer ({why})")
+            changes.append("eval: a stub judge (scores mean nothing) in place of the recipe's judge " + (
+                f"{judge}, which does not answer ({why})" if why else
+                f"{judge}, not contacted (--probe-endpoints asks whether it answers)"))
     changes.append(f"eval: answers of at most {settings['max_tokens']} tokens")
     smoke.name = f"{recipe.name} (smoke)"
     smoke.compute = {}  # GPU-hours of a toy run mean nothing

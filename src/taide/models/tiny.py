@@ -189,7 +189,7 @@ def tiny_model(family: str, out: str | Path, texts: Iterable[str] = (), *, vocab
     spec, out = FAMILIES[family], Path(out)
     base = None
     if tokenizer_from is not None:
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_from))
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_from), local_files_only=True)
         base = json.loads((Path(tokenizer_from) / "config.json").read_text(encoding="utf-8"))
     else:
         texts = [t for t in texts if t]
