@@ -5,9 +5,13 @@ Three formats:
   token ids are built directly: control tokens by id, message text tokenized with special tokens
   disabled.
 - :class:`GemmaFormat` — Gemma 3's template, built from ids the same way.
-- :class:`TemplateFormat` — any other model's own Jinja template (SmolLM2 uses ChatML), rendered in a
-  sandbox. Message text is swapped for placeholders before rendering, so control tokens are split out of
-  the template's markup only: text a user types never becomes a control token.
+- :class:`TemplateFormat` — any other model's own Jinja template (SmolLM2's ChatML, Llama 3.1's, Qwen's,
+  Mistral's, Phi-3's), rendered in a sandbox. Message text is swapped for placeholders before rendering, so
+  control tokens are split out of the template's markup only: text a user types never becomes a control token.
+
+A model's own template is the truth: the two coded formats stand in for it only where they render byte for byte
+as it on probe conversations (:func:`detect_chat_format`). SFT trains each assistant message in the context the
+model answers it in (:meth:`ChatFormat.training_sequences`).
 """
 
 from __future__ import annotations
