@@ -28,7 +28,7 @@ from taide.eval import (
     parse_score,
     run_bench,
 )
-from taide.eval.bench import eval_path, journal_path, resp_path
+from taide.eval.layout import eval_path, journal_path, resp_path
 from taide.eval.judge import RUBRICS, SCORE_LINE, TASK_RUBRIC
 
 FAST = RetryPolicy(retries=3, parse_retries=2, backoff=0.01, max_backoff=0.05, jitter=0.5)

@@ -9,20 +9,8 @@
     print(summary["average"], {t: s["mean"] for t, s in summary["tasks"].items()})
 """
 
-from taide.eval.bench import (
-    BENCH_TASKS,
-    SAMPLE_BENCH,
-    BenchItem,
-    canonical_task,
-    eval_path,
-    generate_responses,
-    judge_responses,
-    load_bench,
-    public_task,
-    resp_path,
-    run_bench,
-    summarize,
-)
+from taide.eval.bench import SAMPLE_BENCH, BenchItem, generate_responses, judge_responses, load_bench, run_bench, summarize
+from taide.eval.layout import BENCH_TASKS, canonical_task, eval_path, public_task, resp_path
 from taide.eval.judge import (
     RUBRICS,
     Judge,

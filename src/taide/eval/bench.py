@@ -33,33 +33,17 @@ from taide.artifacts import iter_jsonl, read_resumable, write_json
 from taide.chat.presets import resolve_system_prompt
 from taide.engines import Engine, GenerationParams, LocalEngine
 from taide.errors import EngineError, InputError
+from taide.eval.compat import public_average
 from taide.eval.judge import Judge, JudgeItem, RetryPolicy, Verdict, call_with_retries, describe_error
+from taide.eval.layout import BENCH_TASKS, canonical_task, eval_path, journal_path, public_task, resp_path
 
 SAMPLE_BENCH = Path(__file__).resolve().parent / "data" / "taide-bench"
-
-# Our task names (taide.chat.presets.TASKS order) and the public scorer's.
-BENCH_TASKS = ("article", "letter", "summary", "zh2en", "en2zh")
-PUBLIC_NAMES = {"article": "essay"}
-OUR_NAMES = {v: k for k, v in PUBLIC_NAMES.items()}
 
 # on_progress(stage, task, done, total): stage is "generate" or "judge". Raising from it stops the run;
 # everything finished so far is on disk and a rerun resumes.
 ProgressFn = Callable[[str, str, int, int], None]
 
 DEFAULT_PARAMS = GenerationParams(max_tokens=1024, temperature=0.0)
-
-
-def canonical_task(name: str) -> str:
-    """Our name for a task given either naming (essay → article)."""
-    task = OUR_NAMES.get(name, name)
-    if task not in BENCH_TASKS:
-        raise InputError(name, None, f"unknown bench task; choose from {', '.join(BENCH_TASKS)} (or essay for article)")
-    return task
-
-
-def public_task(task: str) -> str:
-    """The public scorer's name for a task (article → essay); used in file names."""
-    return PUBLIC_NAMES.get(canonical_task(task), canonical_task(task))
 
 
 def _task_list(tasks) -> list[str] | None:
@@ -151,16 +135,6 @@ def load_bench(data_dir: str | Path | None = None, tasks=None) -> dict[str, list
     return bench
 
 
-def resp_path(out_dir: str | Path, task: str) -> Path:
-    return Path(out_dir) / f"resp_{public_task(task)}.jsonl"
-
-
-def eval_path(out_dir: str | Path, task: str) -> Path:
-    return Path(out_dir) / f"eval_{public_task(task)}.json"
-
-
-def journal_path(out_dir: str | Path, task: str) -> Path:
-    return Path(out_dir) / f"judge_{public_task(task)}.jsonl"
 
 
 
@@ -413,9 +387,8 @@ def summarize(out_dir: str | Path) -> dict:
                        "complete": doc.get("complete", True), "file": str(path),
                        "failures": [{"qid": f.get("qid"), "reason": f.get("reason")} for f in doc.get("failures", [])]}
     means = [t["mean"] for t in tasks.values() if t["mean"] is not None]
-    from taide.eval.compat import public_average  # the same replies read as taide-bench-eval reads them
-
     return {"tasks": tasks, "average": _mean(means), "tasks_scored": len(means), "judge": judge,
+            # the same replies read as taide-bench-eval reads them
             "public_scorer_average": public_average(out_dir)["average"] if tasks else None}
 
 
@@ -441,6 +414,5 @@ def run_bench(engine: Engine, out_dir: str | Path, data_dir: str | Path | None =
     return result
 
 
-__all__ = ["BENCH_TASKS", "BenchItem", "DEFAULT_PARAMS", "SAMPLE_BENCH", "canonical_task", "eval_path",
-           "generate_responses", "judge_responses", "journal_path", "load_bench", "public_task", "read_bench_file",
-           "resp_path", "run_bench", "summarize"]
+__all__ = ["BenchItem", "DEFAULT_PARAMS", "SAMPLE_BENCH", "generate_responses", "judge_responses", "load_bench",
+           "read_bench_file", "run_bench", "summarize"]

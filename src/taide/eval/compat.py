@@ -27,7 +27,7 @@ import json
 import re
 from pathlib import Path
 
-from taide.eval.bench import BENCH_TASKS, eval_path
+from taide.eval.layout import BENCH_TASKS, eval_path
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from taide.artifacts import read_resumable, write_json
 from taide.errors import InputError
-from taide.eval.bench import eval_path, resp_path
+from taide.eval.layout import eval_path, resp_path
 from taide.models.reference import EMBEDDED_MODELS
 
 # The card's column order. Checked against the Llama3-TAIDE-LX-8B-Chat-Alpha1 model card's taide-bench

@@ -79,60 +79,12 @@ def _merge_lora(adapter: Path, base: str | None, dtype: str | None):
     return merged, tokenizer, ref
 
 
-def repair_gguf_tokenizer(out: Path, gguf_path: Path) -> list[str]:
-    """Make ``out/tokenizer.json`` (written by transformers from a GGUF) tokenize as llama.cpp does that GGUF."""
-    from taide.export.gguf_info import model_ref
-    from taide.export.gguf_writer import PRE_TOKENIZERS
-
-    meta = model_ref(gguf_path).metadata
-    path = out / "tokenizer.json"
-    tj = read_json(path)
-    changes = []
-    pre = meta.get("tokenizer.ggml.pre")
-    if pre in PRE_TOKENIZERS and tj.get("pre_tokenizer") != PRE_TOKENIZERS[pre]:
-        tj["pre_tokenizer"] = json.loads(json.dumps(PRE_TOKENIZERS[pre]))
-        for p in [tj["pre_tokenizer"], *tj["pre_tokenizer"].get("pretokenizers", [])]:
-            if p.get("type") == "ByteLevel":
-                p["trim_offsets"] = True
-        changes.append(f"pre-tokenizer set to llama.cpp's {pre!r}")
-    if pre == "llama-bpe" and not tj["model"].get("ignore_merges"):
-        tj["model"]["ignore_merges"] = True  # as Meta's tokenizer.json and llama.cpp's llama-bpe
-        changes.append("ignore_merges on (Llama 3)")
-    n_vocab = meta.get("_vocab_size")
-    extra = [t for t in tj.get("added_tokens", []) if n_vocab is not None and t["id"] >= n_vocab]
-    if extra:
-        tj["added_tokens"] = [t for t in tj["added_tokens"] if t["id"] < n_vocab]
-        changes.append(f"dropped {', '.join(t['content'] for t in extra)} (past the GGUF's {n_vocab} tokens)")
-    bos = meta.get("_bos_token")
-    if meta.get("tokenizer.ggml.add_bos_token") and bos:
-        bos_id = meta["tokenizer.ggml.bos_token_id"]
-        special = {"SpecialToken": {"id": bos, "type_id": 0}}
-        tj["post_processor"] = {
-            "type": "TemplateProcessing",
-            "single": [special, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [special, {"Sequence": {"id": "A", "type_id": 0}}, special, {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}}
-        changes.append("BOS added to encoded text, as the GGUF says")
-    if changes:
-        path.write_text(json.dumps(tj, ensure_ascii=False, indent=2), encoding="utf-8")
-        if extra:
-            config_path = out / "tokenizer_config.json"
-            tc = read_json(config_path)
-            dropped = {t["content"] for t in extra}
-            for key in ("unk_token", "pad_token"):
-                if tc.get(key) in dropped:
-                    del tc[key]
-            config_path.write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
-    return changes
-
-
 def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str | None = None, base: str | None = None,
               overwrite: bool = False) -> Path:
     """Write ``reference`` (HF dir, GGUF file, embedded name, or LoRA adapter dir) to ``out`` as a merged HF
     directory; returns ``out``."""
-    from taide.chat.formats import chat_format_for
-    from taide.models.loading import end_of_turn_ids
-    from taide.chat.formats import detect_chat_format
+    from taide.chat.formats import chat_format_for, detect_chat_format
+    from taide.models.loading import end_of_turn_ids, repair_gguf_tokenizer
 
     started = time.time()
     out = Path(out)
@@ -157,7 +109,7 @@ def export_hf(reference: str | Path | ModelRef, out: str | Path, *, dtype: str |
     if fmt_name and fmt_name != "template" and not template:
         tokenizer.chat_template = chat_format_for(fmt_name).hf_template
     tokenizer.save_pretrained(out)
-    changes = repair_gguf_tokenizer(out, ref.path) if ref.kind == "gguf" else []
+    changes = repair_gguf_tokenizer(out, ref) if ref.kind == "gguf" else []
     if fmt_name:
         fmt = chat_format_for(fmt_name, tokenizer.chat_template, tokenizer.bos_token, tokenizer.eos_token)
         generation = model.generation_config

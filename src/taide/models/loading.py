@@ -20,6 +20,7 @@ from pathlib import Path
 
 from taide.artifacts import write_json
 from taide.errors import EngineError, ModelError
+from taide.models.pretokenizers import PRE_TOKENIZERS
 from taide.models.reference import ModelRef, cache_root, resolve_model
 
 
@@ -156,7 +157,6 @@ def _write_dequantized(ref: ModelRef, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from taide.chat.formats import chat_format_for
-    from taide.export.hf import repair_gguf_tokenizer
 
     where, name = str(ref.path.parent), ref.path.name
     try:
@@ -174,7 +174,7 @@ def _write_dequantized(ref: ModelRef, out: Path) -> None:
     if fmt is not None and not tokenizer.chat_template:
         tokenizer.chat_template = fmt.hf_template
     tokenizer.save_pretrained(out)
-    repairs = repair_gguf_tokenizer(out, ref.path)
+    repairs = repair_gguf_tokenizer(out, ref)
     if fmt is not None:
         generation = model.generation_config
         generation.eos_token_id = end_of_turn_ids(tokenizer, fmt)
@@ -182,6 +182,51 @@ def _write_dequantized(ref: ModelRef, out: Path) -> None:
     write_json(out / "taide-dequantized.json",  # last: an entry with this note is complete
                {"source": str(ref.path.resolve()), "size": ref.path.stat().st_size, "chat_format": ref.chat_format,
                 "tokenizer_repairs": repairs})
+
+
+def repair_gguf_tokenizer(out: Path, ref: ModelRef) -> list[str]:
+    """Make ``out/tokenizer.json`` (written by transformers from GGUF ``ref``) tokenize as llama.cpp does that GGUF;
+    returns what was changed."""
+    meta = ref.metadata
+    path = out / "tokenizer.json"
+    tj = json.loads(path.read_text(encoding="utf-8"))
+    changes = []
+    pre = meta.get("tokenizer.ggml.pre")
+    if pre in PRE_TOKENIZERS and tj.get("pre_tokenizer") != PRE_TOKENIZERS[pre]:
+        tj["pre_tokenizer"] = json.loads(json.dumps(PRE_TOKENIZERS[pre]))
+        for p in [tj["pre_tokenizer"], *tj["pre_tokenizer"].get("pretokenizers", [])]:
+            if p.get("type") == "ByteLevel":
+                p["trim_offsets"] = True
+        changes.append(f"pre-tokenizer set to llama.cpp's {pre!r}")
+    if pre == "llama-bpe" and not tj["model"].get("ignore_merges"):
+        tj["model"]["ignore_merges"] = True  # as Meta's tokenizer.json and llama.cpp's llama-bpe
+        changes.append("ignore_merges on (Llama 3)")
+    n_vocab = meta.get("_vocab_size")
+    extra = [t for t in tj.get("added_tokens", []) if n_vocab is not None and t["id"] >= n_vocab]
+    if extra:
+        tj["added_tokens"] = [t for t in tj["added_tokens"] if t["id"] < n_vocab]
+        changes.append(f"dropped {', '.join(t['content'] for t in extra)} (past the GGUF's {n_vocab} tokens)")
+    bos = meta.get("_bos_token")
+    if meta.get("tokenizer.ggml.add_bos_token") and bos:
+        bos_id = meta["tokenizer.ggml.bos_token_id"]
+        special = {"SpecialToken": {"id": bos, "type_id": 0}}
+        tj["post_processor"] = {
+            "type": "TemplateProcessing",
+            "single": [special, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [special, {"Sequence": {"id": "A", "type_id": 0}}, special, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}}
+        changes.append("BOS added to encoded text, as the GGUF says")
+    if changes:
+        path.write_text(json.dumps(tj, ensure_ascii=False, indent=2), encoding="utf-8")
+        if extra:
+            config_path = out / "tokenizer_config.json"
+            tc = json.loads(config_path.read_text(encoding="utf-8"))
+            dropped = {t["content"] for t in extra}
+            for key in ("unk_token", "pad_token"):
+                if tc.get(key) in dropped:
+                    del tc[key]
+            config_path.write_text(json.dumps(tc, ensure_ascii=False, indent=2), encoding="utf-8")
+    return changes
 
 
 def end_of_turn_ids(tokenizer, chat_format) -> list[int]:
