@@ -374,13 +374,21 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet shards.")] = "jsonl",
                shard_docs: Annotated[int, typer.Option("--shard-docs", min=1, help="Documents per output shard.")] = 100_000,
                keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the batch files (OUT/.work/) after "
-                                    "success; by default they are deleted.")] = False):
+                                    "success; by default they are deleted.")] = False,
+               decontaminate: Annotated[Optional[list[Path]], typer.Option("--decontaminate", help="Evaluation data "
+                                        "the output must not hold: exam files or folders (any format `taide eval mc` "
+                                        "reads), taide-bench, any JSONL of prompts; repeatable.")] = None,
+               decontaminate_action: Annotated[Optional[str], typer.Option("--decontaminate-action", help="What to do "
+                                               "with a document that holds an evaluation item: drop (default), cut "
+                                               "the item out, or tag the record and keep it.")] = None):
     """Clean a corpus the card's way: HTML to text, mojibake repair, character normalization, Simplified
-    to Taiwan Traditional, layout line breaks, PII, gambling/porn spam, quality, exact and near dedup.
+    to Taiwan Traditional, layout line breaks, PII, gambling/porn spam, quality, exact and near dedup; with
+    --decontaminate, also no exam question or bench prompt of the given evaluation data (copies re-punctuated,
+    in Simplified or with the options reordered included; decontamination.md says what was found where).
     Every input record is accounted for in stats.md. Killed? Run the same command again: it resumes.
     Done? Running it again returns the report at once.
 
-    Example: `taide data clean laws.jsonl.gz pages/ -o cleaned/ --keep-rejected cleaned/rejected`
+    Example: `taide data clean laws.jsonl.gz pages/ -o cleaned/ --keep-rejected cleaned/rejected --decontaminate data/tmmluplus`
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -392,11 +400,27 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
             config = CleanConfig(inputs=inputs, out_dir=out_dir, config=config, text_field=text_field,
                                  keep_rejected=keep_rejected, workers=workers, executor=executor,
                                  ray_address=ray_address, format=output_format, shard_docs=shard_docs,
-                                 keep_work=keep_work)
+                                 keep_work=keep_work, decontaminate=decontaminate,
+                                 decontaminate_action=decontaminate_action)
             report = run_clean(config, on_progress=lambda n: progress.update(bar, description=f"{n} documents cleaned"))
         removed = sum(report["removed"].values())
         out.print(f"{report['read']} read = {report['kept']} kept + {removed} removed + {report['unreadable']} "
                   f"unreadable → {out_dir} (accounting per stage and source in stats.md)")
+        if "decontamination" in report:
+            _print_decontamination(report["decontamination"], out_dir)
+
+
+def _print_decontamination(found: dict, where: Path) -> None:
+    """One line per benchmark: items checked, too short to check, found; then what happened to the texts."""
+    for name, b in found["benchmarks"].items():
+        short = f", {b['too_short']} too short to check" if b["too_short"] else ""
+        out.print(f"decontamination: {name}: {b['checked']} of {b['items']} items checked{short}; "
+                  f"{b['found']} found in {b['documents']} {found['what']}")
+    out.print(f"decontamination: {found['documents']} {found['what']} held evaluation items: {found['removed']} removed, "
+              f"{found['cut']} cut, {found['tagged']} tagged (which, where: {where / 'decontamination.md'})")
+    if found.get("unreadable_rows"):
+        err.print(f"[yellow]decontamination: {found['unreadable_rows']} evaluation rows could not be read "
+                  f"(listed in decontamination.md)[/]")
 
 
 train_app = typer.Typer(help="Continued pretraining and instruction tuning with the card's recipe.",
@@ -629,7 +653,11 @@ def eval_mc(model: Model,
             method: Annotated[str, typer.Option("--method", help="auto (log-likelihood when the engine can score, "
                               "else generation), loglikelihood, or generate.")] = "auto",
             engine: EngineOpt = "auto", system: System = "auto", api_key: ApiKey = None, n_ctx: NCtx = None,
-            max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length when generating.")] = 32):
+            max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length when generating.")] = 32,
+            seen: Annotated[Optional[list[Path]], typer.Option("--seen", help="The model's training data: a corpus "
+                            "(files or folders, searched for the exam items) or a decontamination report (its "
+                            "decontamination.json, or the folder holding it); repeatable. Accuracy is then given "
+                            "apart for items the training data held and items it did not.")] = None):
     """Multiple-choice exams (TMMLU, TMMLU+, TMLU, TTQA, TW Legal): accuracy per subject, per category and
     overall, beside chance and beside the published leaderboard figures of the card's model.
 
@@ -638,6 +666,9 @@ def eval_mc(model: Model,
     picks one). `--runs 3` shuffles the options in each run and reports mean ± std. `--system none` sends no
     system prompt. A local model is scored on the transformers engine unless `--engine` says otherwise (a GGUF
     through its dequantized copy): reading exam prompts is its strength on a CPU.
+
+    `--seen` splits the accuracy into items the training data held (seen), items checked and not found (unseen:
+    the figure to publish) and items too short to check.
 
     Example: `taide eval mc smollm2-135m data/tmmluplus --runs 3 --limit-per-subject 20 -o runs/mc-smol`
     """
@@ -648,7 +679,7 @@ def eval_mc(model: Model,
     with _errors():
         config = EvalMCConfig(model=model, paths=paths, out_dir=out_dir, shots=shots,
                               limit_per_subject=limit_per_subject, runs=runs, seed=seed, method=method, engine=engine,
-                              system=system, api_key=api_key, n_ctx=n_ctx, max_tokens=max_tokens)
+                              system=system, api_key=api_key, n_ctx=n_ctx, max_tokens=max_tokens, seen=seen)
         with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err) as progress:
             bar = progress.add_task("mc", total=None)
@@ -690,9 +721,29 @@ def eval_mc(model: Model,
         if letters["top_share"] >= 0.9:
             out.print(f"[yellow]the model answers {letters['top']} {letters['top_share']:.0%} of the time: it just "
                       "picks one letter[/]")
+        if "seen" in result:
+            _print_seen(result["seen"])
         if result["bad_rows"]:
             out.print(f"[dim]{len(result['bad_rows'])} rows could not be used (listed in mc_summary.json)[/]")
         out.print(f"{o['n']} answers in {result['elapsed']:.0f} s → {files['records']}, {files['summary']}")
+
+
+def _print_seen(seen: dict) -> None:
+    table = Table(title="in the training data?")
+    for col in ("items", "answers", "accuracy", "chance"):
+        table.add_column(col, justify="right")
+    table.add_column("what", justify="left")
+    what = {"unseen": "checked, not in the training data: the figure to publish",
+            "seen": "held by the training data", "unchecked": "too short to check, or not in a report"}
+    for name, g in seen["groups"].items():
+        o = g["overall"]
+        table.add_row(str(g["items"]), str(o["n"]), f"{o['micro_accuracy']:.1%}" if o["n"] else "–",
+                      f"{o['micro_chance']:.1%}" if o["n"] else "–", f"{name}: {what[name]}")
+    out.print(table)
+    for source in seen["sources"]:
+        unreadable = f", {source['unreadable']} unreadable records" if source.get("unreadable") else ""
+        out.print(f"[dim]{source['kind']} {source['source']}: {source['checked']} items checked, {source['seen']} seen"
+                  f"{unreadable}[/]")
 
 
 @eval_app.command("compare")
