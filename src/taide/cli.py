@@ -436,7 +436,8 @@ Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; i
 
 
 def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs, max_steps,
-           lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume):
+           lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume,
+           decontaminate=None, decontaminate_action=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from taide.train import load_recipe, train
@@ -457,7 +458,9 @@ def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens
                              global_batch_tokens=global_batch_tokens, micro_batch_size=micro_batch_size,
                              epochs=epochs, max_steps=max_steps, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
                              eval_every=eval_every, checkpoint_every=checkpoint_every, lora=lora,
-                             activation_checkpointing=activation_checkpointing or None, seed=seed)
+                             activation_checkpointing=activation_checkpointing or None, seed=seed,
+                             decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
+                             decontaminate_action=decontaminate_action)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                       TimeRemainingColumn(), console=err) as progress:
             bar = progress.add_task(f"train {mode}", total=None, info="loading")
@@ -500,10 +503,16 @@ def _train_command(mode: str, example: str, defaults: str):
                 seed: Annotated[Optional[int], typer.Option("--seed")] = None,
                 resume: Annotated[bool, typer.Option("--resume", help="Continue from the newest checkpoint in --out.")] = False,
                 resume_if_any: Annotated[bool, typer.Option("--resume-if-any", help="Continue if there is a "
-                                         "checkpoint, else start (for requeued cluster jobs).")] = False):
+                                         "checkpoint, else start (for requeued cluster jobs).")] = False,
+                decontaminate: Annotated[Optional[list[Path]], typer.Option("--decontaminate", help="SFT: evaluation "
+                                         "data no conversation may hold (exam files or folders, taide-bench, JSONL "
+                                         "of prompts); repeatable. Report: OUT/decontamination.md.")] = None,
+                decontaminate_action: Annotated[Optional[str], typer.Option("--decontaminate-action",
+                                                help="SFT: drop such conversations (default) or tag them (reported, "
+                                                "still trained on).")] = None):
         _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs,
                max_steps, lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing,
-               seed, "if_any" if resume_if_any else resume)
+               seed, "if_any" if resume_if_any else resume, decontaminate, decontaminate_action)
 
     command.__doc__ = (f"{defaults}\n\nRuns as one process, or under torchrun on many GPUs/nodes (FSDP2). Writes an "
                        f"HF directory (OUT/model), checkpoints, metrics.jsonl, TensorBoard logs and loss.png.\n\n"

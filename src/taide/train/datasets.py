@@ -19,6 +19,7 @@ import numpy as np
 from taide.artifacts import write_json
 from taide.models.loading import HFCodec
 from taide.train.config import TrainConfig, TrainError
+from taide.train.decontaminate import decontaminate_sft
 from taide.train.packing import (CPDataset, DocumentTokenizer, Loader, collate, heldout_documents, pack_row,
                                  tokenize_source)
 from taide.train.parallel import World
@@ -175,6 +176,7 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
     else:
         paths = [p for paths in _sources(config.data).values() for p in paths]
         examples, problems = load_sft(paths, chat_format, codec, config.seq_len or limit[0], config.on_bad_record)
+        examples = decontaminate_sft(config, examples, tokenizer, world.main)
         if not examples:
             raise TrainError(f"no usable conversations in {', '.join(paths)}"
                              + (f"; first problem: {problems[0]}" if problems else ""))
