@@ -24,6 +24,7 @@ import numpy as np
 
 _LEFT_OUT = ("P", "Z", "C")  # punctuation, separators (spaces), control/format/private/unassigned
 _MARKS = ("Mn", "Me")  # combining marks, variation selectors
+_LAST_CJK = 0x323AF  # the end of CJK Unified Ideographs Extension H
 
 
 def _left_out(ch: str) -> bool:
@@ -38,9 +39,9 @@ def key_table() -> np.ndarray:
 
     to_simplified = {ch: simp for ch, simp, _ in zip(*cjk_conversions()) if len(simp) == 1}
     table = np.zeros(0x110000, dtype=np.uint32)
-    for code in range(0x110000):
-        if 0xD800 <= code <= 0xDFFF:
-            continue
+    # Up to the last CJK block, and the variation selectors of plane 14; above that (unassigned planes, tags,
+    # private use) nothing is kept.
+    for code in (*range(0xD800), *range(0xE000, _LAST_CJK + 1), *range(0xE0100, 0xE01F0)):
         ch = chr(code)
         if _left_out(ch):
             continue
