@@ -230,3 +230,23 @@ def test_seen_items_from_a_report_and_from_a_corpus(tmp_path, exam):
     assert {q for q, k in by_qid.items() if status[k] == "seen"} == {"2", "6"}
     assert sources[0] == {"source": str(src), "kind": "corpus", "documents": 4, "unreadable": 0,
                           "unreadable_examples": [], "checked": 4, "seen": 2}
+
+
+def test_cli_reports_what_it_found_and_names_bad_input(tmp_path, exam):
+    import os
+    import subprocess
+    import sys
+
+    taide = str(Path(sys.executable).with_name("taide"))
+    env = {**os.environ, "COLUMNS": "200"}
+    src = _corpus(tmp_path / "corpus.jsonl")
+    result = subprocess.run([taide, "data", "clean", str(src), "-o", str(tmp_path / "out"), "--decontaminate", str(exam),
+                             "--decontaminate-action", "tag"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "decontamination: exam: 4 of 6 items checked, 2 too short to check; 2 found in 2 documents" in result.stdout
+    assert "2 documents held evaluation items: 0 removed, 0 cut, 2 tagged" in result.stdout
+    for args, message in ((["--decontaminate", str(tmp_path / "nope")], "nope: no such file or directory"),
+                          (["--decontaminate", str(exam), "--decontaminate-action", "erase"], "'erase' is not one of")):
+        bad = subprocess.run([taide, "data", "clean", str(src), "-o", str(tmp_path / "bad"), *args], capture_output=True,
+                             text=True, env=env, timeout=120)
+        assert bad.returncode == 1 and message in bad.stderr, bad.stderr
