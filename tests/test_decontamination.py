@@ -173,9 +173,9 @@ def test_workers_and_ray_get_the_drivers_index(tmp_path, exam, monkeypatch):
     # What workers build their stages from carries the driver's index: they never read the evaluation files.
     config = with_decontamination(None, [exam])
     stages = build_pipeline(config)
-    import taide.decontam.items
+    import taide.decontam.index
 
-    monkeypatch.setattr(taide.decontam.items, "read_eval_items", lambda paths: pytest.fail("a worker read them"))
+    monkeypatch.setattr(taide.decontam.index, "read_eval_items", lambda paths: pytest.fail("a worker read them"))
     shipped = [s for s in build_pipeline(worker_pipeline(config, stages)) if isinstance(s, Decontaminate)]
     assert [s.index.digest for s in shipped] == [s.index.digest for s in stages if isinstance(s, Decontaminate)]
     monkeypatch.undo()

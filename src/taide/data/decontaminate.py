@@ -44,14 +44,11 @@ class Decontaminate(Stage):
         if index is None:
             if not benchmarks:
                 raise DataError("decontaminate: give benchmarks, the evaluation files or folders to check against")
-            from taide.decontam.items import read_eval_items
-
             try:
-                evalset = read_eval_items(benchmarks if isinstance(benchmarks, list) else [benchmarks])
-                index = EvalIndex(evalset.items, ngram, threshold, min_weight, max_df)
+                index = EvalIndex.from_paths(benchmarks if isinstance(benchmarks, list) else [benchmarks], ngram=ngram,
+                                             threshold=threshold, min_weight=min_weight, max_df=max_df)
             except TaideError as e:
                 raise DataError(f"decontaminate: {e}") from e
-            index.problems, index.files = evalset.problems, evalset.files
         self.index, self.action, self.min_chars = index, action, min_chars
 
     def _labels(self, hit) -> list[str]:

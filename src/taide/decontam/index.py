@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taide.decontam.items import EvalItem
+from taide.decontam.items import EvalItem, read_eval_items
 from taide.decontam.keys import key_table, text_keys, text_keys_at
 from taide.errors import TaideError
 
@@ -90,14 +90,14 @@ class EvalIndex:
         owners = np.repeat(np.arange(n_entries, dtype=np.uint32), [len(h) for h in per_entry])
         order = np.argsort(hashes, kind="stable")
         hashes, owners = hashes[order], owners[order]
-        unique, starts, df = np.unique(hashes, return_index=True, return_counts=True)
+        _, df = np.unique(hashes, return_counts=True)
         common = df > max_df
         weight = np.repeat(1.0 / df, df)
         keep = ~np.repeat(common, df)
         self.total = np.bincount(owners[keep], weights=weight[keep], minlength=n_entries)
         self.checkable = self.total >= self.min_weight
         keep &= self.checkable[owners]
-        self.boilerplate = int(common.sum())
+        self.boilerplate = int(common.sum())  # n-grams left out: in more than max_df entries
         hashes, owners, weight = hashes[keep], owners[keep], weight[keep]
         # CSR: entries of the i-th distinct hash are owners[offsets[i]:offsets[i + 1]]
         self.hashes, starts, counts = np.unique(hashes, return_index=True, return_counts=True)
@@ -109,6 +109,15 @@ class EvalIndex:
         self._bitmap = None
         self.digest = hashlib.blake2b(repr((ngram, threshold, min_weight, max_df, sorted(entry_of))).encode(),
                                       digest_size=8).hexdigest()
+
+    @classmethod
+    def from_paths(cls, paths, **settings) -> EvalIndex:
+        """The index of every evaluation item under ``paths`` (:func:`~taide.decontam.items.read_eval_items`), with
+        the rows that could not be read in ``problems`` and the files read in ``files``."""
+        evalset = read_eval_items(paths)
+        index = cls(evalset.items, **settings)
+        index.problems, index.files = evalset.problems, evalset.files
+        return index
 
     # -- what the index holds ------------------------------------------------------------------------
 

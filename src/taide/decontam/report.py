@@ -64,7 +64,8 @@ def build_report(index: EvalIndex, findings: list[dict], what: str = "documents"
             counts["documents"] = len(docs_per["subject"][(name, subject)])
     seen = sorted({f["key"] for f in found if any(d["action"] == "tag" for d in f["documents"])})
     return {"what": what, "settings": {"ngram": index.ngram, "threshold": index.threshold,
-                                       "min_weight": index.min_weight, "max_df": index.max_df},
+                                       "min_weight": index.min_weight, "max_df": index.max_df,
+                                       "boilerplate_ngrams": index.boilerplate},
             "evaluation_files": index.files, "benchmarks": benchmarks, "documents": len(findings),
             "removed": actions["drop"], "cut": actions["cut"], "tagged": actions["tag"], "found": found,
             "unreadable_rows": index.problems,
@@ -91,7 +92,8 @@ def write_report(directory: str | Path, report: dict) -> dict[str, Path]:
              f"Training {what} checked against {total:,} evaluation items of {len(report['benchmarks'])} benchmark(s): "
              f"character {s['ngram']}-grams of text folded by NFKC, width, case and script (Simplified = Traditional), "
              f"punctuation and whitespace left out, options in any order; an item is found where at least "
-             f"{s['threshold']:.0%} of its n-grams' weight is (n-grams shared by many items weigh less).", "",
+             f"{s['threshold']:.0%} of its n-grams' weight is (an n-gram shared by k items weighs 1/k; "
+             f"{s['boilerplate_ngrams']:,} shared by more than {s['max_df']} items are left out).", "",
              f"{report['documents']:,} {what} held evaluation items: {report['removed']:,} removed, {report['cut']:,} "
              f"cut, {report['tagged']:,} tagged and kept.", "",
              f"| benchmark | subject | items | checked | too short to check | found | {what} |",

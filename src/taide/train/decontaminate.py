@@ -16,12 +16,9 @@ def decontaminate_sft(config: TrainConfig, examples: list, tokenizer, write: boo
     if not config.decontaminate:
         return examples
     from taide.decontam.index import EvalIndex
-    from taide.decontam.items import read_eval_items
     from taide.decontam.report import build_report, summary, write_report
 
-    evalset = read_eval_items(config.decontaminate)
-    index = EvalIndex(evalset.items)
-    index.problems, index.files = evalset.problems, evalset.files
+    index = EvalIndex.from_paths(config.decontaminate)
     kept, findings = [], []
     for example in examples:
         text = tokenizer.decode(example.input_ids)
