@@ -421,7 +421,7 @@ def main(argv=None) -> int:
         hits = everything.search(text)
         if hits:
             hit = max(hits, key=lambda h: h.share)
-            start, end = everything.spans(text, [hit])[0]
+            start, end = max(everything.spans(text, [hit]), key=lambda span: span[1] - span[0])
             as_is.append(f"- {everything.items[everything.entry_items[hit.entry][0]].label} ({hit.share:.0%}): "
                          f"「{' '.join(text[start:end].split())[:60]}」")
     law_megabytes = sum(len(t.encode("utf-8")) for t in laws) / 1e6
@@ -430,7 +430,7 @@ def main(argv=None) -> int:
     EvalIndex(items)
     build_seconds = time.perf_counter() - started
     big, big_seconds, big_peak = leaderboard_index(exam, laws, rng, LEADERBOARD_ITEMS)
-    big_speed = stage_speed(big, laws, 1)
+    big_speed = stage_speed(big, laws, args.runs)
 
     # --- tables ---
     def pct(x):
@@ -477,7 +477,7 @@ def main(argv=None) -> int:
     flagged = []
     for i in c["flagged_ids"][:8]:
         hit = max(index.search(texts[i]), key=lambda h: h.share)
-        start, end = index.spans(texts[i], [hit])[0]
+        start, end = max(index.spans(texts[i], [hit]), key=lambda span: span[1] - span[0])
         flagged.append(f"- {kinds[i]}: {index.items[index.entry_items[hit.entry][0]].label} ({hit.share:.0%} of its "
                        f"n-grams' weight): 「{' '.join(texts[i][start:end].split())[:60]}」")
     speed = ["| what | documents | seconds | MB/s | vs taide |", "|---|---|---:|---:|---:|",
