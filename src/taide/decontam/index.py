@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from taide.decontam.items import EvalItem, read_eval_items
-from taide.decontam.keys import key_table, text_keys, text_keys_at
+from taide.decontam.keys import key_table, keys_of, text_keys, text_keys_at
 from taide.errors import TaideError
 
 # Chosen on planted leaks in the law corpus (BENCHMARKS.md, decontamination): every planted copy of a checkable
@@ -80,16 +80,21 @@ class EvalIndex:
             if e == len(self.entry_items):
                 self.entry_items.append([])
             self.entry_items[e].append(i)
-        per_entry = []
-        for members in self.entry_items:
-            parts = items[members[0]].parts
-            hashes = [ngram_hashes(text_keys(p, self.table), ngram) for p in parts]
-            per_entry.append(np.unique(np.concatenate(hashes)) if hashes else np.empty(0, np.uint64))
-        n_entries = len(per_entry)
-        hashes = np.concatenate(per_entry) if per_entry else np.empty(0, np.uint64)
-        owners = np.repeat(np.arange(n_entries, dtype=np.uint32), [len(h) for h in per_entry])
-        order = np.argsort(hashes, kind="stable")
-        hashes, owners = hashes[order], owners[order]
+        # Every part's n-grams in one pass: the parts' keys end to end, and the windows that lie inside one part.
+        n_entries = len(self.entry_items)
+        parts = [items[members[0]].parts for members in self.entry_items]
+        keys = keys_of([p for entry in parts for p in entry], self.table)
+        part_of = np.repeat(np.arange(len(keys)), [len(k) for k in keys])
+        entry_of_part = np.repeat(np.arange(n_entries, dtype=np.int64), [len(entry) for entry in parts])
+        hashes = ngram_hashes(np.concatenate(keys) if keys else np.empty(0, np.uint32), ngram)
+        inside = part_of[: len(hashes)] == part_of[ngram - 1:]
+        hashes, owners = hashes[inside], entry_of_part[part_of[: len(inside)][inside]]
+        # Each n-gram once per entry, sorted by n-gram (then entry): df is the run length of an n-gram.
+        order = np.lexsort((owners, hashes))
+        hashes, owners = hashes[order], owners[order].astype(np.uint32)
+        first = np.ones(len(hashes), dtype=bool)
+        first[1:] = (hashes[1:] != hashes[:-1]) | (owners[1:] != owners[:-1])
+        hashes, owners = hashes[first], owners[first]
         _, df = np.unique(hashes, return_counts=True)
         common = df > max_df
         weight = np.repeat(1.0 / df, df)

@@ -13,10 +13,11 @@ An item's benchmark is the name of the path it was given under (``data/tmmluplus
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taide.decontam.keys import content_key
+from taide.decontam.keys import content_keys
 from taide.errors import InputError
 
 # Text fields of a prompt record that an evaluation shows the model or scores it against.
@@ -32,16 +33,17 @@ class EvalItem:
     parts: tuple[str, ...]  # an exam question: the stem, then its options; otherwise one text
     source: str  # file:line
     field: str  # "question" for an exam item, else the record's field (prompt, reference, ...)
-    key: str  # content_key: the same for copies that differ only in form (and option order)
+    key: str = ""  # content_key: the same for copies that differ only in form (and option order); see keyed()
 
     @property
     def label(self) -> str:
         return f"{self.benchmark}/{self.subject}/{self.qid}" + ("" if self.field == "question" else f":{self.field}")
 
 
-def mc_item_key(question: str, options) -> str:
-    """The key of an exam question: its stem, then its options in any order."""
-    return content_key([question, *options], ordered=False)
+def keyed(items: list[EvalItem]) -> list[EvalItem]:
+    """``items`` with their keys, computed together (an exam question's: its stem, then its options in any order)."""
+    keys = content_keys([(item.parts, item.field != "question") for item in items])
+    return [dataclasses.replace(item, key=key) for item, key in zip(items, keys)]
 
 
 @dataclass
@@ -94,14 +96,13 @@ def _read_records(path: Path, benchmark: str, out: EvalSet) -> None:
             continue
         qid = str(record.get("qid") or record.get("id") or line)
         for name, text in texts:
-            out.items.append(EvalItem(benchmark, subject, qid, (text,), f"{path}:{line}", name, content_key([text])))
+            out.items.append(EvalItem(benchmark, subject, qid, (text,), f"{path}:{line}", name))
 
 
 def mc_items(data, benchmark: str) -> list[EvalItem]:
-    """The items of exams read by :func:`taide.eval.mc.load_mc` (an ``MCData``)."""
-    return [EvalItem(benchmark, subject, item.qid, (item.question, *item.options.values()), item.source, "question",
-                     mc_item_key(item.question, item.options.values()))
-            for subject, items in data.subjects.items() for item in items]
+    """The items of exams read by :func:`taide.eval.mc.load_mc` (an ``MCData``), keyed."""
+    return keyed([EvalItem(benchmark, subject, item.qid, (item.question, *item.options.values()), item.source,
+                           "question") for subject, items in data.subjects.items() for item in items])
 
 
 def read_eval_items(paths) -> EvalSet:
@@ -124,4 +125,6 @@ def read_eval_items(paths) -> EvalSet:
             out.files.update(data.formats)
             out.problems += [f"{row['source']}: {row['reason']}" for row in data.bad_rows]
             out.items += mc_items(data, benchmark)
+    prompts = iter(keyed([item for item in out.items if not item.key]))  # exam items came keyed
+    out.items = [item if item.key else next(prompts) for item in out.items]
     return out

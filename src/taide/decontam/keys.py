@@ -77,10 +77,29 @@ def folded(text: str, table: np.ndarray | None = None) -> str:
     return text_keys(text, table).tobytes().decode("utf-32-le")
 
 
+def keys_of(texts: list[str], table: np.ndarray | None = None) -> list[np.ndarray]:
+    """:func:`text_keys` of each text, with one lookup over all of them (an index reads many short texts)."""
+    if not texts:
+        return []
+    mapped = (key_table() if table is None else table)[_codes("".join(texts))]
+    kept = mapped != 0
+    before = np.concatenate([[0], np.cumsum(kept)])[np.cumsum([0, *map(len, texts)])]  # kept keys before each text
+    keys = mapped[kept]
+    return [keys[a:b] for a, b in zip(before[:-1].tolist(), before[1:].tolist())]
+
+
+def content_keys(contents: list[tuple[list[str] | tuple[str, ...], bool]]) -> list[str]:
+    """A short identity of each content ``(parts, ordered)``: the same for copies that differ only in form, and,
+    when not ordered, for the first part followed by the others in any order (a question and its options)."""
+    keys = iter(keys_of([p for parts, _ in contents for p in parts]))
+    out = []
+    for parts, ordered in contents:
+        mine = [next(keys).tobytes() for _ in parts]
+        if not ordered:
+            mine = mine[:1] + sorted(mine[1:])
+        out.append(hashlib.blake2b(b"\x00".join(mine), digest_size=8).hexdigest())
+    return out
+
+
 def content_key(parts: list[str] | tuple[str, ...], ordered: bool = True) -> str:
-    """A short identity of content: the same for copies that differ only in form, and, with ``ordered=False``,
-    for the first part followed by the others in any order (a question and its options)."""
-    keys = [text_keys(p).tobytes() for p in parts]
-    if not ordered:
-        keys = keys[:1] + sorted(keys[1:])
-    return hashlib.blake2b(b"\x00".join(keys), digest_size=8).hexdigest()
+    return content_keys([(parts, ordered)])[0]
