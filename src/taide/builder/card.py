@@ -200,7 +200,7 @@ def _decontamination(results: dict) -> list[str]:
     lines += ["", "處理結果：" + "；".join(done) + "。"
               + (f"另有 {short:,} 題過短而無法比對。" if short else "")
               + "詳細清單見 " + "、".join(f"`{REPORTS[stage]}`" for stage in checks) + "。"
-              "未列於上表的考試（例如 TMMLU+、TMLU）沒有比對過；要發表這些考試的分數，請先以 `taide data clean --decontaminate` "
+              "未列於上表的考試沒有比對過；要發表這類考試的分數，請先以 `taide data clean --decontaminate` "
               "比對訓練資料，再以 `taide eval mc --seen` 分開計算見過與未見過題目的正確率。", ""]
     return lines
 
