@@ -184,6 +184,15 @@ def test_workers_and_ray_get_the_drivers_index(tmp_path, exam, monkeypatch):
     assert on_ray == local and (tmp_path / "ray/part-00000.jsonl").read_text() == (tmp_path / "one/part-00000.jsonl").read_text()
 
 
+def test_a_yaml_entry_tunes_the_stage_and_the_flag_names_the_data(tmp_path, exam):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("pipeline:\n  - normalize\n  - {stage: decontaminate, action: tag, enabled: false}\n"
+                      "  - exact_dedup\n", encoding="utf-8")
+    report = clean([_corpus(tmp_path / "c.jsonl")], tmp_path / "out", config=config, decontaminate=[exam], workers=1)
+    assert list(report["stages"]) == ["normalize", "decontaminate", "exact_dedup"]
+    assert report["decontamination"]["tagged"] == 2 and report["kept"] == 4
+
+
 def test_changed_evaluation_data_is_not_mixed_with_an_earlier_run(tmp_path, exam):
     src = _corpus(tmp_path / "corpus.jsonl")
     first = clean([src], tmp_path / "out", decontaminate=[exam], workers=1)

@@ -39,10 +39,10 @@ def _entry_name(entry) -> str | None:
 
 def with_decontamination(config: list | None, benchmarks: list, action: str | None = None) -> list:
     """``config`` (None: the default pipeline) with the decontaminate stage checking ``benchmarks``: its entry,
-    when the configuration has one, gets them (and ``action``, when given); otherwise one is added before the
-    first dedup stage."""
+    when the configuration has one, gets them (and ``action``, when given) and is switched on; otherwise one is
+    added before the first dedup stage."""
     entries = [dict(e) if isinstance(e, dict) else e for e in (DEFAULT_PIPELINE if config is None else config)]
-    settings = {"benchmarks": [str(b) for b in benchmarks], **({"action": action} if action else {})}
+    settings = {"benchmarks": [str(b) for b in benchmarks], "enabled": True, **({"action": action} if action else {})}
     for i, entry in enumerate(entries):
         if _entry_name(entry) == Decontaminate.name:
             entries[i] = {**({"stage": entry} if isinstance(entry, str) else entry), **settings}
