@@ -82,6 +82,9 @@ def test_every_evaluation_format_is_read(tmp_path):
     assert any("zh2en.jsonl:2" in p for p in got.problems)  # a bad row is named, not skipped silently
     with pytest.raises(Exception, match="no such file"):
         read_eval_items([tmp_path / "missing"])
+    # One folder holding several benchmarks: each named after its subfolder.
+    together = read_eval_items([tmp_path])
+    assert {i.benchmark for i in together.items} == {"taide-bench", tmp_path.name}
 
 
 def test_copies_are_found_in_any_form_and_boilerplate_is_not(exam):

@@ -377,7 +377,8 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                                     "success; by default they are deleted.")] = False,
                decontaminate: Annotated[Optional[list[Path]], typer.Option("--decontaminate", help="Evaluation data "
                                         "the output must not hold: exam files or folders (any format `taide eval mc` "
-                                        "reads), taide-bench, any JSONL of prompts; repeatable.")] = None,
+                                        "reads), taide-bench, any JSONL of prompts; repeat the flag for each (a "
+                                        "folder of several benchmarks names each after its subfolder).")] = None,
                decontaminate_action: Annotated[Optional[str], typer.Option("--decontaminate-action", help="What to do "
                                                "with a document that holds an evaluation item: drop (default), cut "
                                                "the item out, or tag the record and keep it.")] = None):

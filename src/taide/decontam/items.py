@@ -8,7 +8,8 @@
   has leaked that answer.
 
 An item's benchmark is the name of the path it was given under (``data/tmmluplus`` → tmmluplus, ``TTQA_mc.json``
-→ TTQA_mc); its subject is the exam's subject or the file's name (a bench task).
+→ TTQA_mc), or of the subfolder it lies in when the folder given holds several (``data/eval`` with ``tmmluplus/``,
+``tmlu/``, ``ttqa/``); its subject is the exam's subject or the file's name (a bench task).
 """
 
 from __future__ import annotations
@@ -53,10 +54,17 @@ class EvalSet:
     files: dict[str, str] = field(default_factory=dict)  # file -> the format it was read as
 
 
-def benchmark_name(path: Path) -> str:
+def benchmark_names(given: Path, files: list[Path]) -> list[str]:
+    """The benchmark of each file found under the path ``given``: the path's name (a file's without its split suffix:
+    TTQA_mc.json → TTQA_mc), or, for a folder whose files lie in several places (data/eval holding tmmluplus/, tmlu/,
+    ttqa/), the subfolder each file lies in (files of the folder itself: the folder's name)."""
     from taide.eval.mc import subject_name
 
-    return path.name if path.is_dir() else subject_name(path)
+    if not given.is_dir():
+        return [subject_name(given)] * len(files)
+    parts = [f.relative_to(given).parts for f in files]
+    several = len({p[0] if len(p) > 1 else None for p in parts}) > 1  # subfolders, and files of its own
+    return [p[0] if several and len(p) > 1 else given.name for p in parts]
 
 
 def _is_exam_jsonl(path: Path) -> bool:
@@ -112,8 +120,8 @@ def read_eval_items(paths) -> EvalSet:
     out = EvalSet()
     for given in [paths] if isinstance(paths, (str, Path)) else paths:
         given = Path(given)
-        benchmark = benchmark_name(given)
-        for path in find_exam_files(given):
+        files = find_exam_files(given)
+        for path, benchmark in zip(files, benchmark_names(given, files)):
             try:
                 if path.name.endswith(".jsonl") and not _is_exam_jsonl(path):
                     out.files[str(path)] = "prompt records (JSONL)"
