@@ -413,11 +413,13 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
 
 def _print_decontamination(found: dict, where: Path) -> None:
     """One line per benchmark: items checked, too short to check, found; then what happened to the texts."""
+    from taide.decontam.report import counted
+
     for name, b in found["benchmarks"].items():
         short = f", {b['too_short']} too short to check" if b["too_short"] else ""
         out.print(f"decontamination: {name}: {b['checked']} of {b['items']} items checked{short}; "
-                  f"{b['found']} found in {b['documents']} {found['what']}")
-    out.print(f"decontamination: {found['documents']} {found['what']} held evaluation items: {found['removed']} removed, "
+                  f"{b['found']} found in {counted(b['documents'], found['what'])}")
+    out.print(f"decontamination: {counted(found['documents'], found['what'])} held evaluation items: {found['removed']} removed, "
               f"{found['cut']} cut, {found['tagged']} tagged (which, where: {where / 'decontamination.md'})")
     if found.get("unreadable_rows"):
         err.print(f"[yellow]decontamination: {found['unreadable_rows']} evaluation rows could not be read "

@@ -82,6 +82,11 @@ def summary(report: dict) -> dict:
                            for name, b in report["benchmarks"].items()}}
 
 
+def counted(n: int, things: str) -> str:
+    """``1 document``, ``2 documents``."""
+    return f"{n:,} {things[:-1] if n == 1 else things}"
+
+
 def write_report(directory: str | Path, report: dict) -> dict[str, Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -94,7 +99,7 @@ def write_report(directory: str | Path, report: dict) -> dict[str, Path]:
              f"punctuation and whitespace left out, options in any order; an item is found where at least "
              f"{s['threshold']:.0%} of its n-grams' weight is (an n-gram shared by k items weighs 1/k; "
              f"{s['boilerplate_ngrams']:,} shared by more than {s['max_df']} items are left out).", "",
-             f"{report['documents']:,} {what} held evaluation items: {report['removed']:,} removed, {report['cut']:,} "
+             f"{counted(report['documents'], what)} held evaluation items: {report['removed']:,} removed, {report['cut']:,} "
              f"cut, {report['tagged']:,} tagged and kept.", "",
              f"| benchmark | subject | items | checked | too short to check | found | {what} |",
              "|---|---|---:|---:|---:|---:|---:|"]
@@ -108,7 +113,7 @@ def write_report(directory: str | Path, report: dict) -> dict[str, Path]:
         lines += ["", "## Items found", ""]
         for f in report["found"]:
             docs = f["documents"]
-            lines.append(f"- **{f['item']}** ({f['source']}): {len(docs)} {what}")
+            lines.append(f"- **{f['item']}** ({f['source']}): {counted(len(docs), what)}")
             for d in docs[:LISTED_PER_ITEM]:
                 quoted = "; ".join(" ".join(t.split())[:80] for t in d["text"][:1])
                 lines.append(f"  - `{d['id']}` ({d['source']}, {d['share']:.0%} of its n-grams, {d['action']})"
