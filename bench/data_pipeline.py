@@ -13,12 +13,16 @@ directory, rounds interleaved so drift in machine speed hits them alike, best of
   space-separated clauses, so it gets a character tokenizer (5 "words" = 5 characters) and no text
   simplification, and xxhash64 of the UTF-8 bytes (datatrove 0.10.1 hands xxhash 4 a str, which it
   refuses);
-- datatrove end to end: time A + time B on the same input, with the same number of tasks.
+- datatrove end to end: time A + time B on the same input, with the same number of tasks;
+- with decontamination (unless ``--no-decontaminate``): taide's ``clean(..., decontaminate=EVAL)`` against
+  datatrove A with its ``NGramsDecontFilter`` after the length filter (its index holds the same evaluation items'
+  character n-grams, part by part, at taide's n-gram length; written as its indexer writes it), + B. EVAL: the
+  TMMLU questions of ../shared and the taide-bench sample and Taiwan prompts that ship with taide.
 
 Both write uncompressed JSONL. MB/s is uncompressed input bytes (10^6) over wall seconds, from the call to
 its return (worker start-up included, interpreter start-up and imports of the calling process not).
 
-    .venv/bin/python -m bench.data_pipeline [--runs 3] [--no-datatrove] [--cprofile] [--no-write]
+    .venv/bin/python -m bench.data_pipeline [--runs 3] [--no-datatrove] [--no-decontaminate] [--cprofile] [--no-write]
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ from bench.report import write_section
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "tw-laws" / "laws-zh.jsonl.gz"
 WORKDIR = Path("/tmp/bench-data/data_pipeline")
+PACKAGE = ROOT / "src" / "taide"
+EVAL = [p for p in (ROOT.parent / "shared" / "data" / "tmmlu", PACKAGE / "eval/data/taide-bench",
+                    PACKAGE / "eval/data/taiwan-prompts.jsonl") if p.exists()]
 SHARDS = 4
 MIN_CHARS = 50
 
@@ -72,11 +79,11 @@ def make_shards(corpus: Path, directory: Path, count: int) -> tuple[list[Path], 
 
 # --- contenders (each runs in a process of its own: ``--worker``) -----------------------------------
 
-def run_taide(shards: list[Path], out: Path, workers: int) -> dict:
+def run_taide(shards: list[Path], out: Path, workers: int, decontaminate: list[Path] | None = None) -> dict:
     from taide.data import clean
 
     started = time.perf_counter()
-    report = clean([str(p) for p in shards], str(out), workers=workers)
+    report = clean([str(p) for p in shards], str(out), workers=workers, decontaminate=decontaminate)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "read": report["read"], "kept": report["kept"], "removed": report["removed"],
             "unreadable": report["unreadable"], "stages": report["stages"]}
@@ -101,7 +108,7 @@ def _length_filter(doc) -> bool:
     return len(doc.text) >= MIN_CHARS
 
 
-def run_datatrove_a(shards: list[Path], out: Path, tasks: int) -> dict:
+def run_datatrove_a(shards: list[Path], out: Path, tasks: int, decont_index: Path | None = None) -> dict:
     from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.filters import LambdaFilter
     from datatrove.pipeline.formatters import FTFYFormatter, PIIFormatter
@@ -109,8 +116,14 @@ def run_datatrove_a(shards: list[Path], out: Path, tasks: int) -> dict:
     from datatrove.pipeline.writers import JsonlWriter
 
     _quiet_datatrove()
+    decont = []
+    if decont_index is not None:
+        from bench.decontamination import datatrove_filter
+        from taide.decontam.index import NGRAM
+
+        decont = [datatrove_filter(None, NGRAM, decont_index)]
     pipeline = [JsonlReader(str(shards[0].parent)), PIIFormatter(), FTFYFormatter(), LambdaFilter(_length_filter),
-                JsonlWriter(str(out / "output"), compression=None)]
+                *decont, JsonlWriter(str(out / "output"), compression=None)]
     executor = LocalPipelineExecutor(pipeline, tasks=tasks, workers=tasks, logging_dir=str(out / "logs"),
                                      start_method=START)
     started = time.perf_counter()
@@ -177,14 +190,15 @@ def run_datatrove_b(shards: list[Path], out: Path, tasks: int) -> dict:
             "bands": config.num_buckets, "rows": config.hashes_per_bucket}
 
 
-def profile_taide(corpus: Path, limit: int) -> dict:
-    """Each step of the default pipeline timed on its own, in one process, over the corpus (or its first
-    ``limit`` documents), in the order ``process_batch`` runs them."""
+def profile_taide(corpus: Path, limit: int, decontaminate: list[Path] | None = None) -> dict:
+    """Each step of the default pipeline (with the decontaminate stage, given evaluation data) timed on its own, in
+    one process, over the corpus (or its first ``limit`` documents), in the order ``process_batch`` runs them."""
     from taide.data.base import DedupStage, Document
-    from taide.data.pipeline import DEFAULT_PIPELINE, build_pipeline
+    from taide.data.pipeline import build_pipeline, with_decontamination
     from taide.data.readers import Unreadable, read_raw, to_document
 
-    stages = build_pipeline(None)
+    config = with_decontamination(None, decontaminate) if decontaminate else None
+    stages = build_pipeline(config)
     per_doc = [s for s in stages if not isinstance(s, DedupStage)]
     dedup = [s for s in stages if isinstance(s, DedupStage)]
     seconds: Counter = Counter()
@@ -253,7 +267,7 @@ def profile_taide(corpus: Path, limit: int) -> dict:
              *[f"{s.name} decision" for s in dedup]]
     rows = [{"step": name, "where": where.get(name, "worker"), "seconds": seconds[name], "docs": docs_in[name],
              "bytes": bytes_in[name]} for name in order]
-    return {"rows": rows, "pipeline": DEFAULT_PIPELINE, "docs": len(raws)}
+    return {"rows": rows, "pipeline": [s.name for s in stages], "docs": len(raws)}
 
 
 def cprofile_taide(shards: list[Path], out: Path, top: int) -> dict:
@@ -276,12 +290,18 @@ def cprofile_taide(shards: list[Path], out: Path, top: int) -> dict:
 def worker(kind: str, shards: list[Path], out: Path, n: int) -> None:
     if kind == "taide":
         result = run_taide(shards, out, n)
+    elif kind == "taide+decont":
+        result = run_taide(shards, out, n, EVAL)
     elif kind == "datatrove-a":
         result = run_datatrove_a(shards, out, n)
+    elif kind == "datatrove-a+decont":
+        result = run_datatrove_a(shards, out, n, shards[0].parent.parent / "datatrove-index")
     elif kind == "datatrove-b":
         result = run_datatrove_b(shards, out, n)
     elif kind == "profile":
         result = profile_taide(shards[0], n)
+    elif kind == "profile+decont":
+        result = profile_taide(shards[0], n, EVAL)
     elif kind == "cprofile":
         result = cprofile_taide(shards, out, n)
     else:
@@ -371,6 +391,7 @@ def main(argv=None) -> int:
     parser.add_argument("--retries", type=int, default=4, help="repeats of a run that others disturbed")
     parser.add_argument("--cprofile", action="store_true", help="also print cProfile's top functions (1 worker)")
     parser.add_argument("--no-datatrove", action="store_true")
+    parser.add_argument("--no-decontaminate", action="store_true", help="leave out the runs with decontamination")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
@@ -402,9 +423,18 @@ def main(argv=None) -> int:
     print(f"{docs:,} laws, {megabytes:.1f} MB uncompressed, cut into {len(shards)} shards under {args.workdir}")
     runs = args.workdir / "runs"
     cores = args.workers
-    contenders = [("taide", 1), ("taide", cores)]
+    decont = not args.no_decontaminate and bool(EVAL)
+    contenders = [("taide", 1), ("taide", cores)] + ([("taide+decont", 1), ("taide+decont", cores)] if decont else [])
     if datatrove:
         contenders += [("datatrove-a", 1), ("datatrove-a", cores), ("datatrove-b", 1), ("datatrove-b", cores)]
+    if datatrove and decont:
+        from bench.decontamination import datatrove_hashes, write_datatrove_index
+        from taide.decontam.index import NGRAM
+        from taide.decontam.items import read_eval_items
+
+        eval_items = read_eval_items(EVAL).items
+        write_datatrove_index(datatrove_hashes(eval_items, NGRAM), args.workdir / "datatrove-index")
+        contenders += [("datatrove-a+decont", 1), ("datatrove-a+decont", cores)]
     results: dict[tuple[str, int], list[dict]] = {c: [] for c in contenders}
     for r in range(args.runs):
         print(f"round {r + 1}/{args.runs} (load {os.getloadavg()[0]:.2f})", flush=True)
@@ -422,9 +452,10 @@ def main(argv=None) -> int:
     secs = {c: b["seconds"] for c, b in best.items()}
     median = {c: statistics.median(x["seconds"] for x in rs) for c, rs in results.items()}
     for n in (1, cores):
-        if datatrove:
-            secs[("datatrove-e2e", n)] = secs[("datatrove-a", n)] + secs[("datatrove-b", n)]
-            median[("datatrove-e2e", n)] = median[("datatrove-a", n)] + median[("datatrove-b", n)]
+        for a, e2e in (("datatrove-a", "datatrove-e2e"), ("datatrove-a+decont", "datatrove-e2e+decont")):
+            if (a, n) in secs:
+                secs[(e2e, n)] = secs[(a, n)] + secs[("datatrove-b", n)]
+                median[(e2e, n)] = median[(a, n)] + median[("datatrove-b", n)]
 
     # what the default pipeline removed
     report = best[("taide", cores)]
@@ -443,8 +474,8 @@ def main(argv=None) -> int:
     inside = sum(v for k, v in report["removed"].items() if k.split(":", 1)[0] in dedup_names)
 
     # profile
-    profile = measured("profile", [args.corpus], None, args.profile_docs, args.max_busy, args.patience,
-                       args.retries)
+    profile = measured("profile+decont" if decont else "profile", [args.corpus], None, args.profile_docs,
+                       args.max_busy, args.patience, args.retries)
     prof_total = sum(row["seconds"] for row in profile["rows"])
     cprof = in_subprocess("cprofile", shards, runs / "cprofile", 30)["text"] if args.cprofile else None
 
@@ -452,15 +483,18 @@ def main(argv=None) -> int:
     def row(label, key, n):
         s = secs[key]
         mbs, dps = megabytes / s, docs / s
-        anchor = secs.get(("datatrove-e2e", n))
+        anchor = secs.get(("datatrove-e2e+decont" if "decont" in key[0] else "datatrove-e2e", n))
         ratio = f"{anchor / s:.2f}×" if anchor else "n/a"
         return (f"| {label} | {n} | {s:.2f} ({median[key]:.2f}) | {mbs:.1f} | {dps:,.0f} | {ratio} |")
 
     pipeline_names = " → ".join(s.name for s in stages)
-    table = ["| pipeline | workers / tasks | seconds: best (median) | MB/s | docs/s | vs datatrove A + B, same cores |",
-             "|---|---:|---:|---:|---:|---:|"]
+    table = ["| pipeline | workers / tasks | seconds: best (median) | MB/s | docs/s | vs datatrove A + B (with its "
+             "decontamination when ours is on), same cores |", "|---|---:|---:|---:|---:|---:|"]
     for n in (1, cores):
         table.append(row("taide `clean`, default pipeline", ("taide", n), n))
+    if decont:
+        for n in (1, cores):
+            table.append(row("taide `clean --decontaminate EVAL`", ("taide+decont", n), n))
     if datatrove:
         for n in (1, cores):
             table.append(row("datatrove A: read → PII → ftfy → length ≥ 50 → write", ("datatrove-a", n), n))
@@ -468,6 +502,12 @@ def main(argv=None) -> int:
             table.append(row("datatrove B: MinHash, char 5-grams, 14 × 8 (4 stages)", ("datatrove-b", n), n))
         for n in (1, cores):
             table.append(row("**datatrove end to end (A + B)**", ("datatrove-e2e", n), n))
+    if datatrove and decont:
+        for n in (1, cores):
+            table.append(row("datatrove A with `NGramsDecontFilter` before the writer", ("datatrove-a+decont", n), n))
+        for n in (1, cores):
+            table.append(row("**datatrove end to end with decontamination (A + decont, B)**",
+                             ("datatrove-e2e+decont", n), n))
     headline = ""
     if datatrove:
         ratio_all = secs[("datatrove-e2e", cores)] / secs[("taide", cores)]
@@ -482,6 +522,20 @@ def main(argv=None) -> int:
         kept_a, kept_b = best[("datatrove-a", cores)]["kept"], best[("datatrove-b", cores)]["kept"]
         headline += (f" Documents removed: datatrove A {docs - kept_a:,}, datatrove B {docs - kept_b:,}; "
                      f"taide {read - report['kept']:,}.")
+    if decont:
+        on = best[("taide+decont", cores)]
+        headline += (f"\n\nWith the decontaminate stage on (against {len(EVAL)} evaluation sets: "
+                     f"{', '.join(p.name for p in EVAL)}): taide {secs[('taide+decont', cores)]:.2f} s on {cores} cores, "
+                     f"{secs[('taide+decont', cores)] / secs[('taide', cores)] - 1:+.1%} against the default pipeline; it "
+                     f"removed {on['removed'].get('decontaminate:contaminated', 0):,} laws.")
+        if datatrove:
+            with_dt = secs[("datatrove-e2e+decont", cores)] / secs[("taide+decont", cores)]
+            without = secs[("datatrove-e2e", cores)] / secs[("taide+decont", cores)]
+            dropped = docs - best[("datatrove-a+decont", cores)]["kept"]
+            headline += (f" **taide with decontamination / datatrove end to end with its decontamination, all {cores} "
+                         f"cores: {with_dt:.2f}×** (goal ≥ 3×); against datatrove without any: {without:.2f}×. "
+                         f"datatrove's filter (any one n-gram of an item, the same character {NGRAM}-grams) removed "
+                         f"{dropped - (docs - kept_a):,} laws.")
 
     removals = ["| removed by | reason | documents | share of read |", "|---|---|---:|---:|"]
     for key, v in removed_rows:
@@ -506,9 +560,10 @@ def main(argv=None) -> int:
                 f"{megabytes / prof_total:.1f} |")
     rest = ""
     if not args.profile_docs or args.profile_docs >= docs:
-        left = secs[("taide", 1)] - prof_total
-        rest = (f" The 1-worker `clean` took {secs[('taide', 1)]:.2f} s: {left:.2f} s "
-                f"({100 * left / secs[('taide', 1)]:.0f}%) beyond these steps goes to the driver's batching, "
+        profiled = ("taide+decont", 1) if decont else ("taide", 1)
+        left = secs[profiled] - prof_total
+        rest = (f" The 1-worker `clean` took {secs[profiled]:.2f} s: {left:.2f} s "
+                f"({100 * left / secs[profiled]:.0f}%) beyond these steps goes to the driver's batching, "
                 f"saving batches under `.work/` (JSONL + npz), reading them back and writing the shards.")
 
     reproduce = f".venv/bin/python -m bench.data_pipeline --runs {args.runs}"
@@ -541,7 +596,9 @@ def main(argv=None) -> int:
         "",
         *stage_counts,
         "",
-        f"Where taide's time goes: each step of the default pipeline timed on its own in one process over "
+        f"Where taide's time goes: each step of the default pipeline"
+        + (" with the decontaminate stage (the same evaluation sets)" if decont else "")
+        + f" timed on its own in one process over "
         f"{profile['docs']:,} documents, in `process_batch`'s order (a step sees the documents the steps "
         f"before it kept).{rest}",
         "",

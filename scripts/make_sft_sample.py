@@ -37,7 +37,7 @@ OUT = ROOT / "src" / "taide" / "train" / "data" / "sft-sample.jsonl"
 # Evaluation data that must stay out of training: the taide-bench sample, the build's held-out translation
 # pairs and the Taiwan-usage prompts (scripts/make_taiwan_prompts.py). Validation rejects a turn close to them.
 HELDOUT = [ROOT / "src" / "taide" / "eval" / "data" / "taide-bench",
-           ROOT / "src" / "taide" / "build" / "data" / "heldout-pairs.jsonl",
+           ROOT / "src" / "taide" / "builder" / "data" / "heldout-pairs.jsonl",
            ROOT / "src" / "taide" / "eval" / "data" / "taiwan-prompts.jsonl"]
 MAX_SIMILARITY = 0.4  # Jaccard of character bigrams + English words (see features)
 
@@ -2343,6 +2343,26 @@ def heldout_texts() -> list[tuple[str, str]]:
     return out
 
 
+def _decontamination(conversations: list[tuple[str, list[dict]]]) -> tuple[list[str], int] | None:
+    """taide's own check (taide.decontam, what `taide train sft --decontaminate` runs) of every conversation against
+    the evaluation data in HELDOUT: (one error per conversation that holds an evaluation item, items checked), or None
+    when taide cannot be imported. The similarity check above finds close paraphrases; this one finds copies in any
+    form (re-punctuated, Simplified, reordered), the way the product finds them in users' data."""
+    try:
+        from taide.decontam.index import EvalIndex
+        from taide.decontam.items import read_eval_items
+    except ImportError:
+        return None
+    index = EvalIndex(read_eval_items([p for p in HELDOUT if p.exists()]).items)
+    errors = []
+    for where, messages in conversations:
+        text = "\n".join(m["content"] for m in messages if m.get("role") != "system")
+        for hit in index.search(text):
+            label = index.items[index.entry_items[hit.entry][0]].label
+            errors.append(f"{where}: holds evaluation item {label} ({hit.share:.0%} of its n-grams)")
+    return errors, int(index.checkable.sum())
+
+
 def _fidelity():
     """taide.eval.fidelity.fidelity when the taide package can be imported (run with the venv), else None. It is
     a second opinion on the short_translate answers (detected language, OpenCC Simplified-only characters,
@@ -2432,6 +2452,7 @@ def validate(path: Path) -> int:
     heldout = [(where, features(text)) for where, text in heldout_texts()]
     closest = (0.0, "-", "-")
     seen_ids = set()
+    conversations: list[tuple[str, list[dict]]] = []
     lines = path.read_text(encoding="utf-8").splitlines()
     for n, line in enumerate(lines, 1):
         where = f"{path.name}:{n}"
@@ -2444,6 +2465,7 @@ def validate(path: Path) -> int:
             errors.append(f"{where}: expected exactly the keys id, task, messages")
             continue
         rid, task, msgs = rec["id"], rec["task"], rec["messages"]
+        conversations.append((where, msgs if isinstance(msgs, list) else []))
         if rid in seen_ids:
             errors.append(f"{where}: duplicate id {rid}")
         seen_ids.add(rid)
@@ -2590,6 +2612,12 @@ def validate(path: Path) -> int:
                                                            if d == direction))
         print(f"  closest:        {near[1]} ~ {near[2]} {near[0]:.2f}")
     print(f"held-out:        {len(heldout)} evaluation texts; closest {closest[1]} ~ {closest[2]} {closest[0]:.2f}")
+    leaks = _decontamination(conversations)
+    if leaks is None:
+        print("decontamination: not checked (taide not importable)")
+    else:
+        errors += leaks[0]
+        print(f"decontamination: {leaks[1]} evaluation items checked (taide.decontam), {len(leaks[0])} found")
     for w in warnings:
         print("warning:", w)
     for e in errors:

@@ -51,11 +51,13 @@ def _tiny_recipe(tmp_path: Path, model_dir: Path, **changes) -> Path:
     texts = ["臺灣的夜市文化源遠流長，從士林到六合，各地攤商以小吃與人情味吸引遊客。" * 3,
              "颱風來襲前，中央氣象署提醒民眾做好防颱準備，並留意山區豪雨與土石流。" * 3,
              "捷運新路線通車後，通勤時間縮短，沿線商圈也帶動了周邊的房地產市場。" * 3]
+    leak = "在台灣搭公車，要怎麼知道下一班車什麼時候來？"  # one of the Taiwan prompts the build is measured on
     corpus = _write_once(tmp_path / "raw.jsonl", "".join(
         json.dumps({"id": f"d{i}", "text": f"{i}號：" + texts[i % 3] + f"第{i}篇。"}, ensure_ascii=False) + "\n"
-        for i in range(40)))
+        for i in range(40)) + json.dumps({"id": "leak", "text": "網友發問：" + leak + "大家推薦用公車動態系統，"
+                                          "站牌上的電子看板和手機程式都能查到。"}, ensure_ascii=False) + "\n")
     sft = _write_once(tmp_path / "sft.jsonl", "".join(
-        json.dumps({"messages": [{"role": "user", "content": f"請介紹第{i}個景點。"},
+        json.dumps({"messages": [{"role": "user", "content": f"請介紹第{i}個景點。" if i != 5 else leak},
                                  {"role": "assistant", "content": f"第{i}個景點在花蓮，風景優美。"}]}, ensure_ascii=False)
         + "\n" for i in range(24)))
     pairs = _write_once(tmp_path / "pairs.jsonl", "".join(
@@ -86,6 +88,13 @@ def test_chain_skips_reruns_and_resumes(tmp_path, tiny_model_dir):
     for heading in ("## 模型簡介", "## 模型參數", "## 特色", "## 使用說明", "## 訓練方法", "## 訓練資料", "## 模型評測",
                     "## 免責聲明"):
         assert heading in card
+    # Neither the corpus nor the SFT set may hold what the build is measured on: the Taiwan prompt in each is left out.
+    results = first["results"]
+    assert results["data"]["decontamination"]["removed"] == 1 and results["data"]["removed"]["decontaminate:contaminated"] == 1
+    assert results["sft"]["decontamination"]["removed"] == 1
+    assert results["data"]["decontamination"]["benchmarks"]["taiwan-prompts"]["found"] == 1
+    assert "### 評測資料污染檢查" in card and "| taiwan-prompts | 40 | 40 | 1（1） | 1（1） |" in card
+    assert (tmp_path / "build/data/cleaned/decontamination.md").is_file() and (tmp_path / "build/sft/decontamination.md").is_file()
     proof = first["results"]["eval"]["proof"]
     assert proof["heldout_perplexity"]["rows"] > 0 and "within_noise" in proof["heldout_chrf"]
     manifest = json.loads((tmp_path / "build/cp/manifest.json").read_text())

@@ -281,6 +281,53 @@ def test_scam_news_that_quotes_a_contact_is_kept():
     assert isinstance(Inappropriate().process(doc(news)), Document)
 
 
+# Ads that speak like a news story: they name the police, reporters and stings to warn them off, or tell
+# time-wasters to stay away. Written for these tests.
+WARN_OFF_ADS = [
+    "高雄定點服務，環境隱密乾淨。妹妹都是兼職學生，清純可愛，保證本人，照片不符直接走人。"
+    "本工作室只接熟客介紹，警察勿擾、記者勿擾、釣魚勿擾，非誠勿擾。預約請加賴 sweet0809，當天約當天見。",
+    "想找人陪你嗎？同城交友，今晚就約，私密影片先看再決定。我們不怕警察也不怕記者報導，合法經營，依法納稅，非誠勿擾。",
+    "台中北屯新開幕，一對一服務，有人陪你聊天放鬆，學生妹與輕熟女輪班。員警、便衣請繞道，"
+    "釣魚的、同業的免問，非誠勿擾，謝謝配合。",
+    "Lonely tonight? Local girls in Taipei, discreet hotel visits, one-night stand or longer. "
+    "No cops, no reporters, no time wasters. Police: stay away, we know your tricks.",
+]
+# Texts that quote or discuss such lines, or the topic, and must stay.
+WARN_OFF_KEPT = [
+    "（記者林小華／高雄報導）警方昨天破獲一處應召站，查扣帳冊與保險套。業者在網路上刊登廣告，"
+    "標榜「警察勿擾、非誠勿擾」，要求客人先加LINE好友，再以暗語約定地點。警方表示，全案依違反"
+    "社會秩序維護法及妨害風化罪嫌移送地檢署偵辦，並呼籲民眾勿以身試法。",
+    "社會秩序維護法第八十條規定，從事性交易者，處新臺幣三萬元以下罰鍰。主管機關得依地方特性，"
+    "劃定性交易專區；在專區內從事性交易者，不適用前項規定。",
+    "衛生局提醒，性病防治的關鍵是安全性行為與定期篩檢。醫師表示，使用保險套可以大幅降低感染風險，"
+    "有疑慮的民眾可到各地衛生所匿名檢驗，不必擔心被通報警察或留下紀錄。",
+    "徵婚啟事：四十歲公務員，個性穩重，喜歡爬山與閱讀，希望認識願意共組家庭的對象，非誠勿擾。",
+    "這間老公寓的頂樓出租，近捷運站，適合上班族，限女性，房東自住一樓，非誠勿擾，看屋請先來電。",
+    IDENTITY_TEXT,
+]
+
+
+def test_ads_that_warn_off_the_police_are_still_ads():
+    stage = Inappropriate()
+    for text in WARN_OFF_ADS:
+        result = stage.process(doc(text))
+        assert isinstance(result, Rejected) and result.reason == "porn", (text, stage.scores(text))
+        assert "勿擾字句" in result.detail
+    for text in WARN_OFF_KEPT:
+        assert isinstance(stage.process(doc(text)), Document), (text, stage.scores(text))
+    # The warn-off lines are what decides: without them (contacts off) the first ad reads as a news story.
+    assert isinstance(Inappropriate(contacts=False).process(doc(WARN_OFF_ADS[1])), Document)
+
+
+def test_warn_off_lines_found_and_not_found():
+    warn = CONTACTS["勿擾字句"]
+    for found in ("警察勿擾", "警察、記者、釣魚勿擾", "員警、便衣請繞道", "條子退散", "非誠勿擾", "不怕臨檢", "謝絕警察",
+                  "No cops", "cops stay away"):
+        assert warn.search(found), found
+    for not_found in ("警察局", "請勿打擾", "記者會", "警方表示", "駕駛拒絕警察酒測", "no copies", "the police said"):
+        assert not warn.search(not_found), not_found
+
+
 # --- quality --------------------------------------------------------------------------------------
 
 ARTICLE = ("颱風凱米昨天從宜蘭登陸，中央氣象署表示，颱風中心今天清晨已從桃園出海，但外圍環流仍帶來豪雨。"

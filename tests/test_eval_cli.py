@@ -174,9 +174,13 @@ def test_mc_on_small_exams(tiny_model_dir, tmp_path):
     (tmp_path / "exams" / "math_test.csv").write_text(MC_CSV, encoding="utf-8")
     (tmp_path / "exams" / "subjects" / "地理" / "data.csv").write_text(TMMLU_CSV, encoding="utf-8")
     out = tmp_path / "out"
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "x", "text": "一篇與考題無關的文章。"}\n', encoding="utf-8")
     result = run("eval", "mc", str(tiny_model_dir), str(tmp_path / "exams"), "--engine", "transformers",
-                 "--limit-per-subject", "5", "--system", "none", "--runs", "2", "-o", str(out))
+                 "--limit-per-subject", "5", "--system", "none", "--runs", "2", "-o", str(out), "--seen", str(corpus))
     assert result.returncode == 0, result.stderr
+    # Questions this short cannot be told apart from ordinary text: all unchecked, and said so.
+    assert "in the training data?" in result.stdout and "unchecked: too short to check" in result.stdout
     assert "math" in result.stdout and "地理" in result.stdout and "overall (micro)" in result.stdout
     assert "predicted letters:" in result.stdout and "25.0%" in result.stdout  # chance
     assert "±" in result.stdout and "2 runs, options shuffled" in result.stdout

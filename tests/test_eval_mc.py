@@ -337,3 +337,33 @@ def test_shuffled_runs_report_mean_and_spread_and_follow_the_gold_option(tmp_pat
     one = run_mc(OracleOrLetter(gold, "答案：A"), data, method="generate")
     assert "spread" not in one and [r["gold"] for r in one["records"]][:3] == ["B", "A", "A"]  # runs=1: as published
     assert set(always_a["spread"]["categories"]) == {"Social Sciences", "地理", "歷史"}
+
+
+def test_seen_and_unseen_items_are_scored_apart(tmp_path):
+    """`taide eval mc --seen CORPUS`: items the training corpus holds are scored apart from those it does not, and
+    from those too short to check; the records say which is which."""
+    from taide.eval.commands import EvalMCConfig, run_eval_mc
+
+    write(tmp_path / "exam" / "公民_test.csv", "question,A,B,C,D,answer\n"
+          "依據我國現行制度，全民健康保險的主管機關為下列哪一個中央機關？,衛生福利部,勞動部,內政部,財政部,A\n"
+          "地方自治團體得依法制定自治條例，下列關於自治條例的敘述，何者最為正確？,經地方立法機關通過,由中央主管機關核定即可施行,"
+          "不得規定罰鍰,僅能規範行政機關內部事項,A\n"
+          "一年有幾個月？,十,十一,十二,十三,C\n")
+    corpus = write(tmp_path / "corpus.jsonl", json.dumps({"id": "leak", "text": "考古題：依據我國現行制度,全民健康保險的主管機關"
+                                                          "為下列哪一個中央機關?(A)財政部(B)衛生福利部(C)勞動部(D)內政部"},
+                                                         ensure_ascii=False) + "\n")
+
+    class Engine(FakeChatEngine):
+        def describe(self):
+            return {"model": "fake"}
+
+    engine = Engine({"全民健康保險": "答案：A", "自治條例": "答案：B", "一年": "答案：C"})
+    result = run_eval_mc(EvalMCConfig("fake", [tmp_path / "exam"], tmp_path / "out", seen=[corpus]), engine=engine)
+    groups = result.summary["seen"]["groups"]
+    assert (groups["seen"]["items"], groups["seen"]["overall"]["micro_accuracy"]) == (1, 1.0)
+    assert (groups["unseen"]["items"], groups["unseen"]["overall"]["micro_accuracy"]) == (1, 0.0)
+    assert groups["unchecked"]["items"] == 1 and result.summary["overall"]["n"] == 3
+    assert result.summary["seen"]["sources"][0]["kind"] == "corpus"
+    records = [json.loads(line) for line in result.files["records"].read_text(encoding="utf-8").splitlines()]
+    assert [r["seen"] for r in records] == ["seen", "unseen", "unchecked"]
+    assert json.loads(result.files["summary"].read_text())["seen"]["groups"]["unseen"]["overall"]["n"] == 1

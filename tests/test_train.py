@@ -510,3 +510,43 @@ def test_continued_pretraining_on_laws_lowers_heldout_perplexity(tmp_path):
     print(f"held-out perplexity {before:.2f} -> {after:.2f} in {result.steps} steps, {seconds:.0f} s")
     assert result.steps == 20
     assert after < 0.8 * before
+
+
+# ---- decontamination of the SFT set ---------------------------------------------------------------------------
+
+def test_sft_conversations_holding_evaluation_items_are_left_out(model_dir, tmp_path, capsys):
+    """`taide train sft --decontaminate EVAL`: a conversation whose user turn is an exam question (in Simplified, the
+    options reordered) or whose answer is a bench reference is left out and reported; tag keeps and reports it."""
+    exam = tmp_path / "exam" / "公民_test.csv"
+    exam.parent.mkdir()
+    exam.write_text("question,A,B,C,D,answer\n依據我國現行制度，全民健康保險的主管機關為下列哪一個中央機關？,衛生福利部,勞動部,"
+                    "內政部,財政部,A\n", encoding="utf-8")
+    bench = tmp_path / "zh2en.jsonl"
+    bench.write_text(json.dumps({"qid": "zh2en-9", "prompt": "請翻譯成英文。\n\n颱風即將來襲，市政府宣布明天停止上班上課。",
+                                 "reference": "A typhoon is approaching, so the city government has announced that "
+                                              "offices and schools will be closed tomorrow."}, ensure_ascii=False) + "\n")
+    records = [{"messages": [{"role": "user", "content": f"第{i}題：請用一句話介紹臺灣的第{i}個特色。"},
+                             {"role": "assistant", "content": ANSWER}]} for i in range(10)]
+    records.insert(3, {"messages": [{"role": "user", "content": "依据我国现行制度,全民健康保险的主管机关为下列哪一个中央机关?"
+                                                                "(A)内政部(B)卫生福利部(C)劳动部(D)财政部"},
+                                    {"role": "assistant", "content": "(B)"}]})
+    records.insert(7, {"messages": [{"role": "user", "content": "Translate the news headline for me."},
+                                    {"role": "assistant", "content": "A typhoon is approaching, so the city government "
+                                     "has announced that offices and schools will be closed tomorrow."}]})
+    data = write_jsonl(tmp_path / "sft.jsonl", records)
+    config = TrainConfig(mode="sft", model=str(model_dir), data=[str(data)], out=str(tmp_path / "drop"),
+                         holdout_fraction=0, decontaminate=[str(exam.parent), str(bench)], seq_len=256,
+                         global_batch_tokens=256)
+    assert len(_datasets(config).train.dataset.examples) == 10
+    report = json.loads((tmp_path / "drop" / "decontamination.json").read_text())
+    assert {f["item"]: [d["id"] for d in f["documents"]] for f in report["found"]} == {
+        "exam/公民/2": [f"{data}:4"], "zh2en/zh2en/zh2en-9:reference": [f"{data}:8"]}
+    assert report["what"] == "conversations" and report["removed"] == 2
+    assert "2 of 12 conversations held evaluation items (2 left out" in capsys.readouterr().err
+    tagged = dataclasses.replace(config, out=str(tmp_path / "tag"), decontaminate_action="tag")
+    assert len(_datasets(tagged).train.dataset.examples) == 12
+    assert len(json.loads((tmp_path / "tag" / "decontamination.json").read_text())["seen_keys"]) == 2
+    with pytest.raises(TrainError, match="taide data clean"):
+        TrainConfig(mode="cp", model="m", data=["d"], out="o", decontaminate=[str(exam)])
+    with pytest.raises(TrainError, match="not drop or tag"):
+        TrainConfig(mode="sft", model="m", data=["d"], out="o", decontaminate=[str(exam)], decontaminate_action="cut")

@@ -389,13 +389,22 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                output_format: Annotated[str, typer.Option("--format", help="jsonl or parquet shards.")] = "jsonl",
                shard_docs: Annotated[int, typer.Option("--shard-docs", min=1, help="Documents per output shard.")] = 100_000,
                keep_work: Annotated[bool, typer.Option("--keep-work", help="Keep the batch files (OUT/.work/) after "
-                                    "success; by default they are deleted.")] = False):
+                                    "success; by default they are deleted.")] = False,
+               decontaminate: Annotated[Optional[list[Path]], typer.Option("--decontaminate", help="Evaluation data "
+                                        "the output must not hold: exam files or folders (any format `taide eval mc` "
+                                        "reads), taide-bench, any JSONL of prompts; repeat the flag for each (a "
+                                        "folder of several benchmarks names each after its subfolder).")] = None,
+               decontaminate_action: Annotated[Optional[str], typer.Option("--decontaminate-action", help="What to do "
+                                               "with a document that holds an evaluation item: drop (default), cut "
+                                               "the item out, or tag the record and keep it.")] = None):
     """Clean a corpus the card's way: HTML to text, mojibake repair, character normalization, Simplified
-    to Taiwan Traditional, layout line breaks, PII, gambling/porn spam, quality, exact and near dedup.
+    to Taiwan Traditional, layout line breaks, PII, gambling/porn spam, quality, exact and near dedup; with
+    --decontaminate, also no exam question or bench prompt of the given evaluation data (copies re-punctuated,
+    in Simplified or with the options reordered included; decontamination.md says what was found where).
     Every input record is accounted for in stats.md. Killed? Run the same command again: it resumes.
     Done? Running it again returns the report at once.
 
-    Example: `taide data clean laws.jsonl.gz pages/ -o cleaned/ --keep-rejected cleaned/rejected`
+    Example: `taide data clean laws.jsonl.gz pages/ -o cleaned/ --keep-rejected cleaned/rejected --decontaminate data/tmmluplus`
     """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -407,11 +416,29 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
             config = CleanConfig(inputs=inputs, out_dir=out_dir, config=config, text_field=text_field,
                                  keep_rejected=keep_rejected, workers=workers, executor=executor,
                                  ray_address=ray_address, format=output_format, shard_docs=shard_docs,
-                                 keep_work=keep_work)
+                                 keep_work=keep_work, decontaminate=decontaminate,
+                                 decontaminate_action=decontaminate_action)
             report = run_clean(config, on_progress=lambda n: progress.update(bar, description=f"{n} documents cleaned"))
         removed = sum(report["removed"].values())
         out.print(f"{report['read']} read = {report['kept']} kept + {removed} removed + {report['unreadable']} "
                   f"unreadable → {out_dir} (accounting per stage and source in stats.md)")
+        if "decontamination" in report:
+            _print_decontamination(report["decontamination"], out_dir)
+
+
+def _print_decontamination(found: dict, where: Path) -> None:
+    """One line per benchmark: items checked, too short to check, found; then what happened to the texts."""
+    from taide.decontam.report import counted
+
+    for name, b in found["benchmarks"].items():
+        short = f", {b['too_short']} too short to check" if b["too_short"] else ""
+        out.print(f"decontamination: {name}: {b['checked']} of {b['items']} items checked{short}; "
+                  f"{b['found']} found in {counted(b['documents'], found['what'])}")
+    out.print(f"decontamination: {counted(found['documents'], found['what'])} held evaluation items: {found['removed']} removed, "
+              f"{found['cut']} cut, {found['tagged']} tagged (which, where: {where / 'decontamination.md'})")
+    if found.get("unreadable_rows"):
+        err.print(f"[yellow]decontamination: {found['unreadable_rows']} evaluation rows could not be read "
+                  f"(listed in decontamination.md)[/]")
 
 
 train_app = typer.Typer(help="Continued pretraining and instruction tuning with the card's recipe.",
@@ -428,7 +455,7 @@ Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; i
 
 def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs, max_steps,
            lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume,
-           on_bad_record=None, chat_date=None):
+           on_bad_record=None, chat_date=None, decontaminate=None, decontaminate_action=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from taide.train import load_recipe, train
@@ -450,7 +477,9 @@ def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens
                              epochs=epochs, max_steps=max_steps, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
                              eval_every=eval_every, checkpoint_every=checkpoint_every, lora=lora,
                              activation_checkpointing=activation_checkpointing or None, seed=seed,
-                             on_bad_record=on_bad_record, chat_date=chat_date)
+                             on_bad_record=on_bad_record, chat_date=chat_date,
+                             decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
+                             decontaminate_action=decontaminate_action)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                       TimeRemainingColumn(), console=err) as progress:
             bar = progress.add_task(f"train {mode}", total=None, info="loading")
@@ -498,10 +527,17 @@ def _train_command(mode: str, example: str, defaults: str):
                                          "cannot be used (each named on screen and in OUT/bad_records.txt): auto "
                                          "(leave out up to 1%, refuse more; the default), skip, or error.")] = None,
                 chat_date: Annotated[Optional[str], typer.Option("--chat-date", help="YYYY-MM-DD that a dated chat "
-                                     "template (Llama 3.1+: \"Today Date\") renders; default: today.")] = None):
+                                     "template (Llama 3.1+: \"Today Date\") renders; default: today.")] = None,
+                decontaminate: Annotated[Optional[list[Path]], typer.Option("--decontaminate", help="SFT: evaluation "
+                                         "data no conversation may hold (exam files or folders, taide-bench, JSONL "
+                                         "of prompts); repeatable. Report: OUT/decontamination.md.")] = None,
+                decontaminate_action: Annotated[Optional[str], typer.Option("--decontaminate-action",
+                                                help="SFT: drop such conversations (default) or tag them (reported, "
+                                                "still trained on).")] = None):
         _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs,
                max_steps, lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing,
-               seed, "if_any" if resume_if_any else resume, on_bad_record, chat_date)
+               seed, "if_any" if resume_if_any else resume, on_bad_record, chat_date, decontaminate,
+               decontaminate_action)
 
     command.__doc__ = (f"{defaults}\n\nRuns as one process, or under torchrun on many GPUs/nodes (FSDP2). Writes an "
                        f"HF directory (OUT/model), checkpoints, metrics.jsonl, TensorBoard logs and loss.png.\n\n"
@@ -652,7 +688,11 @@ def eval_mc(model: Model,
             method: Annotated[str, typer.Option("--method", help="auto (log-likelihood when the engine can score, "
                               "else generation), loglikelihood, or generate.")] = "auto",
             engine: EngineOpt = "auto", system: System = "auto", api_key: ApiKey = None, n_ctx: NCtx = None,
-            max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length when generating.")] = 32):
+            max_tokens: Annotated[int, typer.Option("--max-tokens", help="Answer length when generating.")] = 32,
+            seen: Annotated[Optional[list[Path]], typer.Option("--seen", help="The model's training data: a corpus "
+                            "(files or folders, searched for the exam items) or a decontamination report (its "
+                            "decontamination.json, or the folder holding it); repeatable. Accuracy is then given "
+                            "apart for items the training data held and items it did not.")] = None):
     """Multiple-choice exams (TMMLU, TMMLU+, TMLU, TTQA, TW Legal): accuracy per subject, per category and
     overall, beside chance and beside the published leaderboard figures of the card's model.
 
@@ -661,6 +701,9 @@ def eval_mc(model: Model,
     picks one). `--runs 3` shuffles the options in each run and reports mean ± std. `--system none` sends no
     system prompt. A local model is scored on the transformers engine unless `--engine` says otherwise (a GGUF
     through its dequantized copy): reading exam prompts is its strength on a CPU.
+
+    `--seen` splits the accuracy into items the training data held (seen), items checked and not found (unseen:
+    the figure to publish) and items too short to check.
 
     Example: `taide eval mc smollm2-135m data/tmmluplus --runs 3 --limit-per-subject 20 -o runs/mc-smol`
     """
@@ -671,7 +714,7 @@ def eval_mc(model: Model,
     with _errors():
         config = EvalMCConfig(model=model, paths=paths, out_dir=out_dir, shots=shots,
                               limit_per_subject=limit_per_subject, runs=runs, seed=seed, method=method, engine=engine,
-                              system=system, api_key=api_key, n_ctx=n_ctx, max_tokens=max_tokens)
+                              system=system, api_key=api_key, n_ctx=n_ctx, max_tokens=max_tokens, seen=seen)
         with Progress(TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err) as progress:
             bar = progress.add_task("mc", total=None)
@@ -713,9 +756,29 @@ def eval_mc(model: Model,
         if letters["top_share"] >= 0.9:
             out.print(f"[yellow]the model answers {letters['top']} {letters['top_share']:.0%} of the time: it just "
                       "picks one letter[/]")
+        if "seen" in result:
+            _print_seen(result["seen"])
         if result["bad_rows"]:
             out.print(f"[dim]{len(result['bad_rows'])} rows could not be used (listed in mc_summary.json)[/]")
         out.print(f"{o['n']} answers in {result['elapsed']:.0f} s → {files['records']}, {files['summary']}")
+
+
+def _print_seen(seen: dict) -> None:
+    table = Table(title="in the training data?")
+    for col in ("items", "answers", "accuracy", "chance"):
+        table.add_column(col, justify="right")
+    table.add_column("what", justify="left")
+    what = {"unseen": "checked, not in the training data: the figure to publish",
+            "seen": "held by the training data", "unchecked": "too short to check, or not in a report"}
+    for name, g in seen["groups"].items():
+        o = g["overall"]
+        table.add_row(str(g["items"]), str(o["n"]), f"{o['micro_accuracy']:.1%}" if o["n"] else "–",
+                      f"{o['micro_chance']:.1%}" if o["n"] else "–", f"{name}: {what[name]}")
+    out.print(table)
+    for source in seen["sources"]:
+        unreadable = f", {source['unreadable']} unreadable records" if source.get("unreadable") else ""
+        out.print(f"[dim]{source['kind']} {source['source']}: {source['checked']} items checked, {source['seen']} seen"
+                  f"{unreadable}[/]")
 
 
 @eval_app.command("compare")

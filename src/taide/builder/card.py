@@ -170,6 +170,41 @@ def _proof(evaluation: dict) -> list[str]:
     return lines
 
 
+REPORTS = {"data": "data/cleaned/decontamination.md", "sft": "sft/decontamination.md"}  # in the build directory
+
+
+def _decontamination(results: dict) -> list[str]:
+    """Which evaluation data the training data was checked against, and what was found and removed."""
+    checks = {stage: (results.get(stage) or {}).get("decontamination") for stage in ("data", "sft")}
+    checks = {stage: c for stage, c in checks.items() if c}
+    if not checks:
+        return ["### 評測資料污染檢查", "", "本次建置的訓練資料沒有與評測資料比對過；據此發表的評測數字可能包含模型訓練時看過的題目。", ""]
+    names = sorted({name for c in checks.values() for name in c["benchmarks"]})
+    label, unit = {"data": "持續預訓練語料", "sft": "指令微調對話"}, {"data": "篇", "sft": "則"}
+    lines = ["### 評測資料污染檢查", "",
+             "訓練資料在使用前已與下列評測資料逐一比對（以字元 n-gram 比對，全形半形、繁簡、標點與空白的差異不影響，選擇題的選項順序也不影響），"
+             "含有評測題目的資料依下表處理：", "",
+             "| 評測資料 | 題數 | 可比對題數 | " + " | ".join(f"{label[s]}中找到的題數（{unit[s]}數）" for s in checks) + " |",
+             "|---|---:|---:|" + "---:|" * len(checks)]
+    short = 0
+    for name in names:
+        first = next(c["benchmarks"][name] for c in checks.values() if name in c["benchmarks"])
+        short += first["items"] - first["checked"]
+        found = [f"{c['benchmarks'][name]['found']}（{c['benchmarks'][name]['documents']}）" if name in c["benchmarks"]
+                 else "–" for c in checks.values()]
+        lines.append(f"| {name} | {first['items']:,} | {first['checked']:,} | " + " | ".join(found) + " |")
+    done = []
+    for stage, c in checks.items():
+        done.append(f"{label[stage]}移除 {c['removed']:,} {unit[stage]}" + (f"、刪去題目 {c['cut']:,} {unit[stage]}" if c["cut"] else "")
+                    + (f"、標記保留 {c['tagged']:,} {unit[stage]}" if c["tagged"] else ""))
+    lines += ["", "處理結果：" + "；".join(done) + "。"
+              + (f"另有 {short:,} 題過短而無法比對。" if short else "")
+              + "詳細清單見 " + "、".join(f"`{REPORTS[stage]}`" for stage in checks) + "。"
+              "未列於上表的考試沒有比對過；要發表這類考試的分數，請先以 `taide data clean --decontaminate` "
+              "比對訓練資料，再以 `taide eval mc --seen` 分開計算見過與未見過題目的正確率。", ""]
+    return lines
+
+
 def _base_license(reference: str) -> str | None:
     from taide.models.reference import EMBEDDED_MODELS
 
@@ -258,6 +293,7 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
     lines += _taiwan_table(evaluation)
     lines += _bench_table(evaluation, root)
     lines += _proof(evaluation)
+    lines += _decontamination(results)
     lines += ["## 免責聲明", "",
               "本模型由自動化流程建置，可能產生不正確、不完整或帶有偏見的內容，不代表任何機構的立場。"
               "使用者應自行查證重要資訊，並依所在地法規與用途負起使用責任；請勿用於醫療、法律或財務等需要專業判斷的決定。"

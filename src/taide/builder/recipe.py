@@ -33,7 +33,7 @@ SET_BY_BUILD = ("mode", "model", "out")  # TrainConfig fields the build fills in
 # ("path", "paths", "text", "count", "flag", "quant"; "?" allows null) or the allowed values.
 STAGE_KEYS = {
     "data": {"inputs": "paths", "config": "path?", "workers": "count?", "executor": ("local", "ray"),
-             "ray_address": "text?"},
+             "ray_address": "text?", "decontaminate": "paths?", "decontaminate_action": ("drop", "cut", "tag")},
     "export": {"format": ("gguf", "hf"), "quant": "quant", "verify": "flag", "output_type": "text?"},
     "eval": {"bench": "path?", "heldout_pairs": "path?", "heldout_rows": "count", "taiwan_prompts": "path?",
              "max_tokens": "count", "tasks": "texts?", "system_prompt": "text?", "judge_endpoint": "text?",

@@ -54,6 +54,8 @@ def input_hash(recipe: Recipe, stage: str, upstream_hashes: dict) -> str:
         files = _files_fingerprint(settings.get("inputs", [recipe.resolve("sample:data")]))
     elif stage == "sft":
         files = _files_fingerprint(settings.get("data", [recipe.resolve("sample:sft")]))
+    if stage in ("data", "sft"):  # the evaluation data its training data is checked against
+        files += _files_fingerprint(stage_functions.decontaminated_against(recipe, stage) or [])
     key = {"stage": stage, "settings": settings, "base": recipe.base_model, "upstream": upstream_hashes,
            "files": files, "taide": versions().get("taide")}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -206,6 +206,19 @@ def smoke_recipe(recipe: Recipe, out: str | None = None, probe_endpoints: bool =
             changes.append("sft: the shipped conversations" + (" (the recipe's are not here)" if files != [
                 str(SAMPLES["sft"])] else ""))
 
+    for stage in ("data", "sft"):  # evaluation data to check against: what of it is on this machine
+        settings = getattr(smoke, stage)
+        if settings and settings.get("decontaminate"):
+            wanted = recipe.resolve(settings["decontaminate"])
+            here = [p for p in wanted if _here(p)]
+            if len(here) < len(wanted):
+                if here:
+                    settings["decontaminate"] = here
+                else:
+                    settings.pop("decontaminate")  # the build's own evaluation data, as when none is named
+                changes.append(f"{stage}: decontaminated against {len(here) or 'none'} of the {len(wanted)} "
+                               f"evaluation sets named (the others are not here)")
+
     settings = smoke.eval
     settings["max_tokens"] = min(settings.get("max_tokens", MAX_TOKENS), MAX_TOKENS)
     settings["heldout_rows"] = 4

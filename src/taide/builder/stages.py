@@ -9,16 +9,35 @@ from pathlib import Path
 
 from taide.artifacts import atomic_write, write_json
 from taide.builder.recipe import PLAN_ONLY, SAMPLES, Recipe
+from taide.decontam.report import REPORT, summary
+
+
+def evaluation_data(recipe: Recipe) -> list[str]:
+    """What the training data is checked against when the recipe does not say (``decontaminate``): everything the
+    build's evaluation reads (the bench, the Taiwan prompts, the held-out pairs), so it never trains on its test."""
+    settings = recipe.resolve(recipe.eval)
+    return [str(settings.get("bench") or SAMPLES["bench"]), str(settings.get("taiwan_prompts") or SAMPLES["taiwan"]),
+            str(settings.get("heldout_pairs") or SAMPLES["pairs"])]
+
+
+def decontaminated_against(recipe: Recipe, stage: str) -> list[str] | None:
+    """The evaluation data a stage's training data is checked against: its own ``decontaminate`` key, else the data
+    stage's (sft), else :func:`evaluation_data`; null turns the check off."""
+    for settings in ([recipe.sft or {}, recipe.data or {}] if stage == "sft" else [recipe.data or {}]):
+        if "decontaminate" in settings:
+            return recipe.resolve(settings["decontaminate"])
+    return evaluation_data(recipe)
 
 
 def run_data(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
     from taide.data import CleanConfig, run_clean
 
     settings = {"inputs": ["sample:data"], **recipe.resolve(recipe.data)}  # the recipe's keys are CleanConfig's
+    settings["decontaminate"] = decontaminated_against(recipe, "data")
     report = run_clean(CleanConfig(out_dir=directory / "cleaned", keep_rejected=directory / "rejected", **settings))
     return {"read": report["read"], "kept": report["kept"], "unreadable": report["unreadable"],
             "removed": report["removed"], "stages": report["stages"], "sources": report["sources"],
-            "output": str(directory / "cleaned")}
+            "output": str(directory / "cleaned"), "decontamination": report.get("decontamination")}
 
 
 def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, directory: Path, report=None) -> dict:
@@ -34,10 +53,13 @@ def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, director
     else:
         on_step = (lambda step, total, values: report({"step": step, "total": total, **values})) if report else None
         result = train(config, resume="if_any", on_step=on_step)
+    decontamination = None
+    if (directory / REPORT).is_file():
+        decontamination = summary(json.loads((directory / REPORT).read_text(encoding="utf-8")))
     return {"model": str(result.out), "steps": result.steps, "tokens": result.tokens,
             "final_loss": result.final_loss, "heldout_loss_before": result.heldout_loss_before,
             "heldout_loss": result.heldout_loss, "heldout_rows": result.data.get("heldout_rows"), "processes": processes,
-            "conversations": result.data.get("conversations"),
+            "conversations": result.data.get("conversations"), "decontamination": decontamination,
             "hyperparameters": {k: v for k, v in config.to_dict().items() if k not in ("data", "out", "model")}}
 
 
@@ -47,7 +69,8 @@ def run_cp(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict
 
 def run_sft(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
     model = upstream["cp"]["model"] if "cp" in upstream else recipe.base_model
-    return _train(recipe, "sft", recipe.sft, model, ["sample:sft"], directory, report)
+    settings = {**recipe.sft, "decontaminate": decontaminated_against(recipe, "sft")}
+    return _train(recipe, "sft", settings, model, ["sample:sft"], directory, report)
 
 
 def built_model(upstream: dict, recipe: Recipe) -> str:

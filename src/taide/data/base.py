@@ -39,12 +39,15 @@ class Rejected:
 
 class Stage:
     """One per-document step. Subclasses set ``name`` and implement :meth:`process`; options are
-    constructor arguments (what a YAML ``pipeline:`` entry sets). Counters say what the stage did."""
+    constructor arguments (what a YAML ``pipeline:`` entry sets). Counters say what the stage did;
+    ``findings``, what it found that counts cannot say (which evaluation items are in which documents), one
+    small JSON-able record per document at most: both reach the driver with each batch."""
 
     name = "stage"
 
     def __init__(self):
         self.counters: Counter = Counter()
+        self.findings: list[dict] = []
 
     def process(self, doc: Document) -> Document | Rejected:
         raise NotImplementedError

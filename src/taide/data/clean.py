@@ -30,10 +30,13 @@ import yaml
 
 from taide.artifacts import atomic_write, write_json
 from taide.data.base import DataError, DedupStage, Rejected
+from taide.data.decontaminate import Decontaminate
 from taide.data.executors import run_batches
-from taide.data.pipeline import BatchCounts, BatchResult, build_pipeline
+from taide.data.pipeline import BatchCounts, BatchResult, build_pipeline, with_decontamination, worker_pipeline
 from taide.data.readers import Raw, Unreadable, input_files, read_inputs
 from taide.data.writers import ShardWriter, write_report
+from taide.decontam.report import build_report, summary
+from taide.decontam.report import write_report as write_decontamination
 
 WORK = ".work"
 BATCH_DOCS = 1000
@@ -74,10 +77,13 @@ def _batches(raws: Iterator[Raw | Unreadable], batch_docs: int) -> Iterator[tupl
         yield index, batch
 
 
-def _fingerprint(files: list, pipeline, text_field: str, keep_rejected: bool, batch_docs: int) -> str:
-    """What phase 1's batches depend on; a rerun with anything else changed must not reuse them."""
+def _fingerprint(files: list, pipeline, text_field: str, keep_rejected: bool, batch_docs: int,
+                 stages: list) -> str:
+    """What phase 1's batches depend on; a rerun with anything else changed must not reuse them (the evaluation
+    items a decontaminate stage checks against included, not only their paths)."""
     stats = [[str(f.path.resolve()), f.source, f.path.stat().st_size, f.path.stat().st_mtime_ns] for f in files]
-    key = [stats, pipeline, text_field, keep_rejected, batch_docs, BATCH_BYTES]
+    indexes = [s.index.digest for s in stages if isinstance(s, Decontaminate)]
+    key = [stats, pipeline, text_field, keep_rejected, batch_docs, BATCH_BYTES] + ([indexes] if indexes else [])
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -176,6 +182,8 @@ class CleanConfig:
     format: str = "jsonl"  # jsonl or parquet shards
     shard_docs: int = 100_000
     keep_work: bool = False
+    decontaminate: list[Path] | None = None  # evaluation files or folders whose items must not be in the output
+    decontaminate_action: str | None = None  # drop (default), cut or tag
 
 
 def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = None) -> dict:
@@ -183,27 +191,35 @@ def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = N
     c = config
     return clean(c.inputs, c.out_dir, config=c.config, text_field=c.text_field, keep_rejected=c.keep_rejected,
                  shard_docs=c.shard_docs, output_format=c.format, workers=c.workers, executor=c.executor,
-                 ray_address=c.ray_address, on_progress=on_progress, keep_work=c.keep_work)
+                 ray_address=c.ray_address, on_progress=on_progress, keep_work=c.keep_work,
+                 decontaminate=c.decontaminate, decontaminate_action=c.decontaminate_action)
 
 
 def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str = "text",
           keep_rejected: str | Path | None = None, shard_docs: int = 100_000, output_format: str = "jsonl",
           workers: int | None = None, executor: str = "local", ray_address: str | None = None,
           batch_docs: int = BATCH_DOCS, on_progress: Callable[[int], None] | None = None,
-          keep_work: bool = False) -> dict:
+          keep_work: bool = False, decontaminate: list[str | Path] | None = None,
+          decontaminate_action: str | None = None) -> dict:
     """Clean ``inputs`` (files or directories) into ``out``; returns the report (also stats.json and
     stats.md). Running it again after a kill finishes the job; after a complete run it returns the report.
     ``keep_work`` keeps the batch files under ``OUT/.work/`` after success (to inspect them, or to rewrite the
-    shards with other write settings without redoing the stages)."""
+    shards with other write settings without redoing the stages). ``decontaminate``: evaluation files or folders
+    whose items the output must not hold (the decontaminate stage, ``decontaminate_action`` drop, cut or tag); what
+    it found is in decontamination.md and .json."""
     settings = load_config(Path(config) if config else None)
     pipeline = settings.get("pipeline")
     text_field = settings.get("text_field", text_field)
+    if decontaminate:
+        pipeline = with_decontamination(pipeline, list(decontaminate), decontaminate_action)
+    elif decontaminate_action:
+        raise DataError("decontaminate_action without decontaminate: name the evaluation data to check against")
     stages = build_pipeline(pipeline)
     files, skipped = input_files([Path(p) for p in inputs])
     out = Path(out)
     work = out / WORK
     manifest_path = work / "manifest.json"
-    fingerprint = _fingerprint(files, pipeline, text_field, keep_rejected is not None, batch_docs)
+    fingerprint = _fingerprint(files, pipeline, text_field, keep_rejected is not None, batch_docs, stages)
     write_settings = {"shard_docs": shard_docs, "output_format": output_format,
                       "keep_rejected": str(keep_rejected) if keep_rejected else None}
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"fingerprint": fingerprint}
@@ -234,7 +250,7 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
                 continue
             yield index, raws
 
-    worker_settings = (pipeline, text_field, keep_rejected is not None)
+    worker_settings = (worker_pipeline(pipeline, stages), text_field, keep_rejected is not None)
     for result in run_batches(todo(), worker_settings, executor, workers, ray_address):
         _save_batch(work, result)
         done_docs += result.counts.read
@@ -247,7 +263,7 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
 
     # Phase 3: shards and report, rewritten whole (they are quick and deterministic). The old report goes
     # first: a stats.json is the mark of a complete run.
-    for old in [*out.glob("part-*"), out / "stats.json", out / "stats.md"]:
+    for old in [*out.glob("part-*"), out / "stats.json", out / "stats.md", *out.glob("decontamination.*")]:
         old.unlink(missing_ok=True)
     rejects = None
     if keep_rejected:
@@ -282,11 +298,17 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
         rejects.close()
     for stage in dedup:
         totals.stages[stage.name] = stage.counters
+    extra = {}
+    for stage in stages:
+        if isinstance(stage, Decontaminate):
+            found = build_report(stage.index, totals.findings.get(stage.name, []))
+            write_decontamination(out, found)
+            extra["decontamination"] = summary(found)
     report = write_report(out, totals, [s.name for s in stages],
                           {"shards": [p.name for p in writer.written], "output_format": output_format,
                            "shard_docs": shard_docs, "skipped_files": [str(p) for p in skipped],
                            "rejected_shards": [p.name for p in rejects.written] if rejects else None,
-                           "fingerprint": fingerprint})
+                           "fingerprint": fingerprint, **extra})
     if keep_work:
         manifest["complete"] = write_settings
         write_json(manifest_path, manifest)

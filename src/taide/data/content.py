@@ -15,6 +15,12 @@ category that already matched ``min_terms - 1`` distinct terms of its own: a sho
 one word of the topic is nothing, next to 娛樂城 and 老虎機 it is an advertisement. A news story quoting
 the come-on ("要求男子先加入LINE好友") names no id.
 
+Advertising also uses reporting words of its own: it warns the police, reporters and time-wasters off
+(警察勿擾, 員警、便衣請繞道, 不怕臨檢, 非誠勿擾, no cops). Such a warn-off line is counted like a contact (one
+more promotional term of a category already matched by ``min_terms - 1`` terms), and the context words
+inside it (警察, 記者) do not count as reporting: they are the ad talking. A news story that quotes the line
+still has its own reporting words around the quote.
+
 A document is removed when a category's net weight per 1,000 non-space characters reaches the
 category's threshold, at least ``min_terms`` distinct terms of that category matched (one news mention,
 or one word repeated, is never enough) and at least ``min_strong`` of them are promotional: a short
@@ -167,6 +173,13 @@ CONTACTS = {
         + r"|賴\s*(?:ID|id)?\s*[:：]\s*" + _ID),
     "推薦連結": re.compile(r"https?://[^\s?#]+\?(?:[^\s#]*&)?(?:ref|aff|affiliate|referral|invite|invite_?code|"
                        r"promo|agent)=", re.IGNORECASE),
+    # Whom the ad does not want: the police (and reporters, stings) or anyone not serious. One or more
+    # of them, then a few characters at most before the "keep off" (警察、記者、釣魚勿擾; 員警請繞道).
+    "勿擾字句": re.compile(
+        r"(?:(?:警察|員警|警員|警方|警|條子|便衣|臨檢|記者|媒體|釣魚|同業|非誠)[、,，/及和與或跟\s]*)+"
+        r"[^\n。！？!?，,]{0,3}?(?:勿擾|勿入|勿近|勿來|勿約|勿試|免問|免談|免來|退散|止步|繞道|不接)"
+        r"|(?:謝絕|不怕)(?:警察|員警|警方|條子|臨檢|查緝|記者)"
+        r"|(?i:\bno (?:cops|police|law enforcement|LE)\b|\bcops? (?:stay away|keep out|not welcome)\b)"),
 }
 
 
@@ -293,7 +306,7 @@ class Inappropriate(Stage):
     distinct promotional (weight 3) terms among them (a contact is one); ``context_weight`` — what
     each reporting or legal context word subtracts (0 turns the discount off); ``min_span`` — the
     fewest non-space characters the ad stretch of a document with a contact is measured over (0 turns
-    the ad density off); ``contacts`` — whether LINE ids and referral links count; ``categories`` —
+    the ad density off); ``contacts`` — whether LINE ids, referral links and warn-off lines count; ``categories`` —
     which to check.
     """
 
@@ -332,8 +345,11 @@ class Inappropriate(Stage):
                 if hits:
                     contacts[name] = hits
         chars = max(_nonspace(text), 1)
-        context, _ = self.context.count(text)
-        discount = self.context_weight * sum(context.get("context", Counter()).values())
+        # Context words inside the ad's own warn-off lines (警察勿擾) are the ad talking, not reporting.
+        warn_off = [h.span() for h in contacts.get("勿擾字句", [])]
+        _, context = self.context.count(text)
+        reporting = sum(not any(s <= start and end <= e for s, e in warn_off) for start, end in context.get("context", []))
+        discount = self.context_weight * reporting
         scored = {}
         for c in self.categories:
             if c not in found:

@@ -113,26 +113,36 @@ def _bins(num_perm: int, seed: int):
     return starts, keys, (rounds << _ROUND_SHIFT)[:, None]
 
 
-def shingle_hashes(text: str, ngram: int = 5, seed: int = 1) -> np.ndarray:
-    """The 64-bit hashes of the character ``ngram``-grams of ``text`` with whitespace removed (uint64,
-    one per position, repeats included). A text shorter than ``ngram`` is one shingle: itself (so two
-    such texts match only when equal)."""
-    mult, key, short_key = _hash_constants(seed)
-    text = "".join(text.split()).encode("utf-32-le", "surrogatepass")  # a lone surrogate is a code point too
-    codes = np.frombuffer(text, dtype="<u4").astype(np.uint64)
+def ngram_hashes(codes: np.ndarray, ngram: int, seed: int = 1) -> np.ndarray:
+    """The 64-bit hashes of every run of ``ngram`` consecutive values of ``codes`` (code points, or any
+    integers below 2**32), one per position, repeats included; empty when ``codes`` is shorter."""
+    mult, key, _ = _hash_constants(seed)
+    codes = codes.astype(np.uint64)
     m = len(codes) - ngram + 1
-    if m < 1:  # short: the whole text, keyed apart from every n-gram
-        h = np.zeros(1, dtype=np.uint64)
-        for c in codes:
-            h = h * mult + c
-        h ^= short_key ^ np.uint64(len(codes))
-        return _fmix64(h)
+    if m < 1:
+        return np.empty(0, dtype=np.uint64)
     h = codes[:m].copy()
     for i in range(1, ngram):  # the polynomial over the n code points, for every position at once
         np.multiply(h, mult, out=h)
         np.add(h, codes[i: i + m], out=h)
     np.bitwise_xor(h, key, out=h)
     return _fmix64(h)
+
+
+def shingle_hashes(text: str, ngram: int = 5, seed: int = 1) -> np.ndarray:
+    """The 64-bit hashes of the character ``ngram``-grams of ``text`` with whitespace removed (uint64,
+    one per position, repeats included). A text shorter than ``ngram`` is one shingle: itself (so two
+    such texts match only when equal)."""
+    text = "".join(text.split()).encode("utf-32-le", "surrogatepass")  # a lone surrogate is a code point too
+    codes = np.frombuffer(text, dtype="<u4")
+    if len(codes) < ngram:  # short: the whole text, keyed apart from every n-gram
+        mult, _, short_key = _hash_constants(seed)
+        h = np.zeros(1, dtype=np.uint64)
+        for c in codes.astype(np.uint64):
+            h = h * mult + c
+        h ^= short_key ^ np.uint64(len(codes))
+        return _fmix64(h)
+    return ngram_hashes(codes, ngram, seed)
 
 
 def minhash_signature(text: str, ngram: int = 5, num_perm: int = 512, seed: int = 1) -> np.ndarray:

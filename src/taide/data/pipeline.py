@@ -14,6 +14,7 @@ import numpy as np
 
 from taide.data.base import DataError, DedupStage, Document, Stage
 from taide.data.content import Inappropriate
+from taide.data.decontaminate import Decontaminate
 from taide.data.dedup import ExactDedup, MinHashDedup
 from taide.data.linebreaks import JoinLayoutBreaks
 from taide.data.noise import FixMojibake, HtmlToText, MinLength, NonStandardChars
@@ -26,9 +27,46 @@ from taide.data.vocabulary import Vocabulary
 
 STAGES: dict[str, type[Stage]] = {s.name: s for s in (
     HtmlToText, FixMojibake, NonStandardChars, MinLength, Normalize, Simplified, Vocabulary, JoinLayoutBreaks, RedactPII,
-    Inappropriate, Quality, ExactDedup, MinHashDedup)}
+    Inappropriate, Quality, Decontaminate, ExactDedup, MinHashDedup)}
 # The card's order: noise removal, character normalization, layout breaks, PII, content, quality, dedup.
-DEFAULT_PIPELINE = list(STAGES)
+# Decontamination joins (before dedup) only when evaluation data is given: see with_decontamination.
+DEFAULT_PIPELINE = [name for name in STAGES if name != Decontaminate.name]
+
+
+def _entry_name(entry) -> str | None:
+    return entry if isinstance(entry, str) else entry.get("stage") if isinstance(entry, dict) else None
+
+
+def with_decontamination(config: list | None, benchmarks: list, action: str | None = None) -> list:
+    """``config`` (None: the default pipeline) with the decontaminate stage checking ``benchmarks``: its entry,
+    when the configuration has one, gets them (and ``action``, when given) and is switched on; otherwise one is
+    added before the first dedup stage."""
+    entries = [dict(e) if isinstance(e, dict) else e for e in (DEFAULT_PIPELINE if config is None else config)]
+    settings = {"benchmarks": [str(b) for b in benchmarks], "enabled": True, **({"action": action} if action else {})}
+    for i, entry in enumerate(entries):
+        if _entry_name(entry) == Decontaminate.name:
+            entries[i] = {**({"stage": entry} if isinstance(entry, str) else entry), **settings}
+            return entries
+    dedup = [i for i, e in enumerate(entries) if isinstance(STAGES.get(_entry_name(e)), type)
+             and issubclass(STAGES[_entry_name(e)], DedupStage)]
+    entries.insert(dedup[0] if dedup else len(entries), {"stage": Decontaminate.name, **settings})
+    return entries
+
+
+def worker_pipeline(config: list | None, stages: list[Stage]) -> list | None:
+    """The configuration workers build their stages from: a decontaminate entry carries the index the driver
+    built, so that workers (on a Ray cluster, perhaps on machines without the evaluation files) do not read the
+    evaluation data again."""
+    indexes = [s.index for s in stages if isinstance(s, Decontaminate)]
+    if not indexes:
+        return config
+    entries = []
+    for entry in config:
+        if _entry_name(entry) == Decontaminate.name and (not isinstance(entry, dict) or entry.get("enabled", True)):
+            entry = {**({"stage": entry} if isinstance(entry, str) else entry), "index": indexes.pop(0)}
+            entry.pop("benchmarks", None)
+        entries.append(entry)
+    return entries
 
 
 def build_pipeline(config: list | None = None) -> list[Stage]:
@@ -62,6 +100,7 @@ class BatchCounts:
     sources: dict = field(default_factory=dict)  # source -> Counter(read, kept, removed, unreadable)
     stages: dict = field(default_factory=dict)  # stage name -> Counter
     unreadable_examples: list = field(default_factory=list)
+    findings: dict = field(default_factory=dict)  # stage name -> its findings (Stage.findings), in input order
 
     def source(self, name: str) -> Counter:
         return self.sources.setdefault(name, Counter())
@@ -76,6 +115,8 @@ class BatchCounts:
         for name, counts in other.stages.items():
             self.stages.setdefault(name, Counter()).update(counts)
         self.unreadable_examples += other.unreadable_examples[:max(0, 20 - len(self.unreadable_examples))]
+        for name, found in other.findings.items():
+            self.findings.setdefault(name, []).extend(found)
 
     def balanced(self) -> bool:
         return self.read == self.kept + sum(self.removed.values()) + self.unreadable
@@ -84,13 +125,14 @@ class BatchCounts:
         return {"read": self.read, "kept": self.kept, "unreadable": self.unreadable, "removed": dict(self.removed),
                 "sources": {k: dict(v) for k, v in self.sources.items()},
                 "stages": {k: dict(v) for k, v in self.stages.items()},
-                "unreadable_examples": self.unreadable_examples}
+                "unreadable_examples": self.unreadable_examples, "findings": self.findings}
 
     @classmethod
     def from_json(cls, data: dict) -> BatchCounts:
         return cls(data["read"], data["kept"], data["unreadable"], Counter(data["removed"]),
                    {k: Counter(v) for k, v in data["sources"].items()},
-                   {k: Counter(v) for k, v in data["stages"].items()}, data["unreadable_examples"])
+                   {k: Counter(v) for k, v in data["stages"].items()}, data["unreadable_examples"],
+                   data.get("findings", {}))
 
 
 @dataclass
@@ -114,7 +156,7 @@ def process_batch(index: int, raws: list[Raw | Unreadable], stages: list[Stage],
                   keep_rejected: bool) -> BatchResult:
     counts = BatchCounts()
     for stage in stages:
-        stage.counters = Counter()
+        stage.counters, stage.findings = Counter(), []
     per_doc = [s for s in stages if not isinstance(s, DedupStage)]
     dedup = [s for s in stages if isinstance(s, DedupStage)]
     kept, ids, sources, rejected = [], [], [], []
@@ -151,5 +193,6 @@ def process_batch(index: int, raws: list[Raw | Unreadable], stages: list[Stage],
             for stage in dedup:
                 signatures[stage.name].append(stage.signature(doc))
     counts.stages = {s.name: Counter(s.counters) for s in per_doc}
+    counts.findings = {s.name: s.findings for s in per_doc if s.findings}
     arrays = {name: np.array(values) for name, values in signatures.items()}
     return BatchResult(index, counts, kept, ids, sources, arrays, rejected)

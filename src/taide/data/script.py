@@ -47,11 +47,11 @@ _KANA_BLOCKS = ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9D))
 
 
 @lru_cache(maxsize=1)
-def script_table() -> np.ndarray:
-    """A uint8 class (OTHER, SHARED, SIMPLIFIED, TRADITIONAL, KANA) for every code point."""
+def cjk_conversions() -> tuple[list[str], list[str], list[str]]:
+    """Every character of the CJK blocks, and what OpenCC's t2s and s2t make of it alone (one character, or
+    several where OpenCC expands one)."""
     import opencc
 
-    table = np.zeros(0x110000, dtype=np.uint8)
     chars = [chr(c) for lo, hi in _CJK_BLOCKS for c in range(lo, hi + 1)]
     # One call per direction: newlines separate the characters, and no dictionary phrase spans a newline.
     joined = "\n".join(chars)
@@ -59,7 +59,14 @@ def script_table() -> np.ndarray:
     to_trad = opencc.OpenCC("s2t").convert(joined).split("\n")
     if not len(chars) == len(to_simp) == len(to_trad):
         raise DataError("OpenCC changed the number of lines while building the script tables")
-    for ch, simp, trad in zip(chars, to_simp, to_trad):
+    return chars, to_simp, to_trad
+
+
+@lru_cache(maxsize=1)
+def script_table() -> np.ndarray:
+    """A uint8 class (OTHER, SHARED, SIMPLIFIED, TRADITIONAL, KANA) for every code point."""
+    table = np.zeros(0x110000, dtype=np.uint8)
+    for ch, simp, trad in zip(*cjk_conversions()):
         if simp == ch and trad != ch and ch not in SHARED_IN_TAIWAN:
             cls = SIMPLIFIED
         elif trad == ch and simp != ch:

@@ -70,6 +70,7 @@ def write_report(directory: Path, counts: BatchCounts, stage_names: list[str], e
     """stats.json and stats.md: every input record accounted for, per stage and per source. stats.json is
     written last, whole, so a stats.json means the run finished (``clean`` relies on it)."""
     report = {**counts.to_json(), "balanced": counts.balanced(), **extra}
+    report.pop("findings")  # a stage's own report holds them (decontamination.json)
     report["stages"] = {name: report["stages"].get(name, {}) for name in stage_names}
     removed = sum(counts.removed.values())
     lines = ["# Corpus cleaning report", "",
@@ -87,6 +88,8 @@ def write_report(directory: Path, counts: BatchCounts, stage_names: list[str], e
     lines += ["", "| source | read | kept | removed | unreadable |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {src} | {c.get('read', 0)} | {c.get('kept', 0)} | {c.get('removed', 0)} | {c.get('unreadable', 0)} |"
               for src, c in sorted(counts.sources.items())]
+    if "decontamination" in extra:
+        lines += ["", "Which evaluation items the decontaminate stage found, in which documents: decontamination.md"]
     if counts.unreadable_examples:
         lines += ["", "Unreadable records (first ones):", ""] + [f"- {p}" for p in counts.unreadable_examples]
     (directory / "stats.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

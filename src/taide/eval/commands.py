@@ -147,11 +147,13 @@ class EvalMCConfig:
     api_key: str | None = None
     n_ctx: int | None = None
     max_tokens: int = 32  # the answer's length when generating
+    seen: list[Path] | None = None  # training corpora or decontamination reports: score seen and unseen items apart
 
     def __post_init__(self):
         from taide.eval.mc import METHODS
 
         self.paths = [Path(p) for p in ([self.paths] if isinstance(self.paths, (str, Path)) else self.paths)]
+        self.seen = [Path(p) for p in self.seen] if self.seen else None
         self.out_dir = Path(self.out_dir)
         if self.method not in METHODS:
             raise TaideError(f"--method {self.method!r}: choose one of {', '.join(METHODS)}")
@@ -170,13 +172,24 @@ class EvalMCResult:
 def run_eval_mc(config: EvalMCConfig, *, engine: Engine | None = None,
                 on_progress: Callable[[int, int], None] | None = None, status: Status = nullcontext) -> EvalMCResult:
     """Score the exams under ``paths`` and write ``mc_records.jsonl`` and ``mc_summary.json`` in ``out_dir``
-    (overwritten). ``engine``: an already loaded one instead of ``model`` (not closed)."""
+    (overwritten). ``engine``: an already loaded one instead of ``model`` (not closed). With ``seen``, every record
+    says whether its item was in the training data (``seen``, ``unseen`` or ``unchecked``) and the summary's
+    ``seen`` holds the accuracy of each group apart (:func:`taide.eval.mc.summarize_seen`)."""
     from taide.engines import load_engine
-    from taide.eval.mc import PUBLISHED, load_mc, run_mc, write_mc
+    from taide.eval.mc import PUBLISHED, load_mc, run_mc, summarize_seen, write_mc
     from taide.models import resolve_model
 
     c = config
     data = load_mc(c.paths)  # bad paths fail before the model loads
+    seen = None
+    if c.seen:  # before the model loads too: a corpus may take a while to search, a bad path fails now
+        from taide.decontam.items import mc_items
+        from taide.decontam.report import seen_items
+
+        items = mc_items(data, "exams")
+        with status(f"Looking for the exam items in {', '.join(map(str, c.seen))} …"):
+            by_key, sources = seen_items(items, c.seen)
+        seen = ({item.source: by_key[item.key] for item in items}, sources)
     own = engine is None
     if own:
         name = c.engine
@@ -191,6 +204,10 @@ def run_eval_mc(config: EvalMCConfig, *, engine: Engine | None = None,
     finally:
         if own:
             engine.close()
+    if seen is not None:
+        for record in result["records"]:
+            record["seen"] = seen[0][record["source"]]
+        result["seen"] = summarize_seen(result["records"], seen[1])
     c.out_dir.mkdir(parents=True, exist_ok=True)
     files = write_mc(result, c.out_dir)
     return EvalMCResult({**{k: v for k, v in result.items() if k != "records"}, "published": PUBLISHED}, files)

@@ -27,6 +27,11 @@ Scoring: engines that hold the weights rank the option letters by log-likelihood
 (「答案：B」, "(B)", "B.", "選B", or the text of exactly one option); an answer with no letter found is
 counted wrong and reported as an extraction failure.
 
+Seen and unseen items: given the training data (a corpus to search, or the decontamination report `taide data
+clean` / `taide train sft` wrote), every item is ``seen`` (a training text held it), ``unseen`` (checked, not there)
+or ``unchecked`` (too short to check), and :func:`summarize_seen` scores each group apart, so that a published
+figure can be the unseen items' alone (see :mod:`taide.decontam`).
+
 Prompts are Traditional-Chinese chat messages: an instruction naming the subject, then the question;
 with ``shots=k`` the first k items of the subject are shown first as answered user/assistant turns
 and are not scored.
@@ -569,6 +574,22 @@ def summarize_mc(records: list[dict]) -> dict:
     return {"subjects": dict(sorted(subjects.items())), "categories": by_category, "overall": overall}
 
 
+SEEN_GROUPS = ("unseen", "seen", "unchecked")
+
+
+def summarize_seen(records: list[dict], sources: list[dict]) -> dict:
+    """Accuracy of the items the training data held (``seen``), of those checked and not found (``unseen``: the
+    figure to publish), and of those no check could search (``unchecked``: too short, or not in a report), each
+    per subject and overall; ``sources`` says what was searched."""
+    groups = {}
+    for group in SEEN_GROUPS:
+        chosen = [r for r in records if r.get("seen") == group]
+        summary = summarize_mc(chosen)
+        groups[group] = {"items": len({r["source"] for r in chosen}), "overall": summary["overall"],
+                         "subjects": summary["subjects"]}
+    return {"sources": sources, "groups": groups}
+
+
 def _mean_std(values: list[float]) -> dict:
     import statistics
 
@@ -630,5 +651,5 @@ def write_records(records: Iterable[dict], path: str | Path) -> Path:
 
 
 __all__ = ["PUBLISHED", "MCData", "MCItem", "extract_choice", "format_question", "letter_bias", "load_mc",
-           "mc_messages", "read_mc_file", "run_mc", "shuffled", "split_options", "spread", "summarize_mc", "write_mc",
-           "write_records"]
+           "mc_messages", "read_mc_file", "run_mc", "shuffled", "split_options", "spread", "summarize_mc",
+           "summarize_seen", "write_mc", "write_records"]

@@ -67,6 +67,8 @@ class TrainConfig:
     compile: bool = False
     lora: LoraConfig | None = None
     seed: int = 0
+    decontaminate: list[str] | None = None  # SFT: evaluation files or folders whose items no conversation may hold
+    decontaminate_action: str = "drop"  # SFT: drop such conversations, or tag them (reported, still trained on)
 
     def __post_init__(self):
         if self.mode not in ("cp", "sft"):
@@ -75,6 +77,14 @@ class TrainConfig:
             raise TrainError(f"schedule: {self.schedule!r} is not cosine or wsd")
         if self.on_bad_record not in ("auto", "skip", "error"):
             raise TrainError(f"on_bad_record: {self.on_bad_record!r} is not auto, skip or error")
+        if self.decontaminate_action not in ("drop", "tag"):
+            raise TrainError(f"decontaminate_action: {self.decontaminate_action!r} is not drop or tag (a conversation "
+                             "with an exam question cut out of a turn no longer makes sense)")
+        if self.decontaminate and self.mode != "sft":
+            raise TrainError("decontaminate: a CP corpus is decontaminated when it is cleaned: "
+                             "taide data clean … --decontaminate EVAL (a recipe's data.decontaminate)")
+        if isinstance(self.decontaminate, str):
+            self.decontaminate = [self.decontaminate]
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise TrainError(f"dtype: {self.dtype!r} is not auto, float32 or bfloat16")
         if self.trainable_layers is not None and self.trainable_layers < 1:

@@ -19,6 +19,7 @@ import numpy as np
 from taide.artifacts import write_json
 from taide.models.loading import HFCodec
 from taide.train.config import TrainConfig, TrainError
+from taide.train.decontaminate import decontaminate_sft
 from taide.train.packing import (CPDataset, DocumentTokenizer, Loader, collate, heldout_documents, pack_row,
                                  tokenize_source)
 from taide.train.parallel import World
@@ -182,6 +183,7 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
         if world.main:
             for line in sft.summary_lines():
                 print(f"taide train: {line}", file=sys.stderr, flush=True)
+        examples = decontaminate_sft(config, examples, tokenizer, world.main)
         if not examples:
             raise TrainError(f"no usable conversations in {', '.join(paths)}"
                              + (f"; first problem: {problems[0]}" if problems else ""))
