@@ -114,3 +114,36 @@ def test_generate_then_resume(tiny_model_dir, tmp_path):
     again = run(*args)
     assert "0 answered, 3 already done" in again.stdout
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_progress_logs_a_line_per_step_when_output_is_not_a_terminal(tiny_model_dir, tmp_path):
+    """Redirected to a file, as under nohup or on a cluster: step lines (first, last, and at a steady interval in
+    between) with tokens/s, loss and the time left, instead of a bar drawn for nobody."""
+    data = write_jsonl(tmp_path / "sft.jsonl", [{"messages": [{"role": "user", "content": f"q{i}"},
+                                                              {"role": "assistant", "content": "OK"}]}
+                                                for i in range(32)])
+    result = run("train", "sft", "-m", str(tiny_model_dir), "-d", str(data), "-o", str(tmp_path / "run"),
+                 "--max-steps", "3", "--seq-len", "64", "--global-batch-tokens", "128")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("train sft: step")]
+    assert lines[0].startswith("train sft: step 1/3 · loss ") and lines[-1].startswith("train sft: step 3/3 · ")
+    assert all(" tokens/s · " in line and line.endswith(" left") for line in lines)
+
+
+def test_a_silent_task_says_it_is_still_running():
+    import io
+    import time
+
+    from rich.console import Console
+
+    from taide.cli import StepProgress
+
+    buffer = io.StringIO()
+    progress = StepProgress(Console(file=buffer, width=200), every=0.0, quiet=0.2)
+    progress.begin("eval")
+    time.sleep(1.5)
+    progress.step("eval", 1, 2, "x")
+    progress.end("eval")
+    progress.close()
+    text = buffer.getvalue()
+    assert "eval: still running, 0:00:0" in text and "eval: step 1/2 · x · " in text

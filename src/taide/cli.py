@@ -31,6 +31,90 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
 
+class StepProgress:
+    """Progress of long work wherever output goes. On a terminal: a bar per task with the time left. Otherwise (a
+    file, nohup, CI, a cluster's log): one line per step at most every ``every`` seconds, and the last step, as
+    torchrun jobs log; and while a task reports nothing (loading, dequantizing, evaluating) a line every ``quiet``
+    seconds saying it is still running, so a log is never silent for long."""
+
+    def __init__(self, console: Console, every: float = 10.0, quiet: float = 20.0):
+        import threading
+        import time
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.console, self.every, self.quiet, self.clock = console, every, quiet, time.monotonic
+        self.live = console.is_terminal
+        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+                             transient=True) if self.live else None
+        self.tasks: dict[str, dict] = {}  # name → {"bar", "started", "logged", "step"}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if not self.live:
+            threading.Thread(target=self._heartbeat, name="taide-progress", daemon=True).start()
+
+    def begin(self, name: str) -> None:
+        """A task whose steps are not known yet (a build stage, a training run while it loads)."""
+        with self._lock:
+            now = self.clock()
+            self.tasks.setdefault(name, {"bar": None, "started": now, "logged": now, "step": None})
+
+    def step(self, name: str, step: int, total: int, info: str) -> None:
+        self.begin(name)
+        with self._lock:
+            task, now = self.tasks[name], self.clock()
+            task["step"] = (step, total)
+            if self.live:
+                if task["bar"] is None:
+                    self.bars.start()
+                    task["bar"] = self.bars.add_task(name, total=total, info="")
+                self.bars.update(task["bar"], completed=step, total=total, info=info)
+                return
+            if step == total or step == 1 or now - task["logged"] >= self.every:
+                elapsed = now - task["started"]
+                left = elapsed / step * (total - step) if step else 0.0
+                self.console.print(f"{name}: step {step}/{total} · {info} · {_clock(elapsed)} elapsed, "
+                                   f"{_clock(left)} left")
+                task["logged"] = now
+
+    def note(self, name: str, text: str) -> None:
+        """What a task is doing now: shown in a log (and counted as progress), not drawn on a terminal."""
+        self.begin(name)
+        with self._lock:
+            if not self.live:
+                self.console.print(f"{name}: {text}")
+                self.tasks[name]["logged"] = self.clock()
+
+    def end(self, name: str) -> None:
+        with self._lock:
+            task = self.tasks.pop(name, None)
+            if task and task["bar"] is not None:
+                self.bars.remove_task(task["bar"])
+                if not self.bars.tasks:
+                    self.bars.stop()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.bars is not None:
+            self.bars.stop()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                now = self.clock()
+                for name, task in self.tasks.items():
+                    if now - task["logged"] >= self.quiet:
+                        where = f" (step {task['step'][0]}/{task['step'][1]})" if task["step"] else ""
+                        self.console.print(f"{name}: still running{where}, {_clock(now - task['started'])} elapsed")
+                        task["logged"] = now
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def _version(value: bool):
     if value:
         from taide import __version__
@@ -456,8 +540,6 @@ Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; i
 def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs, max_steps,
            lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume,
            on_bad_record=None, chat_date=None, decontaminate=None, decontaminate_action=None):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from taide.train import load_recipe, train
 
     with _errors():
@@ -480,19 +562,22 @@ def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens
                              on_bad_record=on_bad_record, chat_date=chat_date,
                              decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
                              decontaminate_action=decontaminate_action)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                      TimeRemainingColumn(), console=err) as progress:
-            bar = progress.add_task(f"train {mode}", total=None, info="loading")
+        progress = StepProgress(err)
+        name = f"train {mode}"
+        progress.begin(name)
 
-            def on_step(step, total, values):
-                info = f"loss {values['loss']:.3f}  lr {values['lr']:.2e}  {values['tokens_per_second']:.0f} tok/s"
-                if "mfu" in values:
-                    info += f"  MFU {values['mfu']:.1%}"
-                if "eval_loss" in values:
-                    info += f"  held-out {values['eval_loss']:.3f}"
-                progress.update(bar, completed=step, total=total, info=info)
+        def on_step(step, total, values):
+            info = f"loss {values['loss']:.3f} · lr {values['lr']:.2e} · {values['tokens_per_second']:.0f} tokens/s"
+            if "mfu" in values:
+                info += f" · MFU {values['mfu']:.1%}"
+            if "eval_loss" in values:
+                info += f" · held-out {values['eval_loss']:.3f}"
+            progress.step(name, step, total, info)
 
+        try:
             result = train(config, resume=resume, on_step=on_step)
+        finally:
+            progress.close()
         before = f"{math.exp(result.heldout_loss_before):.2f} → " if result.heldout_loss_before is not None else ""
         ppl = f"; held-out perplexity {before}{result.heldout_perplexity:.2f}" if result.heldout_loss is not None else ""
         out.print(f"{result.steps} steps, {result.tokens:,} tokens{ppl}\nmodel: {result.out}\n"
@@ -905,23 +990,17 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                              if mfu > 1 else " (30–45% is typical of well-tuned large runs)"))
             return
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err, transient=True)
-        bars = {}
+        progress = StepProgress(err)
 
         def on_event(kind, stage, manifest):
-            if kind == "progress":  # a training step: steps, loss, tokens/s and the time left
-                if stage not in bars:
-                    progress.start()
-                    bars[stage] = progress.add_task(f"{stage} steps", total=manifest["total"], info="")
-                progress.update(bars[stage], completed=manifest["step"], total=manifest["total"],
-                                info=f"loss {manifest['loss']:.3f} · {manifest['tokens_per_second']:,.0f} tokens/s")
+            if kind == "progress":  # a training step (steps, loss, tokens/s), or what the stage is doing now
+                if "note" in manifest:
+                    progress.note(stage, manifest["note"])
+                else:
+                    progress.step(stage, manifest["step"], manifest["total"], f"loss {manifest['loss']:.3f} · "
+                                  f"{manifest['tokens_per_second']:,.0f} tokens/s")
                 return
-            if stage in bars:
-                progress.remove_task(bars.pop(stage))
-                progress.stop()
+            progress.end(stage)
             if kind == "smoke":
                 for change in manifest["changes"]:
                     err.print(f"[dim]smoke: {change}[/]")
@@ -929,10 +1008,14 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                 err.print(f"[dim]{stage}: unchanged, skipped[/]")
             elif kind == "start":
                 err.print(f"[bold]{stage}[/] …")
+                progress.begin(stage)
             else:
                 err.print(f"[green]{stage}[/] done in {manifest['seconds']:.0f} s")
 
-        result = run_build(config, on_event=on_event)
+        try:
+            result = run_build(config, on_event=on_event)
+        finally:
+            progress.close()
         results = result["results"]
         card = results.get("card", {}).get("card")
         report = results.get("eval", {}).get("bench", {}).get("report", {})
@@ -950,7 +1033,10 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
                 p = proof[key]
                 note = " (within noise)" if p["within_noise"] else ""
                 out.print(f"{label}: base {p['base']:.2f} → built {p['built']:.2f}{note}")
-        model = (results.get("sft") or results.get("cp") or {}).get("model")
+        export = results.get("export") or {}
+        # the GGUF on the fast engine (llama.cpp) when there is one; else the trained HF directory
+        model = export.get("path") if export.get("format") == "gguf" else (results.get("sft") or
+                                                                             results.get("cp") or {}).get("model")
         if card:
             out.print(f"model card: {card}")
         if model:

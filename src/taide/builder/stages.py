@@ -100,6 +100,7 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
 
     settings = recipe.resolve(recipe.eval)
     max_tokens = settings.get("max_tokens", 128)
+    say = (lambda text: report({"note": text})) if report else (lambda text: None)
     built_gguf = upstream.get("export", {}).get("path") if upstream.get("export", {}).get("format") == "gguf" else None
     models = {"base": recipe.base_model, "built": built_gguf or built_model(upstream, recipe)}
     proof: dict = {}
@@ -113,6 +114,7 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
         cp = {k: v for k, v in recipe.resolve(recipe.cp).items() if k not in PLAN_ONLY and k != "max_steps"}
         config = TrainConfig(mode="cp", model=recipe.base_model, data=[upstream["data"]["output"]],
                              out=str(Path(upstream["cp"]["model"]).parent), **cp)  # the split CP held out
+        say(f"held-out perplexity of {', '.join(compared)}")
         losses = heldout.heldout_losses(config, compared, settings.get("heldout_rows", 32))
         for name, key in (("built", "heldout_perplexity"), ("cp", "heldout_perplexity_cp")):
             if name in losses:
@@ -124,9 +126,12 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
     scores, taiwan, bench = {}, {}, {}
     for name, reference in models.items():
         with load_engine(reference) as engine:
+            say(f"{name}: {len(pairs)} held-out translations")
             outputs, scores[name] = heldout.translation_chrf(engine, pairs, max_tokens)
             if name == "built":
+                say("built: the Taiwan prompts")
                 taiwan = _run_taiwan(settings, engine, directory, max_tokens)
+                say("built: taide-bench")
                 bench = _run_bench(settings, engine, directory / "bench-built", max_tokens)
         atomic_write(directory / f"translations-{name}.jsonl", "".join(
             json.dumps({"id": p["id"], "task": p["task"], "source": p["source"], "reference": p["reference"],
