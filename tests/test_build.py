@@ -278,16 +278,17 @@ def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, 
         assert (tmp_path / "out" / stage / "checkpoints").is_dir() and results[stage]["heldout_loss"] is not None
     assert results["export"]["verification"]["ok"] and results["export"]["quant"] == recipe.export["quant"]
 
+    # a tiny stand-in of the base's family and chat format, however small the base (SmolLM2 is 135M)
     model = resolve_model(results["sft"]["model"])
-    family = {"llama3-taide-8b": "llama3", "gemma-3-taide-12b": "gemma"}.get(name)
-    if family:  # a tiny stand-in of the base's family and chat format
-        config = json.loads((Path(results["sft"]["model"]) / "config.json").read_text())
-        assert config["hidden_size"] == 256 and model.chat_format == family
+    config = json.loads((Path(results["sft"]["model"]) / "config.json").read_text())
+    family = {"llama3-taide-8b": "llama3", "gemma-3-taide-12b": "gemma", "smollm2-demo": "template"}[name]
+    assert config["hidden_size"] == 256 and model.chat_format == family
+    if name == "smollm2-demo":  # the embedded GGUF's own ChatML template, on a tiny Llama
+        assert "<|im_start|>" in model.chat_template and "smollm2-135m's chat template" in result["smoke"][0]
+    else:
         judge = json.loads(Path(results["eval"]["bench"]["report"]["json"]).read_text())["runs"][0]["judge"]
         assert judge["engine"] == "stub"  # in place of the recipe's judge, which is never asked
         assert "the recipe's judge https://api.openai.com/v1, not contacted" in " ".join(result["smoke"])
-    else:
-        assert recipe.base_model == "smollm2-135m" and "the recipe's base smollm2-135m" in result["smoke"][0]
     card = Path(results["card"]["card"]).read_text(encoding="utf-8")
     assert "Smoke 建置" in card and all(change in card for change in result["smoke"])
     assert not (tmp_path / "cache" / "latest-build.json").exists()
@@ -308,7 +309,6 @@ def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeyp
     from taide.builder import smoke
     from taide.builder.recipe import load_build_recipe
 
-    monkeypatch.setattr(smoke, "SMALL_BASE", 0)  # treat the tiny base as a big one
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     write_jsonl(corpus / "laws.jsonl", [{"id": i, "text": f"第{i}條 本法所稱主管機關為內政部。" * 5} for i in range(100)])

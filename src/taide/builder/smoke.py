@@ -3,8 +3,8 @@
 The smoke build runs the recipe as written — its stages, executors, training settings, chat format, export and
 evaluation — with only what makes it small changed:
 
-- **base**: the recipe's base when it is on this machine and small (at most 500M parameters); otherwise a
-  random-init model of its family (architecture, control tokens, chat template: see models/tiny.py) with the
+- **base**: a random-init model of the base's family (architecture, control tokens, chat template: see
+  models/tiny.py), whatever the base's size, with the
   base's own tokenizer when its directory is here, or a tokenizer learned from the smoke data when it is not;
 - **data**: a few documents of each input that is on this machine (the shipped raw sample when none is), cleaned
   by the recipe's executor (``ray``: a Ray of this machine's own, whatever cluster the recipe or RAY_ADDRESS names);
@@ -32,7 +32,6 @@ from pathlib import Path
 
 from taide.builder.recipe import SAMPLES, BuildError, Recipe
 
-SMALL_BASE = 5e8  # parameters: a base up to this size is smoke-built as it is
 DOCUMENTS = 20  # per input file, at most 3 files per input
 CONVERSATIONS = 64  # per SFT file
 BENCH_ITEMS, PAIRS = 2, 8  # per bench task file; held-out pairs
@@ -90,20 +89,22 @@ def _judge_answers(settings: dict) -> str | None:
 
 
 def _base(recipe: Recipe, texts: list[str], target: Path) -> tuple[str, str]:
-    """The smoke base model and a sentence saying what it is."""
-    from taide.builder.plan import model_shape
-    from taide.models.tiny import family_of, tiny_model
+    """The smoke base model, always a tiny random-init one of the base's family (a real base, even a small one,
+    would make the smoke minutes long), and a sentence saying what it is. From a local HF directory it keeps the
+    base's tokenizer and template; from a local GGUF (an embedded model) its chat template and control tokens."""
+    from taide.models import resolve_model
+    from taide.models.tiny import family_of, family_of_gguf, tiny_model
 
     here = Path(recipe.base_model)
-    try:
-        shape, _ = model_shape(recipe.base_model)  # a directory, an embedded or a local GGUF: on this machine
-        if shape.parameters <= SMALL_BASE:
-            size = f"{shape.parameters / 1e6:.0f}M parameters"
-            return recipe.base_model, f"the recipe's base {recipe.base_model} ({size})"
-    except Exception:  # noqa: BLE001 - not here (or not readable): a tiny model stands in
-        pass
     config = here / "config.json"
-    family = family_of(json.loads(config.read_text(encoding="utf-8"))) if config.is_file() else None
+    family, gguf = (family_of(json.loads(config.read_text(encoding="utf-8"))) if config.is_file() else None), None
+    if family is None and not config.is_file():
+        try:
+            ref = resolve_model(recipe.base_model)  # an embedded model or a GGUF file: its metadata only
+            if ref.kind == "gguf":
+                gguf, family = ref, family_of_gguf(ref)
+        except Exception:  # noqa: BLE001 - not on this machine: the recipe's base_shape says the family
+            pass
     shape_name = (recipe.base_shape or "").lower()
     prefixes = {"llama-3.1": "llama3.1", "llama-3.2": "llama3.1", "llama-3.3": "llama3.1", "llama-3": "llama3",
                 "gemma-3": "gemma3", "qwen2": "qwen2", "qwen-2": "qwen2", "qwen3": "qwen3", "qwen-3": "qwen3",
@@ -114,6 +115,7 @@ def _base(recipe: Recipe, texts: list[str], target: Path) -> tuple[str, str]:
                          f"2/3, Mistral, Phi-3); cannot tell the family of base_model {recipe.base_model} (give "
                          "base_shape, e.g. llama-3-8b or gemma-3-12b)")
     tokenizer_from = here if (here / "tokenizer.json").is_file() or (here / "tokenizer.model").is_file() else None
+    template = gguf.chat_template if gguf is not None and gguf.chat_format == "template" else None
     if not (target / "config.json").is_file():
         building = target.with_name(target.name + ".tmp")
         shutil.rmtree(building, ignore_errors=True)
@@ -121,9 +123,13 @@ def _base(recipe: Recipe, texts: list[str], target: Path) -> tuple[str, str]:
         # export's check (top-1 agreement with transformers after q4_k_m) needs them about as clear as a trained
         # model's. Measured on both families: top-1 agreement 50–73% at 0.02, 64–67% at 0.04; at 0.06 and
         # wider the Llama's deeper activations move under 4-bit weights and agreement falls below 45% again.
-        tiny_model(family, building, texts, tokenizer_from=tokenizer_from, initializer_range=0.04)
+        tiny_model(family, building, texts, tokenizer_from=tokenizer_from, initializer_range=0.04,
+                   template=template, bos_token=gguf.bos_token if template else None,
+                   eos_token=gguf.eos_token if template else None)
         building.replace(target)
-    vocabulary = f"{recipe.base_model}'s tokenizer" if tokenizer_from else "a tokenizer learned from the smoke data"
+    vocabulary = (f"{recipe.base_model}'s tokenizer" if tokenizer_from else
+                  f"{recipe.base_model}'s chat template and a tokenizer learned from the smoke data" if template else
+                  "a tokenizer learned from the smoke data")
     return str(target), (f"a random-init {family} model (hidden 256) with {vocabulary}, standing in for "
                          f"{recipe.base_model}")
 

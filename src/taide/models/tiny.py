@@ -21,6 +21,7 @@ layers shrink. The templates are the models' own (``models/templates``), byte fo
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,18 @@ def family_of(config: dict) -> str | None:
         scaling = config.get("rope_scaling") or config.get("rope_parameters") or {}
         return "llama3.1" if scaling.get("rope_type") == "llama3" else "llama3"
     return kind if kind in FAMILIES else None
+
+
+def family_of_gguf(ref) -> str | None:
+    """The family of a GGUF file's model (a resolved reference: its metadata only)."""
+    arch = ref.architecture or ""
+    if arch.startswith("gemma3"):
+        return "gemma3"
+    return {"llama": "llama3", "qwen2": "qwen2", "qwen3": "qwen3", "phi3": "phi3"}.get(arch)
+
+
+# A chat template's control tokens, as templates write them: <|im_start|>, <start_of_turn>, [INST].
+_CONTROL_IN_TEMPLATE = re.compile(r"<\|[A-Za-z_0-9]+\|>|<(?:start|end)_of_turn>|\[/?INST\]")
 
 
 def family_template(family: str) -> str:
@@ -175,12 +188,14 @@ def _config(family: Family, tokenizer, hidden: int, layers: int, context_length:
 
 def tiny_model(family: str, out: str | Path, texts: Iterable[str] = (), *, vocab_size: int = 1000,
                hidden: int = 256, layers: int | None = None, context_length: int = 512,
-               tokenizer_from: str | Path | None = None, seed: int = 0, **overrides) -> Path:
+               tokenizer_from: str | Path | None = None, seed: int = 0, template: str | None = None,
+               bos_token: str | None = None, eos_token: str | None = None, **overrides) -> Path:
     """Write a random-init ``family`` model to ``out`` and return it. Its tokenizer is trained on ``texts``
     (``vocab_size`` pieces) or, with ``tokenizer_from``, is that directory's tokenizer and config (shrunk to
     ``hidden`` × ``layers``). Hidden 256 is the smallest width llama.cpp's K-quants quantize as such. Gemma gets
-    six layers by default: five sliding-window layers and one global, as its pattern has them. ``overrides``:
-    other config.json fields."""
+    six layers by default: five sliding-window layers and one global, as its pattern has them. ``template`` (with
+    ``bos_token``, ``eos_token``): another chat template than the family's (SmolLM2's ChatML on a Llama), whose
+    control tokens the learned tokenizer gets. ``overrides``: other config.json fields."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -196,6 +211,13 @@ def tiny_model(family: str, out: str | Path, texts: Iterable[str] = (), *, vocab
         if not texts:
             raise ValueError("a tiny model's tokenizer needs some texts to learn its pieces from")
         tokenizer = _tokenizer(spec, texts, vocab_size)
+        if template is not None:
+            controls = list(dict.fromkeys(_CONTROL_IN_TEMPLATE.findall(template) + [t for t in (bos_token, eos_token)
+                                                                                    if t]))
+            tokenizer.add_special_tokens({"additional_special_tokens": controls,
+                                          **({"bos_token": bos_token} if bos_token else {}),
+                                          **({"eos_token": eos_token} if eos_token else {})})
+            tokenizer.chat_template = template
     tokenizer.save_pretrained(out)
     torch.manual_seed(seed)
     config = _config(spec, tokenizer, hidden, layers or spec.layers, context_length, base, overrides)
