@@ -6,6 +6,7 @@ Runs train on the tiny random-init Llama (a copy of conftest's)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import json
@@ -550,3 +551,36 @@ def test_sft_conversations_holding_evaluation_items_are_left_out(model_dir, tmp_
         TrainConfig(mode="cp", model="m", data=["d"], out="o", decontaminate=[str(exam)])
     with pytest.raises(TrainError, match="not drop or tag"):
         TrainConfig(mode="sft", model="m", data=["d"], out="o", decontaminate=[str(exam)], decontaminate_action="cut")
+
+
+def test_a_data_vocabulary_head_is_the_softmax_over_the_data_tokens(model_dir, sft_file, tmp_path):
+    """head_vocabulary: data computes the loss over the tokens the data holds: with every token it is the full loss;
+    with the data's tokens it is the cross-entropy of the logits of those rows alone. A run trains with it."""
+    from transformers import AutoModelForCausalLM
+
+    from taide.train.model import DataHead
+    from taide.train.trainer import token_loss_sum
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    vocab = model.get_output_embeddings().weight.shape[0]
+    ids = torch.randint(5, vocab, (2, 24), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "position_ids": torch.arange(24).repeat(2, 1),
+             "labels": torch.where(torch.arange(24) % 3 == 0, -100, ids)}
+    plain = contextlib.nullcontext  # float32, no autocast
+    full, n = token_loss_sum(model, batch, plain)
+    every, m = token_loss_sum(model, batch, plain, DataHead(model, range(vocab), torch.device("cpu")))
+    assert n == m and torch.allclose(full, every, rtol=1e-5)
+    wanted = torch.unique(batch["labels"][batch["labels"] != -100])
+    part, _ = token_loss_sum(model, batch, plain, DataHead(model, wanted, torch.device("cpu")))
+    logits = model(input_ids=ids, position_ids=batch["position_ids"]).logits[:, :-1][..., wanted]
+    targets = batch["labels"][:, 1:]
+    index = {int(t): i for i, t in enumerate(wanted)}
+    remapped = targets.clone().apply_(lambda t: index.get(t, -100))
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), remapped.flatten(), ignore_index=-100,
+                                                 reduction="sum")
+    assert torch.allclose(part, expected, rtol=1e-5) and part < full
+
+    result = train(sft_config(model_dir, sft_file, tmp_path / "run", head_vocabulary="data", max_steps=3))
+    assert result.steps == 3 and math.isfinite(result.final_loss)
+    with pytest.raises(TrainError, match="head_vocabulary: 'all' is not full or data"):
+        sft_config(model_dir, sft_file, tmp_path / "x", head_vocabulary="all")

@@ -63,6 +63,11 @@ class TrainConfig:
     freeze_embeddings: bool = False  # keep the token embeddings (and a tied output head) as they are
     trainable_layers: int | None = None  # train only the top N transformer blocks (and the final norm); None: all
     end_of_turn_from_eos: bool = False  # SFT of a pretrained base: start the end-of-turn token's embedding from EOS's
+    # "full": the loss's softmax over the whole vocabulary. "data": over the tokens the run's data holds (every token
+    # it trains to predict, and the end-of-turn ones): with Gemma 3's 262K-token vocabulary the output layer is most
+    # of a small model's compute, and a demo corpus holds a few thousand distinct tokens. The model keeps its whole
+    # vocabulary; only the loss leaves out tokens the data never asks for (measured in BENCHMARKS.md, the build).
+    head_vocabulary: str = "full"
     activation_checkpointing: bool = False
     compile: bool = False
     lora: LoraConfig | None = None
@@ -85,6 +90,8 @@ class TrainConfig:
                              "taide data clean … --decontaminate EVAL (a recipe's data.decontaminate)")
         if isinstance(self.decontaminate, str):
             self.decontaminate = [self.decontaminate]
+        if self.head_vocabulary not in ("full", "data"):
+            raise TrainError(f"head_vocabulary: {self.head_vocabulary!r} is not full or data")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise TrainError(f"dtype: {self.dtype!r} is not auto, float32 or bfloat16")
         if self.trainable_layers is not None and self.trainable_layers < 1:

@@ -36,6 +36,13 @@ class Datasets:
     micro_batch_size: int
     summary: dict  # what OUT/data.json holds: rows, steps, the batch and why, the SFT files' layouts and left-out records
 
+    def target_ids(self) -> np.ndarray:
+        """Every token id the run trains to predict, on training and held-out rows (sorted, unique)."""
+        found = set()
+        for dataset in (self.train.dataset, self.heldout_set):
+            found.update(int(t) for t in dataset.target_ids())
+        return np.asarray(sorted(found), dtype=np.int64)
+
     def heldout(self, batches: int) -> list[dict]:
         """Up to ``batches`` micro-batches of held-out rows for this process (every process its own rows).
         Every process gets the same number of batches, since under FSDP each forward is collective: a process

@@ -30,15 +30,19 @@ def attended_positions(config: dict, seq_len: int) -> int:
     return sum(seq_len if kind == "full_attention" else min(seq_len, window) for kind in types)
 
 
-def flops_per_token(model, seq_len: int) -> float:
+def flops_per_token(model, seq_len: int, head_rows: int | None = None) -> float:
     """6 × parameters (forward + backward, input embedding excluded: a lookup, not a matmul) plus the
     attention term 12 × heads × head_dim × attended positions (:func:`attended_positions`), as torchtitan counts.
-    Llama 3 8B at 8K context: 6 × 7.50e9 + 12 × 32 × 32 × 128 × 8192 ≈ 5.8e10."""
+    Llama 3 8B at 8K context: 6 × 7.50e9 + 12 × 32 × 32 × 128 × 8192 ≈ 5.8e10. ``head_rows``: the output layer
+    computes only that many of its rows (``head_vocabulary: data``)."""
     config = model.config
     embedding = model.get_input_embeddings().weight.numel()
     params = sum(p.numel() for p in model.parameters()) - embedding
     if getattr(config, "tie_word_embeddings", False):
         params += embedding  # the tied matrix still does the output projection's matmul
+    if head_rows is not None:
+        output = model.get_output_embeddings().weight
+        params -= output.numel() - head_rows * output.shape[1]
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return 6 * params + 12 * config.num_attention_heads * head_dim * attended_positions(config.to_dict(), seq_len)
 

@@ -107,3 +107,39 @@ def save_hf_directory(model, tokenizer, chat_format, config: TrainConfig, world:
         write_json(directory / "taide_training.json", config.to_dict())
     world.barrier()
     return directory
+
+
+class DataHead:
+    """The output layer over ``ids`` only, for a loss whose softmax covers the tokens the data holds
+    (``head_vocabulary: data``): logits are the hidden states times those rows of the output weights (soft-capped as
+    the model caps its own, Gemma's way), and targets are renumbered into them. The model itself is untouched."""
+
+    def __init__(self, model, ids, device: torch.device):
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under LoRA, the wrapped model
+        self.decoder = base.get_decoder()
+        head = base.get_output_embeddings()
+        config = getattr(base.config, "text_config", base.config)
+        self.softcap = getattr(config, "final_logit_softcapping", None)
+        self.ids = torch.as_tensor(ids, dtype=torch.long, device=device)
+        self.weight, self.bias = head.weight, head.bias
+        # A frozen head (frozen or tied embeddings) gives the same rows every step: take them once.
+        self.rows = None if head.weight.requires_grad else head.weight.detach()[self.ids]
+        self.index = torch.full((head.weight.shape[0],), -1, dtype=torch.long, device=device)
+        self.index[self.ids] = torch.arange(len(self.ids), device=device)
+
+    def hidden(self, input_ids, position_ids):
+        return self.decoder(input_ids=input_ids, position_ids=position_ids).last_hidden_state
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        rows = self.rows if self.rows is not None else self.weight[self.ids]
+        bias = self.bias[self.ids] if self.bias is not None else None
+        logits = torch.nn.functional.linear(hidden, rows.to(hidden.dtype), bias)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def targets(self, targets: torch.Tensor) -> torch.Tensor:
+        mapped = self.index[targets.clamp(min=0)]
+        if bool(((mapped < 0) & (targets != -100)).any()):
+            raise TrainError("head_vocabulary data: a target token is not among the data's tokens")
+        return torch.where(targets == -100, targets, mapped)

@@ -259,6 +259,10 @@ class TokenizedSource:
     def __len__(self) -> int:
         return len(self.hashes)
 
+    def token_ids(self) -> np.ndarray:
+        """The distinct token ids of every document (sorted)."""
+        return np.unique(np.concatenate([np.unique(s.tokens) for s in self.shards] or [np.zeros(0, np.uint32)]))
+
     def document(self, index: int) -> np.ndarray:
         shard = int(np.searchsorted(self.starts, index, side="right")) - 1
         s, local = self.shards[shard], index - self.starts[shard]
@@ -349,6 +353,10 @@ class CPDataset:
         for i, source in enumerate(self.sources):
             lengths[src == i] = source.lengths[doc[src == i]]
         return np.cumsum(lengths)
+
+    def target_ids(self) -> np.ndarray:
+        """Token ids a row of the sources can ask to predict: any of their documents' (a superset of this split's)."""
+        return np.unique(np.concatenate([s.token_ids() for s in self.sources]))
 
     def num_rows(self, epoch: int) -> int:
         ends = self.plan(epoch)[2]

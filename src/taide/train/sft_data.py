@@ -121,6 +121,10 @@ class SFTDataset:
     def num_rows(self, epoch: int) -> int:
         return len(self.pack(epoch))
 
+    def target_ids(self) -> np.ndarray:
+        labels = [e.labels[e.labels != IGNORE] for e in self.examples]
+        return np.unique(np.concatenate(labels)) if labels else np.zeros(0, np.int64)
+
     def row(self, epoch: int, index: int) -> PackedRow:
         pieces = [(self.examples[i].input_ids, self.examples[i].labels) for i in self.pack(epoch)[index]]
         return pack_row(pieces, self.seq_len, self.pad_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,12 +58,13 @@ def learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def token_loss_sum(model, batch: dict, autocast) -> tuple[torch.Tensor, int]:
+def token_loss_sum(model, batch: dict, autocast, head=None) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of every position whose next token is trained, and how many there are.
 
     The labels are shifted (the last position gets -100), not the logits, and the model computes logits only at
     positions where some row of the batch has a trained next token (``logits_to_keep``): in instruction tuning the
-    head over a large vocabulary is skipped on prompts."""
+    head over a large vocabulary is skipped on prompts. With ``head`` (a :class:`~taide.train.model.DataHead`) the
+    softmax covers only the data's tokens."""
     targets = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)
     keep = (targets != -100).any(0).nonzero().squeeze(1)
     if len(keep) == targets.shape[1]:
@@ -70,7 +72,14 @@ def token_loss_sum(model, batch: dict, autocast) -> tuple[torch.Tensor, int]:
     else:
         targets = targets[:, keep]
     with autocast():
-        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], logits_to_keep=keep).logits
+        if head is None:
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                           logits_to_keep=keep).logits
+        else:
+            hidden = head.hidden(batch["input_ids"], batch["position_ids"])
+            logits = head.logits(hidden if isinstance(keep, int) else hidden[:, keep])
+    if head is not None:
+        targets = head.targets(targets)
     loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum")
     return loss, int((targets != -100).sum())
 
@@ -109,7 +118,8 @@ def train(config: TrainConfig, resume: bool | str = False,
           on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
     """Run ``config``; with ``resume``, continue from the newest checkpoint under ``OUT/checkpoints``
     (``resume="if_any"``: when there is one, else start)."""
-    from taide.train.model import apply_lora, end_of_turn_from_eos, freeze, load_for_training, save_hf_directory
+    from taide.train.model import (DataHead, apply_lora, end_of_turn_from_eos, freeze, load_for_training,
+                                   save_hf_directory)
     from taide.train.datasets import build_datasets
 
     world = init_world()
@@ -126,7 +136,16 @@ def train(config: TrainConfig, resume: bool | str = False,
             model = apply_lora(model, config.lora)
         if config.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        flops = flops_per_token(model, config.seq_len)
+        head = None
+        if config.head_vocabulary == "data":
+            if world.size > 1:
+                raise TrainError("head_vocabulary: data is for one process; under torchrun (FSDP2) the output layer "
+                                 "is sharded across processes: use head_vocabulary: full")
+            head = DataHead(model, data.target_ids(), world.device)
+            if world.main:
+                print(f"taide train: the loss's softmax covers the {len(head.ids):,} tokens the data holds, of "
+                      f"{head.index.shape[0]:,} (head_vocabulary: data)", file=sys.stderr, flush=True)
+        flops = flops_per_token(model, config.seq_len, None if head is None else len(head.ids))
         model = shard_model(model, world)
         if config.compile:
             model.compile()
@@ -171,7 +190,7 @@ def train(config: TrainConfig, resume: bool | str = False,
             for i, batch in enumerate(micro):
                 if world.size > 1:  # reduce gradients once per step, after the last micro-batch
                     model.set_requires_gradient_sync(i == len(micro) - 1)
-                loss, _ = token_loss_sum(model, batch, autocast)
+                loss, _ = token_loss_sum(model, batch, autocast, head)
                 # FSDP averages gradients over processes; × world size makes it the global sum / trained.
                 (loss * world.size / trained).backward()
                 step_loss += float(loss.detach())
