@@ -12,7 +12,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import ctypes
-import json
 import os
 import random
 import re
@@ -23,6 +22,7 @@ import numpy as np
 
 from taide.chat.formats import chat_format_for
 from taide.engines.base import Detokenizer, LocalEngine
+from taide.engines.json_constraint import JsonConstraint, JsonGrammars
 from taide.engines.loop import DecodeLoop, TokenRequest, log_softmax, token_logprob
 from taide.errors import EngineError, ModelError
 from taide.models import ModelRef
@@ -142,6 +142,7 @@ class _Slot:
     seq_id: int
     request: TokenRequest
     sampler: object
+    constraint: JsonConstraint | None = None  # the answer's JSON grammar, with params.json_schema
     prefilled: int = 0  # prompt tokens already in the KV cache
     next_token: int | None = None  # the sampled token to feed at the next step
     batch_index: int = -1  # where this slot's logits are in the current batch (-1: none)
@@ -155,19 +156,6 @@ class _Slot:
     @property
     def need(self) -> int:
         return len(self.request.prompt_ids) + self.request.max_new
-
-
-def json_grammar(schema: dict | bool) -> str:
-    """llama.cpp's grammar for any JSON object (``True``) or for a JSON schema; EngineError names what of the schema
-    it cannot express."""
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-    if schema is True:
-        return JSON_GBNF
-    try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except (AssertionError, ValueError, KeyError, TypeError, NotImplementedError) as e:
-        raise EngineError(f"json_schema: cannot constrain decoding to this schema: {e}") from e
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -192,15 +180,14 @@ class SlotLoop(DecodeLoop):
     (recurrent ones)."""
 
     def __init__(self, llm, eos_ids: set[int], n_ctx: int, n_parallel: int, n_batch: int, n_threads: int,
-                 flash_attn: bool, prefix_cache: bool = True):
+                 flash_attn: bool, grammars: JsonGrammars, prefix_cache: bool = True):
         import llama_cpp
 
         super().__init__("llamacpp")
         self.lib = llama_cpp
-        self.eos_ids = eos_ids
+        self.eos_ids, self.grammars = eos_ids, grammars
         self.n_ctx, self.n_batch = n_ctx, n_batch
         self.n_vocab = llm.n_vocab()
-        self.vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
         params.n_seq_max = n_parallel
@@ -225,9 +212,6 @@ class SlotLoop(DecodeLoop):
     def _sampler(self, request: TokenRequest):
         lib, p = self.lib, request.params
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if p.json_schema:  # first in the chain: only tokens the grammar allows reach the others
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_grammar(
-                self.vocab, json_grammar(p.json_schema).encode(), b"root"))
         if p.repetition_penalty != 1.0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(
                 self.n_vocab, PENALTY_WINDOW, p.repetition_penalty, 0.0, 0.0))
@@ -260,9 +244,11 @@ class SlotLoop(DecodeLoop):
             self.reserved += need
             seq_id, reused = self._sequence_for(request)
             sampler = None if request.scoring else self._sampler(request)
+            schema = request.params.json_schema
+            constraint = self.grammars.constraint(schema) if schema and not request.scoring else None
             if request.params.prompt_logprobs:
                 request.prompt_logprobs = []
-            self.slots.append(_Slot(seq_id, request, sampler, prefilled=reused))
+            self.slots.append(_Slot(seq_id, request, sampler, constraint, prefilled=reused))
             self.stats["active"] = len(self.slots)
 
     def _sequence_for(self, request: TokenRequest) -> tuple[int, int]:
@@ -374,8 +360,17 @@ class SlotLoop(DecodeLoop):
                 slot.request.prompt_logprobs.append(token_logprob(self._logprobs(index), token, k or 0))
             if slot.batch_index < 0:
                 continue
-            logprobs = self._logprobs(slot.batch_index) if k is not None else None  # the model's, before sampling
-            token = self.lib.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
+            logits = self._logits(slot.batch_index)
+            logprobs = log_softmax(logits) if k is not None else None  # the model's, before sampling
+            try:
+                if slot.constraint:  # in place, so llama.cpp's samplers see only the tokens JSON allows
+                    slot.constraint.mask(logits)
+                token = self.lib.llama_sampler_sample(slot.sampler, self.ctx, slot.batch_index)
+                if slot.constraint:
+                    token = slot.constraint.accept(token, logits)
+            except EngineError as e:  # this answer's grammar failed (a parser limit): the others go on
+                self._release(slot, "failed", e)
+                continue
             if logprobs is not None:
                 slot.request.logprobs.append(token_logprob(logprobs, token, k))
             slot.request.emit(token)
@@ -384,9 +379,12 @@ class SlotLoop(DecodeLoop):
             if token in self.eos_ids or slot.request.generated >= slot.request.max_new:
                 self._release(slot, "finished")
 
+    def _logits(self, batch_index: int) -> np.ndarray:
+        """The logits of a batch position: a view of llama.cpp's own buffer, which its samplers read."""
+        return np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, batch_index), shape=(self.n_vocab,))
+
     def _logprobs(self, batch_index: int) -> np.ndarray:
-        return log_softmax(np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.ctx, batch_index),
-                                                 shape=(self.n_vocab,)))
+        return log_softmax(self._logits(batch_index))
 
     def _score(self, slot: _Slot) -> None:
         for index, token in slot.score_rows:
@@ -414,17 +412,6 @@ class SlotLoop(DecodeLoop):
 
 class LlamaCppEngine(LocalEngine):
     name = "llamacpp"
-
-    def check_params(self, params) -> None:
-        """A schema the grammar cannot express, or a grammar llama.cpp will not load: an error now, not in the loop."""
-        if params.json_schema:
-            import llama_cpp
-
-            sampler = llama_cpp.llama_sampler_init_grammar(self.loop.vocab, json_grammar(params.json_schema).encode(),
-                                                           b"root")
-            if not sampler:
-                raise EngineError("json_schema: llama.cpp could not load the grammar made from this schema")
-            llama_cpp.llama_sampler_free(sampler)
 
     def __init__(self, model: ModelRef, chat_format: str | None = None, n_ctx: int | None = None,
                  n_parallel: int = 8, n_batch: int = 512, n_threads: int | None = None, n_gpu_layers: int = 0,
@@ -454,13 +441,20 @@ class LlamaCppEngine(LocalEngine):
         ends = {i for i in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)}
         ends.update(i for i in (self.codec.token_id(t) for t in self.chat_format.stop_tokens) if i is not None)
         self.eos_ids = ends
+        self.grammars = JsonGrammars(self._llguidance_tokenizer, self.vocab_size)
         # Flash attention on, as llama.cpp's own server does: about 10% faster decoding here, single or batched.
         # Its sums are ordered differently from transformers', so greedy answers can part on near-ties.
         self.loop = SlotLoop(self.llm, ends, self.context_length, n_parallel, n_batch, n_threads or os.cpu_count(),
-                             flash_attn, prefix_cache)
+                             flash_attn, self.grammars, prefix_cache)
 
     def detokenizer(self) -> Detokenizer:
         return LlamaCppDetokenizer(self.llm)
+
+    def _llguidance_tokenizer(self):
+        import llguidance.llamacpp
+
+        return llguidance.llamacpp.lltokenizer_from_vocab(self.llm._model.vocab, n_vocab=self.vocab_size,
+                                                          eos_token=sorted(self.eos_ids))
 
     @property
     def vocab_size(self) -> int:
