@@ -29,9 +29,9 @@ from taide.models import ModelRef
 
 DEFAULT_MAX_CONTEXT = 8192  # the KV cache of a 128K-context model would not fit a laptop; raise with n_ctx
 PENALTY_WINDOW = 64  # repetition penalty looks at the last 64 tokens, as llama.cpp does by default
-# llama.cpp's CPU kernels take another path for batches of fewer than 64 tokens (flash attention; 32 without), which
-# rounds differently: a prompt is read in pieces of at least this many tokens (unless it is shorter), so each of its
-# tokens is computed the same way whatever piece it falls in, and a prefix copy changes no answer.
+# llama.cpp's CPU kernels compute a batch of fewer than 64 tokens another way (flash attention's; without it, the
+# bound is lower), which rounds differently: a prompt is read in pieces of at least this many tokens (unless it is
+# shorter), so each of its tokens is computed alike whatever piece it falls in, and a prefix copy changes no answer.
 MIN_PIECE = 64
 
 
@@ -195,7 +195,7 @@ class SlotLoop(DecodeLoop):
         self.lib = llama_cpp
         self.eos_ids, self.grammars = eos_ids, grammars
         self.n_ctx, self.n_batch = n_ctx, n_batch
-        self.min_piece = min(MIN_PIECE, n_batch // 2)
+        self.min_piece = max(1, min(MIN_PIECE, n_batch // 2))
         self.n_vocab = llm.n_vocab()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx, params.n_batch, params.n_ubatch = n_ctx, n_batch, n_batch
