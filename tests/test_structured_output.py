@@ -116,11 +116,26 @@ def test_schemas_it_cannot_enforce_are_refused_before_any_work(engine, name):
     assert engine.stats()["submitted"] == before
 
 
-def test_parameters_that_break_the_samplers_arithmetic_still_give_json(engine):
-    """A repetition penalty of 5e-324 is 0 in float32 (0 × -inf is NaN): llama.cpp's grammar sampler then accepted a
-    token its grammar forbade and aborted the process ("Unexpected empty grammar stack after accepting piece")."""
-    for temperature in (0, 1.0):
-        params = GenerationParams(max_tokens=16, temperature=temperature, seed=1, repetition_penalty=5e-324,
+def test_a_token_the_mask_forbids_is_never_taken(engine):
+    """The mask's safety net: a sampler whose arithmetic broke (a repetition penalty of 5e-324 was 0 in float32, and
+    0 × -inf is NaN) once chose a token the grammar forbade, and llama.cpp's grammar sampler aborted the process on it
+    ("Unexpected empty grammar stack after accepting piece"). A forbidden token is replaced by the likeliest allowed
+    one, and the grammar goes on."""
+    import numpy as np
+
+    constraint = engine.grammars.constraint(SCHEMAS["enum and boolean"])
+    logits = np.random.default_rng(0).standard_normal(engine.vocab_size).astype(np.float32)
+    constraint.mask(logits)
+    forbidden = int(np.flatnonzero(np.isneginf(logits))[0])
+    token = constraint.accept(forbidden, logits)
+    assert token == int(np.argmax(logits)) and np.isfinite(logits[token])
+    assert not constraint.matcher.is_error()
+
+
+def test_the_sampling_limits_give_json(engine):
+    """The edges of what a request may ask (repetition penalty 0.01, temperature 5) still answer JSON."""
+    for temperature in (0, 5.0):
+        params = GenerationParams(max_tokens=16, temperature=temperature, seed=1, repetition_penalty=0.01,
                                   json_schema=True)
         answer = engine.complete("0", params)
         assert answer.finish_reason in ("stop", "length") and answer.text.startswith("{")
