@@ -89,9 +89,9 @@ class JsonConstraint:
         np.copyto(logits, -np.inf, where=self.disallowed())
 
     def accept(self, token: int, masked_logits) -> int:
-        """Advance past ``token``, chosen from the logits :meth:`mask` left. A sampler whose arithmetic broke on
-        extreme parameters (a repetition penalty of 5e-324 is 0 in float32: 0 × -inf is NaN) may still choose a
-        forbidden token; then the most likely allowed one is taken instead, as greedy decoding would."""
+        """Advance past ``token``, chosen from the logits :meth:`mask` left. Should a sampler still choose a forbidden
+        token (llama.cpp's grammar sampler met one when a repetition penalty of 5e-324, 0 in float32, made 0 × -inf a
+        NaN, and aborted the process), the likeliest allowed one is taken instead, as greedy decoding would."""
         if self._disallowed[token]:
             token = int(masked_logits.argmax())
         if not self.matcher.consume_token(token):
