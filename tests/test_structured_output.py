@@ -59,7 +59,7 @@ REFUSED = {
     "oneOf, coerced by the schema itself": ({"oneOf": [{"type": "integer"}, {"type": "number"}],
                                              "x-guidance": {"coerce_one_of": True}},
                                             "oneOf"),
-    "ignored keywords asked for": ({"type": "array", "contains": {"type": "integer"}, "x-guidance": {"lenient": True}},
+    "contains, leniency asked for": ({"type": "array", "contains": {"type": "integer"}, "x-guidance": {"lenient": True}},
                                    "contains"),
     "unknown format": ({"type": "string", "format": "taiwan-id"}, "taiwan-id"),
     "look-around": ({"type": "string", "pattern": "^(?=a)ab$"}, "look-around"),
