@@ -83,14 +83,46 @@ def test_f16_gguf_matches_transformers(gemma_ggufs, gemma_ref):
     assert all(g.identical for g in report.greedy) and sum(len(g.gguf) for g in report.greedy) > 40
     assert report.scored_tokens > 200  # far past the 16-token sliding window
     assert report.logprob_mean_diff < 0.002 and report.logprob_max_diff < 0.01 and report.top1_agreement >= 0.95
-    # the greedy prompts share their chat template's first tokens: a sliding window's cells are never restored
-    from taide.engines import load_engine
 
-    engine = load_engine(str(gemma_ggufs["f16"]), "llamacpp")
+
+@pytest.mark.parametrize("quant", ["f16", "q8_0"])
+def test_prefix_cache_keeps_greedy_answers_with_a_sliding_window(gemma_ggufs, quant):
+    """The tiny Gemma's window is 16 tokens; every prompt here is longer than 64 (shorter ones are not cached). With
+    the prefix cache, the next turn of a conversation goes on from the copy of the last turn's prompt, an edited
+    question goes back inside a copy (more than a window before its end), a repeated prompt reuses all of a copy but
+    its last 64 tokens, and a prompt sharing only the chat template's first tokens reuses those: every greedy answer
+    is the one decoded afresh, token for token (f16, and q8_0 as `taide build` exports)."""
+    from taide.engines import GenerationParams, load_engine
+
+    greedy = GenerationParams(max_tokens=24, temperature=0)
+    question = "請用三句話介紹台灣的夜市文化，並說明最有名的小吃。" * 2
+
+    def session(engine) -> list[list[int]]:
+        answers, messages = [], []
+        for turn in (question, "Tell me more about the night markets of Tainan, in detail.", "還有呢？" * 6):
+            messages.append({"role": "user", "content": turn})
+            answer = engine.chat(messages, greedy)
+            answers.append(answer.token_ids)
+            messages.append({"role": "assistant", "content": answer.text})
+        edited = messages[:4] + [{"role": "user", "content": "What about Hualien? " * 4}]
+        answers.append(engine.chat(edited, greedy).token_ids)
+        answers.append(engine.chat(edited, greedy).token_ids)
+        answers.append(engine.chat([{"role": "user", "content": "The Legislative Yuan is " * 12}], greedy).token_ids)
+        return answers
+
+    cached = load_engine(str(gemma_ggufs[quant]), "llamacpp", n_ctx=512, n_parallel=2)
+    fresh = load_engine(str(gemma_ggufs[quant]), "llamacpp", n_ctx=512, n_parallel=2, prefix_cache=False)
     try:
-        assert engine.loop.prefix_cache is False
+        assert cached.loop.window == 16
+        with_cache, without = session(cached), session(fresh)
+        assert all(len(a) > 8 for a in without)
+        assert with_cache == without
+        stats = cached.stats()
+        assert stats["prefix_hits"] == 5 and stats["prefix_tokens_reused"] > 200, stats
+        assert fresh.stats()["prefix_hits"] == 0
     finally:
-        engine.close()
+        cached.close()
+        fresh.close()
 
 
 # Measured on this model (random weights, nearly flat distributions, which quantization reorders easily; f16: 0.0005

@@ -245,8 +245,9 @@ CITY = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Ta
 
 
 def test_structured_output_parses_and_validates(client, smol_llamacpp, tiny_engine):
-    """response_format json_schema constrains llama.cpp's decoding with a grammar from the schema: the answer is
-    JSON that matches it; a schema the grammar cannot express, or an engine that cannot constrain, is a 400."""
+    """response_format json_schema constrains decoding with token masks made from the schema: the answer is JSON that
+    matches it; a schema the masks cannot enforce is a 400. The request that aborted the server when llama.cpp's
+    grammar sampler constrained it (a repetition penalty of 5e-324) is refused before any work; at the limit, JSON."""
     import jsonschema
 
     from taide.engines import GenerationParams
@@ -263,6 +264,12 @@ def test_structured_output_parses_and_validates(client, smol_llamacpp, tiny_engi
         temperature=0.8, seed=3, stream=True, response_format={"type": "json_schema", "json_schema": {"schema": CITY}}))
     jsonschema.validate(json.loads(streamed), CITY)
 
+    for penalty, status in ((5e-324, 400), (0.01, 200)):
+        r = httpx.post(f"{str(client.base_url).rstrip('/')}/completions", headers={"Authorization": "Bearer sk-test"},
+                       json={"prompt": "0", "max_tokens": 16, "repetition_penalty": penalty,
+                             "response_format": {"type": "json_object"}})
+        assert r.status_code == status, r.text
+        assert "repetition_penalty" in r.text if status == 400 else r.json()["choices"][0]["text"].startswith("{")
     with pytest.raises(openai.BadRequestError, match="cannot constrain decoding"):
         client.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "hi"}], max_tokens=8,
                                        response_format={"type": "json_schema",

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 from taide.chat.formats import ChatFormat, TokenCodec, validate_messages
 from taide.chat.presets import default_system_prompt
+from taide.engines.json_constraint import JsonGrammars
 from taide.engines.loop import DecodeLoop, TokenRequest
 from taide.errors import ContextLengthError, EngineError
 from taide.models import ModelRef
@@ -330,6 +331,7 @@ class LocalEngine(Engine):
     codec: TokenCodec
     eos_ids: set[int]
     loop: DecodeLoop
+    grammars: JsonGrammars  # structured output: JSON schemas as token masks over this engine's vocabulary
 
     @abstractmethod
     def detokenizer(self) -> Detokenizer: ...
@@ -349,7 +351,10 @@ class LocalEngine(Engine):
         return wanted
 
     def check_params(self, params: GenerationParams) -> None:
-        """Raise EngineError for what this engine cannot do with ``params`` (before any work)."""
+        """Raise EngineError for what this engine cannot do with ``params`` (before any work): a JSON schema its
+        masks cannot enforce."""
+        if params.json_schema:
+            self.grammars.constraint(params.json_schema)
 
     def _request(self, messages, params) -> TokenRequest:
         self.check_params(params)

@@ -9,7 +9,7 @@ import torch
 
 from taide.chat.formats import chat_format_for
 from taide.engines.base import Detokenizer, GenerationParams, LocalEngine
-from taide.engines.json_constraint import JsonConstraint, JsonGrammars
+from taide.engines.json_constraint import JsonGrammars
 from taide.engines.loop import DecodeLoop, token_logprob
 from taide.engines.sampling import choose_next
 from taide.errors import EngineError
@@ -120,7 +120,7 @@ class TransformersEngine(LocalEngine):
         self.context_length = int(getattr(self.lm.config, "max_position_embeddings", None) or model.context_length or 2048)
         self.eos_ids = self._end_ids()
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids)
-        self.grammars = JsonGrammars(self.tokenizer, self.vocab_size, self.eos_ids)
+        self.grammars = JsonGrammars(self._llguidance_tokenizer, self.vocab_size)
         self.loop = StaticBatchLoop(self, max_batch)
 
     def _end_ids(self) -> set[int]:
@@ -137,13 +137,14 @@ class TransformersEngine(LocalEngine):
     def detokenizer(self) -> Detokenizer:
         return HFDetokenizer(self.tokenizer)
 
+    def _llguidance_tokenizer(self):
+        import llguidance.hf
+
+        return llguidance.hf.from_tokenizer(self.tokenizer, n_vocab=self.vocab_size, eos_token=sorted(self.eos_ids))
+
     @property
     def vocab_size(self) -> int:
         return self.lm.get_output_embeddings().weight.shape[0]
-
-    def check_params(self, params: GenerationParams) -> None:
-        if params.json_schema:
-            self.grammars.grammar(params.json_schema)  # an error now for a schema it cannot express
 
     @torch.inference_mode()
     def score(self, ids: list[int], score_from: int | None, candidates: list[int] | None = None) -> float | list[float]:
@@ -186,16 +187,16 @@ class TransformersEngine(LocalEngine):
         out = self.lm(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                       logits_to_keep=1)  # the prompt's other logits would cost batch×length×vocab floats
         cache = out.cache
-        grammars = JsonConstraint.for_rows(self, params)
+        constraints = {i: self.grammars.constraint(p.json_schema) for i, p in enumerate(params) if p.json_schema}
         with_logprobs = any(p.logprobs is not None for p in params)
         for _ in range(max_new):
             logits = out.logits[:, -1, :].float()
             logprobs = torch.log_softmax(logits, -1).cpu().numpy() if with_logprobs else None  # the model's own
-            if grammars:
-                logits = grammars.mask(logits)
+            for i, constraint in constraints.items():
+                logits[i].masked_fill_(torch.from_numpy(constraint.disallowed()).to(logits.device), float("-inf"))
             next_ids = choose_next(logits, seen, params, generators)
-            if grammars:
-                grammars.accept(next_ids.tolist())
+            for i, constraint in constraints.items():
+                next_ids[i] = constraint.accept(int(next_ids[i]), logits[i])
             yield next_ids.tolist(), logprobs
             seen[torch.arange(batch, device=self.device), next_ids] = True
             mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
