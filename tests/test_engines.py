@@ -169,12 +169,16 @@ def test_llamacpp_reuses_a_conversations_prefix_from_copies_outside_the_kv_cache
 
 def test_a_vanishing_temperature_samples_like_greedy(tiny_engine):
     """temperature 1e-89 and a repetition penalty of 1e-300 (the schema fuzzer's finds) once divided the logits
-    into inf and a 500."""
+    into inf and a 500: a temperature below 1e-6 is greedy, and the penalty's range ends at 0.01, where the
+    extremes still sample."""
     from taide.engines import GenerationParams
+    from taide.errors import EngineError
 
     messages = [{"role": "user", "content": "Hello"}]
     tiny = tiny_engine.chat(messages, GenerationParams(max_tokens=6, temperature=1e-89, seed=1))
     greedy = tiny_engine.chat(messages, GenerationParams(max_tokens=6, temperature=0))
     assert tiny.text == greedy.text
-    extreme = GenerationParams(max_tokens=6, temperature=1.0, repetition_penalty=1e-300, seed=1)  # overflows to inf
+    with pytest.raises(EngineError, match="repetition_penalty=1e-300 must be between 0.01 and 5.0"):
+        GenerationParams(repetition_penalty=1e-300)
+    extreme = GenerationParams(max_tokens=6, temperature=5.0, repetition_penalty=0.01, min_p=1.0, seed=1)
     assert tiny_engine.chat(messages, extreme).finish_reason in ("stop", "length")

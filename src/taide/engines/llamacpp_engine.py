@@ -237,6 +237,8 @@ class SlotLoop(DecodeLoop):
                 lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(p.top_k))
             if p.top_p < 1.0:
                 lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(p.top_p, 1))
+            if p.min_p > 0:
+                lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(p.min_p, 1))
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(p.temperature))
             seed = p.seed if p.seed is not None else random.randrange(2**31)
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))

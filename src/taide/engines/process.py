@@ -1,8 +1,8 @@
 """A local engine in a process of its own, supervised: what `taide serve` runs, so that no request can take the
 server down.
 
-llama.cpp and torch are native code: a grammar that reaches an impossible state aborts the process, a bad kernel
-segfaults, a decode step can hang. In the server's own process any of these ends every user's stream and the
+llama.cpp and torch are native code: an assertion in llama.cpp aborts the process (its JSON grammar sampler once
+did on a tiny repetition penalty), a bad kernel segfaults, a decode step can hang. In the server's own process any of these ends every user's stream and the
 server with them. Here the engine (llama.cpp or transformers, loaded by :func:`taide.engines.load_engine`) runs in
 a child process; the server holds a :class:`ProcessEngine`, which speaks the :class:`~taide.engines.Engine`
 interface over a pipe. When the child dies (a signal, an abort, an exit) or stops making progress while it has
