@@ -8,7 +8,7 @@ EMBEDDED_GEMMA = "gemma3-270m"
 
 def built_gemma() -> tuple[str, str]:
     """(model reference, a sentence saying which model it is and why), for the benchmark's report."""
-    from taide.builder import latest_build
+    from taide.models import latest_build
     from taide.models import resolve_model
 
     built = latest_build()

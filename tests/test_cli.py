@@ -68,7 +68,8 @@ def test_demo_runs_every_office_task():
 
 def test_demo_runs_the_newest_build(tmp_path, monkeypatch):
     """After a `taide build`, `taide demo` with no model runs its model; a build whose files are gone is forgotten."""
-    from taide.builder.runner import _remember, latest_build
+    from taide.builder.runner import _remember
+    from taide.models import latest_build
 
     monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))
     assert latest_build() is None

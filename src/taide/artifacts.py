@@ -6,11 +6,14 @@ A manifest says what produced an artifact, so it can be reproduced or compared:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +42,27 @@ def atomic_write(path: str | Path, data: str | bytes | Callable[[Path], None]) -
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, replace: bool = False):
+    """A directory written whole or not at all: the block fills the hidden temporary directory it is given, which
+    then takes ``path``'s name. An error in the block leaves no temporary behind. When ``path`` exists by then
+    (another process finished first), the new one is dropped unless ``replace``. Yields the temporary path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists() and replace:
+            shutil.rmtree(path)
+        if path.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, path)  # same directory, so same filesystem: the rename is atomic
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_json(path: str | Path, obj) -> Path:

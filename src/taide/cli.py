@@ -150,11 +150,13 @@ NewestModel = Annotated[Optional[str], typer.Argument(help="HF directory, .gguf 
 
 
 def _model_or_newest(model: str | None) -> str:
-    from taide.builder import latest_build
+    """The model named, or the one rule of every command (models.default_model), said on screen."""
+    from taide.models import default_model
+    from taide.models.reference import DEFAULT_EMBEDDED
 
     if model is None:
-        model = latest_build() or "smollm2-135m"
-        note = " (English; `taide build` makes a model that answers in Traditional Chinese)" * (model == "smollm2-135m")
+        model = default_model()
+        note = " (English; `taide build` makes a model that answers in Traditional Chinese)" * (model == DEFAULT_EMBEDDED)
         err.print(f"[dim]model: {model}{note}[/]")
     return model
 EngineOpt = Annotated[str, typer.Option("--engine", "-e", help="auto, llamacpp, transformers or openai.")]
@@ -308,7 +310,8 @@ def generate(model: Model, input: Annotated[Path, typer.Argument(help="JSONL: {i
 @app.command()
 def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2en or en2zh.")],
          input: Annotated[str, typer.Argument(help="A file with the input text, or - for standard input.")] = "-",
-         model: Annotated[str, typer.Option("--model", "-m", help="Model reference (see `taide chat --help`).")] = "smollm2-135m",
+         model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model reference (see `taide chat --help`; "
+                          "default: the newest `taide build`, else the English 'smollm2-135m').")] = None,
          engine: EngineOpt = "auto", system: System = "auto", max_tokens: MaxTokens = 512,
          temperature: Temperature = 0.3, top_p: TopP = 1.0, top_k: TopK = 0, repetition_penalty: RepPenalty = 1.05,
          seed: Seed = None, traditional: Traditional = False, chat_format: ChatFormatOpt = None,
@@ -326,7 +329,7 @@ def task(kind: Annotated[str, typer.Argument(help="article, letter, summary, zh2
         sys.stdout.flush()
 
     with _errors():
-        config = TaskConfig(kind=kind, input=input, model=model, engine=engine, system=system, max_tokens=max_tokens,
+        config = TaskConfig(kind=kind, input=input, model=_model_or_newest(model), engine=engine, system=system, max_tokens=max_tokens,
                             temperature=temperature, top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty,
                             seed=seed, traditional=traditional, chat_format=chat_format, n_ctx=n_ctx, api_key=api_key)
         result = run_task(config, on_text=show, status=err.status)
@@ -379,7 +382,7 @@ def demo(model: NewestModel = None,
 
 
 @app.command()
-def info(model: Model = "smollm2-135m",
+def info(model: NewestModel = None,
          json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
     """Show what a model reference resolves to, without loading weights.
 
@@ -388,7 +391,7 @@ def info(model: Model = "smollm2-135m",
     from taide.models import resolve_model
 
     with _errors():
-        fields = resolve_model(model).summary()
+        fields = resolve_model(_model_or_newest(model)).summary()
         if json_out:
             out.print_json(json.dumps(fields, ensure_ascii=False))
         else:
@@ -397,7 +400,7 @@ def info(model: Model = "smollm2-135m",
 
 
 @app.command()
-def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
+def serve(model: NewestModel = None, engine: EngineOpt = "auto",
           host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
           port: Annotated[int, typer.Option("--port", "-p")] = 8000,
           api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="TAIDE_API_KEY",
@@ -439,12 +442,13 @@ def serve(model: Model = "smollm2-135m", engine: EngineOpt = "auto",
     from taide.serve import ServeConfig, run_serve
 
     with _errors():
-        config = ServeConfig(model=model, engine=engine, host=host, port=port, upstream=upstream,
+        config = ServeConfig(model=None if upstream else _model_or_newest(model), engine=engine, host=host, port=port,
+                             upstream=upstream,
                              upstream_api_key=upstream_api_key, chat_format=chat_format, n_ctx=n_ctx,
                              served_model_name=served_model_name, api_key=api_key, concurrency=concurrency,
                              max_waiting=max_waiting, system_prompt=system_prompt, stream_interval=stream_interval,
                              default_max_tokens=default_max_tokens, isolate=isolate, engine_timeout=engine_timeout)
-        err.print(f"[dim]serving {upstream or model} on http://{host}:{port} (web chat at /, API at /v1)[/]")
+        err.print(f"[dim]serving {upstream or config.model} on http://{host}:{port} (web chat at /, API at /v1)[/]")
         run_serve(config)
 
 
@@ -541,23 +545,15 @@ def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens
            lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume,
            on_bad_record=None, chat_date=None, decontaminate=None, decontaminate_action=None):
     from taide.train import load_recipe, train
+    from taide.train.config import parse_data, parse_mix
 
     with _errors():
-        sources = None
-        if data:
-            named = [d.split("=", 1) for d in data if "=" in d and not Path(d).exists()]
-            sources = dict(named) if len(named) == len(data) else list(data)
-        weights = None
-        if mix:
-            try:
-                weights = {k: float(v) for k, v in (m.split("=", 1) for m in mix)}
-            except ValueError:
-                raise typer.BadParameter("--mix takes source=weight, e.g. legal=3") from None
-        lora = {"r": lora_r, "alpha": 2 * lora_r} if lora_r else None
-        config = load_recipe(recipe, mode=mode, model=model, data=sources, out=out_dir, mix=weights, seq_len=seq_len,
+        config = load_recipe(recipe, mode=mode, model=model, data=parse_data(data), out=out_dir, mix=parse_mix(mix),
+                             seq_len=seq_len,
                              global_batch_tokens=global_batch_tokens, micro_batch_size=micro_batch_size,
                              epochs=epochs, max_steps=max_steps, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
-                             eval_every=eval_every, checkpoint_every=checkpoint_every, lora=lora,
+                             eval_every=eval_every, checkpoint_every=checkpoint_every,
+                             lora={"r": lora_r} if lora_r else None,
                              activation_checkpointing=activation_checkpointing or None, seed=seed,
                              on_bad_record=on_bad_record, chat_date=chat_date,
                              decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
@@ -891,16 +887,11 @@ def data_sample(target: Annotated[Path, typer.Argument(help="Directory to copy t
 
     Example: `taide data sample corpus/ && taide data clean corpus/raw -o cleaned/`
     """
-    import shutil
-
-    from taide.builder.recipe import SAMPLES
+    from taide.data.shipped import copy_sample_corpus
 
     with _errors():
-        source = SAMPLES["data"].parent
-        if target.exists() and any(target.iterdir()):
-            raise TaideError(f"{target}: not empty; choose a new directory")
-        shutil.copytree(source, target, dirs_exist_ok=True)
-        out.print(f"copied the raw sample corpus to {target / 'raw'} (what each document needs: {target / 'MANIFEST.json'})")
+        raw = copy_sample_corpus(target)
+        out.print(f"copied the raw sample corpus to {raw} (what each document needs: {target / 'MANIFEST.json'})")
 
 
 @data_app.command("convert")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from taide.artifacts import iter_jsonl, read_resumable
 from taide.chat.formats import validate_messages
-from taide.chat.presets import resolve_system_prompt
+from taide.chat.presets import messages_with_system, resolve_system_prompt
 from taide.chat.traditional import TraditionalGuard
 from taide.engines import Engine, GenerationParams
 from taide.errors import ChatFormatError, InputError
@@ -131,8 +131,7 @@ def generate_file(engine: Engine, input_path: str | Path, output_path: str | Pat
     with output_path.open("a", encoding="utf-8") as out:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            conversations = [([{"role": "system", "content": system}] if system and m[0]["role"] != "system" else []) + m
-                             for _, _, m in batch]
+            conversations = [messages_with_system(m, system) for _, _, m in batch]
             for (rid, record, _), result in zip(batch, engine.generate_batch(conversations, params)):
                 answer = guard.convert(result.text) if guard else result.text
                 out.write(json.dumps({**record, "id": record.get("id", rid), "answer": answer,

@@ -13,6 +13,7 @@ from taide.chat.traditional import TraditionalGuard
 from taide.engines import Chunk, Completion, Engine, GenerationParams, load_engine
 from taide.errors import InputError, TaideError
 from taide.generate import SamplingOptions
+from taide.models import default_model
 
 
 def stream_guarded(engine: Engine, messages: list[dict], params: GenerationParams | None = None,
@@ -45,7 +46,7 @@ class TaskConfig(SamplingOptions):
     """``taide task``: one office task on a text, the answer streamed."""
     kind: str  # article, letter, summary, zh2en or en2zh
     input: str = "-"  # a file with the text, or "-" for standard input
-    model: str = "smollm2-135m"
+    model: str | None = None  # None: models.default_model(), the newest build (else the embedded SmolLM2)
     # the task's own sampling: steadier than chat's
     temperature: float = field(default=0.3, kw_only=True)
     top_p: float = field(default=1.0, kw_only=True)
@@ -77,7 +78,7 @@ def run_task(config: TaskConfig, on_text: Callable[[str], None] | None = None,
     text = config.read_input()  # a missing file fails before the model loads
     guard = TraditionalGuard() if config.traditional else None
     completion = None
-    with config.load(config.model, status) as engine:
+    with config.load(config.model or default_model(), status) as engine:
         for chunk in stream_task(engine, config.kind, text, config.params(), config.system, guard):
             if on_text and chunk.text:
                 on_text(chunk.text)
@@ -95,11 +96,12 @@ class DemoResult:
 DEMO_PARAMS = GenerationParams(max_tokens=96, temperature=0.0, repetition_penalty=1.1)
 
 
-def demo(model: str = "smollm2-135m", engine: str = "auto", params: GenerationParams | None = None,
+def demo(model: str | None = None, engine: str = "auto", params: GenerationParams | None = None,
          on_chunk: Callable[[str, Chunk], None] | None = None, **engine_options) -> list[DemoResult]:
-    """Run every office task once on its sample input; ``on_chunk(task, chunk)`` sees the streamed answer."""
+    """Run every office task once on its sample input (``model`` None: models.default_model()); ``on_chunk(task,
+    chunk)`` sees the streamed answer."""
     results = []
-    with load_engine(model, engine, **engine_options) as eng:
+    with load_engine(model or default_model(), engine, **engine_options) as eng:
         for name, task in TASKS.items():
             prompt = task.prompt(task.example)
             for chunk in stream_task(eng, name, task.example, params or DEMO_PARAMS):

@@ -8,6 +8,6 @@
 """
 
 from taide.builder.recipe import BuildError, Recipe, load_build_recipe
-from taide.builder.runner import BuildConfig, latest_build, make_plan, run_build
+from taide.builder.runner import BuildConfig, make_plan, run_build
 
-__all__ = ["BuildConfig", "BuildError", "Recipe", "latest_build", "load_build_recipe", "make_plan", "run_build"]
+__all__ = ["BuildConfig", "BuildError", "Recipe", "load_build_recipe", "make_plan", "run_build"]

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import yaml
 
+from taide.data.shipped import SAMPLE_CORPUS
 from taide.errors import TaideError
 from taide.train.config import TrainConfig, TrainError
 
 STAGES = ("data", "cp", "sft", "export", "eval", "card")
 PACKAGE = Path(__file__).resolve().parents[1]
-SAMPLES = {"data": PACKAGE / "data/sample/raw", "sft": PACKAGE / "train/data/sft-sample.jsonl",
+SAMPLES = {"data": SAMPLE_CORPUS / "raw", "sft": PACKAGE / "train/data/sft-sample.jsonl",
            "bench": PACKAGE / "eval/data/taide-bench", "pairs": PACKAGE / "builder/data/heldout-pairs.jsonl",
            "taiwan": PACKAGE / "eval/data/taiwan-prompts.jsonl"}
 DEFAULT_RECIPE = PACKAGE / "builder/default.yaml"

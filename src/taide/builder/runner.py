@@ -184,22 +184,9 @@ def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | 
 
 
 def _remember(results: dict) -> None:
-    """Note the finished build's model in taide's cache, so `taide demo` can show the newest build."""
-    from taide.models.reference import cache_root
+    """Note the finished build's model, so that commands given no model use it (models.default_model)."""
+    from taide.models import remember_build
 
     model = (results.get("export") or {}).get("path") or (results.get("sft") or results.get("cp") or {}).get("model")
     if model:
-        cache_root().mkdir(parents=True, exist_ok=True)
-        write_json(cache_root() / "latest-build.json", {"model": str(Path(model).resolve())})
-
-
-def latest_build() -> str | None:
-    """The model of the newest finished `taide build` on this machine, if its files are still there."""
-    from taide.models.reference import cache_root
-
-    path = cache_root() / "latest-build.json"
-    try:
-        model = json.loads(path.read_text())["model"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return model if Path(model).exists() else None
+        remember_build(model)

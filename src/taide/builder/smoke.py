@@ -30,6 +30,7 @@ import json
 import shutil
 from pathlib import Path
 
+from taide.artifacts import atomic_dir
 from taide.builder.recipe import SAMPLES, BuildError, Recipe
 
 DOCUMENTS = 20  # per input file, at most 3 files per input
@@ -117,16 +118,15 @@ def _base(recipe: Recipe, texts: list[str], target: Path) -> tuple[str, str]:
     tokenizer_from = here if (here / "tokenizer.json").is_file() or (here / "tokenizer.model").is_file() else None
     template = gguf.chat_template if gguf is not None and gguf.chat_format == "template" else None
     if not (target / "config.json").is_file():
-        building = target.with_name(target.name + ".tmp")
-        shutil.rmtree(building, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)  # a stand-in begun by a killed smoke
         # Weights twice as wide as the usual init: a random model's next-token choices are nearly ties, and the
         # export's check (top-1 agreement with transformers after q4_k_m) needs them about as clear as a trained
         # model's. Measured on both families: top-1 agreement 50–73% at 0.02, 64–67% at 0.04; at 0.06 and
         # wider the Llama's deeper activations move under 4-bit weights and agreement falls below 45% again.
-        tiny_model(family, building, texts, tokenizer_from=tokenizer_from, initializer_range=0.04,
-                   template=template, bos_token=gguf.bos_token if template else None,
-                   eos_token=gguf.eos_token if template else None)
-        building.replace(target)
+        with atomic_dir(target) as building:
+            tiny_model(family, building, texts, tokenizer_from=tokenizer_from, initializer_range=0.04,
+                       template=template, bos_token=gguf.bos_token if template else None,
+                       eos_token=gguf.eos_token if template else None)
     vocabulary = (f"{recipe.base_model}'s tokenizer" if tokenizer_from else
                   f"{recipe.base_model}'s chat template and a tokenizer learned from the smoke data" if template else
                   "a tokenizer learned from the smoke data")

@@ -60,6 +60,7 @@ def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, director
             "final_loss": result.final_loss, "heldout_loss_before": result.heldout_loss_before,
             "heldout_loss": result.heldout_loss, "heldout_rows": result.data.get("heldout_rows"), "processes": processes,
             "conversations": result.data.get("conversations"), "decontamination": decontamination,
+            "heldout": str(result.heldout) if result.heldout else None,
             "hyperparameters": {k: v for k, v in config.to_dict().items() if k not in ("data", "out", "model")}}
 
 
@@ -96,7 +97,6 @@ def run_export(recipe: Recipe, directory: Path, upstream: dict, report=None) -> 
 def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
     from taide.engines import load_engine
     from taide.eval import heldout
-    from taide.train import TrainConfig
 
     settings = recipe.resolve(recipe.eval)
     max_tokens = settings.get("max_tokens", 128)
@@ -107,15 +107,12 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
 
     # 1. Perplexity on held-out corpus documents: the built model, and the continued-pretraining stage's model
     # when instruction tuning followed (what CP gained on corpus text, and what SFT kept of it).
-    if "cp" in upstream and "data" in upstream:
+    if (upstream.get("cp") or {}).get("heldout"):
         compared = {"base": recipe.base_model, "built": built_model(upstream, recipe)}
         if compared["built"] != upstream["cp"]["model"]:
             compared["cp"] = upstream["cp"]["model"]
-        cp = {k: v for k, v in recipe.resolve(recipe.cp).items() if k not in PLAN_ONLY and k != "max_steps"}
-        config = TrainConfig(mode="cp", model=recipe.base_model, data=[upstream["data"]["output"]],
-                             out=str(Path(upstream["cp"]["model"]).parent), **cp)  # the split CP held out
         say(f"held-out perplexity of {', '.join(compared)}")
-        losses = heldout.heldout_losses(config, compared, settings.get("heldout_rows", 32))
+        losses = heldout.heldout_losses(upstream["cp"]["heldout"], compared, settings.get("heldout_rows", 32))
         for name, key in (("built", "heldout_perplexity"), ("cp", "heldout_perplexity_cp")):
             if name in losses:
                 proof[key] = heldout.perplexity_change(losses["base"], losses[name])
@@ -145,6 +142,7 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
 def _run_taiwan(settings: dict, engine, directory: Path, max_tokens: int) -> dict:
     """The Taiwan prompts, answered with the sampling and system prompt `taide chat` gives by default (seeded, so
     a rerun answers the same); each answer checked for language, script and loops."""
+    from taide.chat.presets import messages_with_system
     from taide.engines import GenerationParams
     from taide.eval.fidelity import fidelity_many
 
@@ -152,8 +150,7 @@ def _run_taiwan(settings: dict, engine, directory: Path, max_tokens: int) -> dic
     prompts = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     languages = ["en" if p["expect"] == "en" else "zh-TW" for p in prompts]
     system = engine.default_system_prompt
-    conversations = [([{"role": "system", "content": system}] if system else [])
-                     + [{"role": "user", "content": p["prompt"]}] for p in prompts]
+    conversations = [messages_with_system([{"role": "user", "content": p["prompt"]}], system) for p in prompts]
     answers = engine.generate_batch(conversations, GenerationParams(max_tokens=max_tokens, seed=0))
     checked = fidelity_many([a.text for a in answers], languages)
     atomic_write(directory / "taiwan-built.jsonl", "".join(
@@ -172,7 +169,7 @@ def _run_bench(settings: dict, engine, run: Path, max_tokens: int) -> dict:
         judge = Judge(engine if settings["judge_model"] == "self" else StubJudgeEngine())
     config = EvalBenchConfig(run, model=engine.describe()["model"], data=settings.get("bench"),  # None: the sample
                              judge_endpoint=settings.get("judge_endpoint"), judge_model=settings.get("judge_model"),
-                             system=settings.get("system_prompt") or "none", tasks=settings.get("tasks"),
+                             system=settings.get("system_prompt") or "auto", tasks=settings.get("tasks"),
                              generate_only=not (judge or settings.get("judge_endpoint")), max_tokens=max_tokens)
     result = run_eval_bench(config, engine=engine, judge=judge)
     return {"report": {k: str(v) for k, v in result.files.items()}, "runs": [str(run)]}

@@ -31,6 +31,14 @@ def default_system_prompt(chat_format: str | None) -> str | None:
 AUTO, NONE = "auto", "none"
 
 
+def messages_with_system(messages: list[dict], system: str | None) -> list[dict]:
+    """``messages`` opened by a system message with ``system`` (resolved text, see :func:`resolve_system_prompt`),
+    unless there is none to add or the conversation has its own."""
+    if not system or (messages and messages[0].get("role") == "system"):
+        return list(messages)
+    return [{"role": "system", "content": system}, *messages]
+
+
 def resolve_system_prompt(spec: str | None, default: str | None) -> str | None:
     """The text ``spec`` stands for, or None for no system message; ``default`` is what "auto" means for the model at
     hand (``Engine.default_system_prompt``)."""
@@ -82,5 +90,4 @@ def task_messages(task: str, text: str, system: str | None = None) -> list[dict]
     """The conversation for one office task: optional system prompt, then the instruction."""
     if task not in TASKS:
         raise ChatFormatError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": TASKS[task].prompt(text)}]
+    return messages_with_system([{"role": "user", "content": TASKS[task].prompt(text)}], system)

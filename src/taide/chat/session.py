@@ -7,6 +7,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+from taide.chat.presets import messages_with_system
+
 
 class ChatSession:
     def __init__(self, system: str | None = None):
@@ -14,8 +16,7 @@ class ChatSession:
         self.turns: list[dict] = []
 
     def messages(self) -> list[dict]:
-        head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + self.turns
+        return messages_with_system(self.turns, self.system)
 
     def add_user(self, text: str) -> list[dict]:
         """Add the user's turn and return the whole conversation to send."""

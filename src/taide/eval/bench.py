@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taide.artifacts import iter_jsonl, read_resumable, write_json
-from taide.chat.presets import resolve_system_prompt
+from taide.chat.presets import messages_with_system, resolve_system_prompt
 from taide.engines import Engine, GenerationParams, LocalEngine
 from taide.errors import EngineError, InputError
 from taide.eval.compat import public_average
@@ -155,7 +155,7 @@ def _resp_row(item: BenchItem, task: str, model: str, system: str | None, comple
 
 
 def generate_responses(engine: Engine, out_dir: str | Path, data_dir: str | Path | None = None, tasks=None,
-                       params: GenerationParams | None = None, system_prompt: str | None = "none",
+                       params: GenerationParams | None = None, system_prompt: str | None = "auto",
                        concurrency: int | None = None, retry: RetryPolicy | None = None,
                        on_progress: ProgressFn | None = None) -> dict[str, dict]:
     """Answer every bench prompt with ``engine`` into ``out_dir/resp_{task}.jsonl``, resumably.
@@ -192,7 +192,7 @@ def generate_responses(engine: Engine, out_dir: str | Path, data_dir: str | Path
             on_progress("generate", task, finished, len(items))
 
         def conversation(item: BenchItem) -> list[dict]:
-            return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": item.prompt}]
+            return messages_with_system([{"role": "user", "content": item.prompt}], system)
 
         with path.open("a", encoding="utf-8") as out:
             def record(item: BenchItem, completion=None, error: BaseException | None = None) -> None:
@@ -393,7 +393,7 @@ def summarize(out_dir: str | Path) -> dict:
 
 
 def run_bench(engine: Engine, out_dir: str | Path, data_dir: str | Path | None = None, judge: Judge | None = None,
-              tasks=None, params: GenerationParams | None = None, system_prompt: str | None = "none",
+              tasks=None, params: GenerationParams | None = None, system_prompt: str | None = "auto",
               concurrency: int | None = None, on_progress: ProgressFn | None = None) -> dict:
     """Generate with ``engine`` (see :func:`generate_responses`), then grade with ``judge`` when given (see
     :func:`judge_responses`), and write ``bench_run.json`` (what ran: model, judge, data, tasks, system prompt,

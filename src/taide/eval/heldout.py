@@ -31,29 +31,28 @@ def bootstrap_diff(a: list[float], b: list[float], rounds: int = 1000, seed: int
     return diffs[int(0.025 * rounds)], diffs[int(0.975 * rounds) - 1]
 
 
-def heldout_losses(config, models: dict[str, str], rows_wanted: int) -> dict[str, tuple[list[float], list[int]]]:
-    """``{name: (loss sum per row, tokens per row)}`` of each model on the first ``rows_wanted`` rows of the
-    held-out split that ``config`` (a cp :class:`~taide.train.TrainConfig`) makes: the same rows for every model."""
+def heldout_losses(rows_path: str | Path, models: dict[str, str],
+                   rows_wanted: int) -> dict[str, tuple[list[float], list[int]]]:
+    """``{name: (loss sum per row, tokens per row)}`` of each model on the first ``rows_wanted`` held-out rows a
+    training run saved (``TrainResult.heldout``, an .npz of packed rows): the same rows for every model, the whole
+    vocabulary in every softmax."""
+    import numpy as np
     import torch
 
-    from taide.train.datasets import build_datasets
-    from taide.train.model import load_for_training
-    from taide.train.parallel import World
+    from taide.models.loading import load_hf
     from taide.train.trainer import token_loss_sum
 
-    world = World(0, 1, 0, torch.device("cpu"))
+    with np.load(rows_path, allow_pickle=False) as saved:
+        batch = {name: torch.from_numpy(saved[name][:rows_wanted]) for name in ("input_ids", "labels", "position_ids")}
     rows = {}
     for name, reference in models.items():
-        model, tokenizer, chat_format = load_for_training(reference, world.device)
-        model.eval()
-        data = build_datasets(config, tokenizer, chat_format, world)
+        _, model = load_hf(reference)
         losses, counts = [], []
         with torch.no_grad():
-            for batch in data.heldout(max(1, rows_wanted // config.micro_batch_size)):
-                for i in range(len(batch["input_ids"])):  # one item per row, for the bootstrap
-                    loss, n = token_loss_sum(model, {k: v[i:i + 1] for k, v in batch.items()}, contextlib.nullcontext)
-                    losses.append(float(loss))
-                    counts.append(n)
+            for i in range(len(batch["input_ids"])):  # one item per row, for the bootstrap
+                loss, n = token_loss_sum(model, {k: v[i:i + 1] for k, v in batch.items()}, contextlib.nullcontext)
+                losses.append(float(loss))
+                counts.append(n)
         rows[name] = (losses, counts)
         del model
     return rows

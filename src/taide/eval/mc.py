@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taide.artifacts import write_json
-from taide.chat.presets import resolve_system_prompt
+from taide.chat.presets import messages_with_system, resolve_system_prompt
 from taide.errors import ContextLengthError, EngineError, InputError, TaideError
 
 LETTERS = "ABCDEFGH"
@@ -330,7 +330,7 @@ def mc_messages(item: MCItem, examples: list[MCItem] = (), system: str | None = 
     each example answered by the assistant with its letter, then the question to answer."""
     letters = "、".join(item.options)
     instruction = INSTRUCTION.format(subject=item.subject, letters=letters)
-    messages = [{"role": "system", "content": system}] if system else []
+    messages = messages_with_system([], system)
     for i, q in enumerate([*examples, item]):
         content = format_question(q)
         messages.append({"role": "user", "content": f"{instruction}\n\n{content}" if i == 0 else content})

@@ -15,7 +15,6 @@ the end-of-turn token, plus a ``manifest.json`` saying what produced it.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path

@@ -12,13 +12,11 @@ import functools
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from taide.artifacts import write_json
+from taide.artifacts import atomic_dir, write_json
 from taide.errors import EngineError, ModelError
 from taide.models.pretokenizers import PRE_TOKENIZERS
 from taide.models.reference import ModelRef, cache_root, resolve_model
@@ -124,16 +122,8 @@ def dequantized_directory(ref: ModelRef, progress=None) -> Path:
     _evict_stale(target.parent)
     if progress:
         progress(f"dequantizing {ref.path.name} once into {target} (later loads reuse it)")
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target) as tmp:  # a concurrent process that finished first keeps its copy
         _write_dequantized(ref, tmp)
-        if target.exists():  # a concurrent process finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

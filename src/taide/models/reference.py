@@ -95,6 +95,30 @@ class ModelRef:
         return fields
 
 
+DEFAULT_EMBEDDED = "smollm2-135m"  # before any build: the embedded English chat model
+
+
+def latest_build() -> str | None:
+    """The model of the newest finished `taide build` on this machine, if its files are still there."""
+    try:
+        model = json.loads((cache_root() / "latest-build.json").read_text())["model"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return model if Path(model).exists() else None
+
+
+def remember_build(model: str | Path) -> None:
+    """Note a finished build's model as this machine's newest (what :func:`default_model` gives)."""
+    cache_root().mkdir(parents=True, exist_ok=True)
+    (cache_root() / "latest-build.json").write_text(json.dumps({"model": str(Path(model).resolve())}), "utf-8")
+
+
+def default_model() -> str:
+    """The model a command uses when none is named, the same for every command: the newest `taide build` of this
+    machine (a model that answers in Traditional Chinese), else the embedded English SmolLM2."""
+    return latest_build() or DEFAULT_EMBEDDED
+
+
 def embedded_gguf_path(name: str) -> Path:
     """The GGUF file of embedded model ``name``; an assembled one is put together (and its sha256 checked) once."""
     model = EMBEDDED_MODELS[name]

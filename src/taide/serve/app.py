@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from taide.chat.presets import SYSTEM_PRESETS, TASKS, resolve_system_prompt
+from taide.chat.presets import SYSTEM_PRESETS, TASKS, messages_with_system, resolve_system_prompt
 from taide.engines import ChunkStream, Completion, Engine, GenerationParams
 from taide.engines.base import TokenLogprob
 from taide.engines.process import EngineFault, EngineUnavailable, ProcessEngine
@@ -43,7 +43,7 @@ PUBLIC_PATHS = {"/health", "/", "/favicon.ico"}  # the page is static; everythin
 @dataclass
 class ServeConfig:
     """``taide serve``. ``create_app`` reads the fields after ``n_ctx``; :func:`run_serve` all of them."""
-    model: str = "smollm2-135m"
+    model: str | None = None  # None: models.default_model(), the newest build (else the embedded SmolLM2)
     engine: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -657,10 +657,7 @@ async def presets():
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     server = _server(request)
     engine = server.require_engine()  # before anything reads the engine: 503 while it loads
-    messages = [m.model_dump() for m in body.messages]
-    system = server.system_prompt
-    if system and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system}] + messages
+    messages = messages_with_system([m.model_dump() for m in body.messages], server.system_prompt)
     handles = await server.open(body, [functools.partial(engine.open_stream, messages)])
     return await server.respond(request, body, handles, ChatShape(body.logprobs))
 
@@ -760,8 +757,9 @@ def run_serve(config: ServeConfig, log_level: str = "info") -> None:
     import uvicorn
 
     from taide.engines import load_engine
+    from taide.models import default_model
 
-    target = config.upstream or config.model
+    target = config.upstream or config.model or default_model()
 
     def load() -> Engine:
         options = {"chat_format": config.chat_format, "n_ctx": config.n_ctx}

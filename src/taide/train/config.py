@@ -8,7 +8,7 @@ a small file cannot fill one of its 1M-token batches."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -23,11 +23,17 @@ class TrainError(TaideError):
 @dataclass
 class LoraConfig:
     r: int = 16
-    alpha: int = 32
+    alpha: int | None = None  # None: 2 × r
     dropout: float = 0.0
     # Every linear layer of the blocks (peft's "all-linear"): the same rule for Llama's separate q/k/v/gate/up and
     # Phi-3's fused qkv_proj and gate_up_proj; the output head is never adapted.
     target_modules: list[str] | str = "all-linear"
+
+    def __post_init__(self):
+        if self.r < 1:
+            raise TrainError(f"lora.r: must be at least 1, got {self.r}")
+        if self.alpha is None:
+            self.alpha = 2 * self.r
 
 
 @dataclass
@@ -64,9 +70,10 @@ class TrainConfig:
     trainable_layers: int | None = None  # train only the top N transformer blocks (and the final norm); None: all
     end_of_turn_from_eos: bool = False  # SFT of a pretrained base: start the end-of-turn token's embedding from EOS's
     # "full": the loss's softmax over the whole vocabulary. "data": over the tokens the run's data holds (every token
-    # it trains to predict, and the end-of-turn ones): with Gemma 3's 262K-token vocabulary the output layer is most
-    # of a small model's compute, and a demo corpus holds a few thousand distinct tokens. The model keeps its whole
-    # vocabulary; only the loss leaves out tokens the data never asks for (measured in BENCHMARKS.md, the build).
+    # it trains to predict, and the end-of-turn ones) and their Simplified forms (so Traditional is still preferred
+    # to them): with Gemma 3's 262K-token vocabulary the output layer is most of a small model's compute, and a demo
+    # corpus holds about 10,000 distinct tokens. The model keeps its whole vocabulary; only the loss leaves out
+    # tokens the data never asks for (measured in BENCHMARKS.md, the build).
     head_vocabulary: str = "full"
     activation_checkpointing: bool = False
     compile: bool = False
@@ -119,6 +126,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def parse_data(values: list[str] | None) -> list[str] | dict[str, str] | None:
+    """``--data`` values: paths, or all of them named sources to mix (``legal=cleaned/laws``; a path that exists is
+    a path even with an "=" in its name)."""
+    if not values:
+        return None
+    named = [v.split("=", 1) for v in values if "=" in v and not Path(v).exists()]
+    return dict(named) if len(named) == len(values) else list(values)
+
+
+def parse_mix(values: list[str] | None) -> dict[str, float] | None:
+    """``--mix`` values, ``source=weight``."""
+    if not values:
+        return None
+    try:
+        return {k: float(v) for k, v in (m.split("=", 1) for m in values)}
+    except ValueError:
+        raise TrainError(f"--mix takes source=weight, e.g. legal=3; got {values}") from None
 
 
 def load_recipe(path: str | Path | None, **overrides) -> TrainConfig:

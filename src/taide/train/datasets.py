@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from taide.artifacts import write_json
+from taide.artifacts import atomic_write, write_json
 from taide.models.loading import HFCodec
 from taide.train.config import TrainConfig, TrainError
 from taide.train.decontaminate import decontaminate_sft
@@ -35,6 +35,15 @@ class Datasets:
     world: World
     micro_batch_size: int
     summary: dict  # what OUT/data.json holds: rows, steps, the batch and why, the SFT files' layouts and left-out records
+
+    def save_heldout(self, path: Path) -> Path | None:
+        """The held-out rows as arrays (``input_ids``, ``labels``, ``position_ids``: [rows, seq_len]) in ``path``, an
+        .npz file, for whoever scores models on them later (the build's proof); None when there are none."""
+        rows = [self.heldout_set.row(0, i) for i in range(self.heldout_set.num_rows(0))]
+        if not rows:
+            return None
+        arrays = {name: np.stack([getattr(r, name) for r in rows]) for name in ("input_ids", "labels", "position_ids")}
+        return atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **arrays))
 
     def target_ids(self) -> np.ndarray:
         """Every token id the run trains to predict, on training and held-out rows (sorted, unique)."""
@@ -229,6 +238,9 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
                                      "left_out": [str(p) for p in problems]}} if config.mode == "sft" else {}),
                "batch": {"seq_len": config.seq_len, "global_batch_tokens": config.global_batch_tokens,
                          "micro_batch_size": config.micro_batch_size, "chosen": chosen, "why": choice}}
+    if config.mode == "sft":  # the share of positions whose next token is trained: where the output layer runs
+        summary["trained_share"] = (sum(int((e.labels != -100).sum()) for e in examples)
+                                    / max(1, sum(len(e.labels) for e in examples)))
     if world.main:
         write_json(Path(config.out) / "data.json", summary)
     return Datasets(loader, heldout_set, steps, problems, world, config.micro_batch_size, summary)

@@ -39,7 +39,8 @@ def train_in_processes(config: TrainConfig, processes: int, resume: bool | str =
     for key in ("seq_len", "global_batch_tokens"):
         setattr(config, key, values["config"][key])
     return TrainResult(Path(values["out"]), values["steps"], values["tokens"], values["final_loss"],
-                       values["heldout_loss"], values["heldout_loss_before"], values["history"], values["data"])
+                       values["heldout_loss"], values["heldout_loss_before"], values["history"], values["data"],
+                       Path(values["heldout"]) if values.get("heldout") else None)
 
 
 def main(spec_path: str) -> None:

@@ -109,10 +109,27 @@ def save_hf_directory(model, tokenizer, chat_format, config: TrainConfig, world:
     return directory
 
 
+def simplified_counterparts(ids, tokenizer) -> set[int]:
+    """Tokens of the Simplified forms of the given tokens' Chinese text (這 → 这): the tokens a data-vocabulary loss
+    must also cover, so that training on Traditional text teaches the model to prefer it over the Simplified forms
+    the base may favour (a loss that never sees 这 cannot make it less likely)."""
+    import opencc
+
+    to_simplified = opencc.OpenCC("t2s")
+    found = set()
+    for token_id in ids:
+        text = tokenizer.decode([int(token_id)])
+        simplified = to_simplified.convert(text)
+        if simplified != text:
+            found.update(tokenizer.encode(simplified, add_special_tokens=False))
+    return found
+
+
 class DataHead:
-    """The output layer over ``ids`` only, for a loss whose softmax covers the tokens the data holds
-    (``head_vocabulary: data``): logits are the hidden states times those rows of the output weights (soft-capped as
-    the model caps its own, Gemma's way), and targets are renumbered into them. The model itself is untouched."""
+    """The output layer over ``ids`` only, for a loss whose softmax covers the tokens the data holds and their
+    Simplified forms (``head_vocabulary: data``): logits are the hidden states times those rows of the output weights
+    (soft-capped as the model caps its own, Gemma's way), and targets are renumbered into them. The model itself is
+    untouched."""
 
     def __init__(self, model, ids, device: torch.device):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under LoRA, the wrapped model

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from taide.artifacts import iter_jsonl, write_manifest
+from taide.artifacts import atomic_dir, iter_jsonl, write_manifest
 from taide.errors import InputError
 from taide.train.config import TrainError
 
@@ -227,21 +225,15 @@ def tokenize_shard(path: Path, tokenizer: DocumentTokenizer, cache_dir: Path,
             tokens.append(np.asarray(ids, dtype=np.uint32))
             lengths.append(len(ids))
             hashes.append(text_hash(text))
-        tmp = cache_dir / f".{entry.name}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        np.save(tmp / "tokens.npy", np.concatenate(tokens) if tokens else np.zeros(0, np.uint32))
-        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64))
-        np.save(tmp / "hashes.npy", np.asarray(hashes, dtype=np.uint64))
-        stat = path.stat()
-        write_manifest(tmp / "manifest.json", "tokenize",
-                       inputs={str(path.resolve()): f"{stat.st_size} bytes, mtime_ns {stat.st_mtime_ns}"},
-                       counts={"documents": len(lengths), "tokens": int(sum(lengths))},
-                       tokenizer=tokenizer.identity, text_field=text_field)
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process wrote the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(entry) as tmp:  # another process that wrote the same entry first keeps it
+            np.save(tmp / "tokens.npy", np.concatenate(tokens) if tokens else np.zeros(0, np.uint32))
+            np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64))
+            np.save(tmp / "hashes.npy", np.asarray(hashes, dtype=np.uint64))
+            stat = path.stat()
+            write_manifest(tmp / "manifest.json", "tokenize",
+                           inputs={str(path.resolve()): f"{stat.st_size} bytes, mtime_ns {stat.st_mtime_ns}"},
+                           counts={"documents": len(lengths), "tokens": int(sum(lengths))},
+                           tokenizer=tokenizer.identity, text_field=text_field)
     return TokenizedShard(*(np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False)
                             for name in ("tokens", "offsets", "hashes")))
 

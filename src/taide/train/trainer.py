@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from taide.artifacts import write_json
 from taide.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from taide.train.config import TrainConfig, TrainError
 from taide.train.metrics import MetricsLog, flops_per_token, peak_flops
@@ -36,6 +38,7 @@ class TrainResult:
     heldout_loss_before: float | None
     history: list[dict] = field(default_factory=list)
     data: dict = field(default_factory=dict)  # the data summary (OUT/data.json): rows, batch, SFT layouts, left out
+    heldout: Path | None = None  # the held-out rows (OUT/heldout.npz), for scoring other models on the same rows
 
     @property
     def heldout_perplexity(self) -> float | None:
@@ -88,7 +91,10 @@ def autocast_for(dtype: str, device: torch.device):
     """bf16 autocast where it pays: GPUs, and CPUs with AMX tiles (bf16 matmuls about 8× float32 on 2 cores here);
     float32 elsewhere, where bf16 is emulated and slower."""
     if dtype == "auto":
-        fast_cpu = device.type == "cpu" and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        # oneDNN runs bf16 on AMX unless its ISA is capped below it (ONEDNN_MAX_CPU_ISA=AVX2, as on a laptop)
+        capped = "AMX" not in os.environ.get("ONEDNN_MAX_CPU_ISA", "AMX").upper()
+        fast_cpu = (device.type == "cpu" and not capped
+                    and getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
         dtype = "bfloat16" if device.type == "cuda" or fast_cpu else "float32"
     if dtype == "bfloat16":
         return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -119,7 +125,7 @@ def train(config: TrainConfig, resume: bool | str = False,
     """Run ``config``; with ``resume``, continue from the newest checkpoint under ``OUT/checkpoints``
     (``resume="if_any"``: when there is one, else start)."""
     from taide.train.model import (DataHead, apply_lora, end_of_turn_from_eos, freeze, load_for_training,
-                                   save_hf_directory)
+                                   save_hf_directory, simplified_counterparts)
     from taide.train.datasets import build_datasets
 
     world = init_world()
@@ -128,6 +134,7 @@ def train(config: TrainConfig, resume: bool | str = False,
         out = Path(config.out)
         model, tokenizer, chat_format = load_for_training(config.model, world.device, config.chat_date)
         data = build_datasets(config, tokenizer, chat_format, world)  # sets seq_len and the batch when not given
+        heldout_rows = data.save_heldout(out / "heldout.npz") if world.main else None
         accumulation = config.accumulation(world.size)
         if config.end_of_turn_from_eos and config.mode == "sft":
             end_of_turn_from_eos(model, tokenizer, chat_format)
@@ -141,10 +148,15 @@ def train(config: TrainConfig, resume: bool | str = False,
             if world.size > 1:
                 raise TrainError("head_vocabulary: data is for one process; under torchrun (FSDP2) the output layer "
                                  "is sharded across processes: use head_vocabulary: full")
-            head = DataHead(model, data.target_ids(), world.device)
+            targets = data.target_ids()
+            head = DataHead(model, sorted(set(targets.tolist()) | simplified_counterparts(targets, tokenizer)),
+                            world.device)
+            data.summary["head_rows"] = len(head.ids)
             if world.main:
-                print(f"taide train: the loss's softmax covers the {len(head.ids):,} tokens the data holds, of "
-                      f"{head.index.shape[0]:,} (head_vocabulary: data)", file=sys.stderr, flush=True)
+                write_json(out / "data.json", data.summary)
+                print(f"taide train: the loss's softmax covers the {len(head.ids):,} tokens the data holds (and their "
+                      f"Simplified forms), of {head.index.shape[0]:,} (head_vocabulary: data)", file=sys.stderr,
+                      flush=True)
         flops = flops_per_token(model, config.seq_len, None if head is None else len(head.ids))
         model = shard_model(model, world)
         if config.compile:
@@ -232,7 +244,8 @@ def train(config: TrainConfig, resume: bool | str = False,
             log.plot(out / "loss.png", f"taide train {config.mode}: {Path(config.model).name}")
         history = log.records()
         log.close()
-        return TrainResult(model_dir, step, tokens_seen, loss_value, heldout, heldout_before, history, data.summary)
+        return TrainResult(model_dir, step, tokens_seen, loss_value, heldout, heldout_before, history, data.summary,
+                           heldout_rows)
     finally:
         close_world(world)
 
