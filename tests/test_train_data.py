@@ -383,3 +383,23 @@ def test_resume_gives_the_same_next_batches(tmp_path):
         assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(rest, full[k:]))
     with pytest.raises(Exception, match="global batches of 2 rows"):
         Loader(ds, batch_size=4).load_state_dict(state)
+
+
+def test_packed_loss_is_the_same_whether_the_model_keeps_a_cache_or_not(tmp_path, tiny_model, codec):
+    """A model loaded for inference keeps use_cache on; scoring packed rows with it (the build's held-out proof)
+    must still keep the documents apart."""
+    from taide.train.trainer import token_loss_sum
+
+    docs = [codec.encode_text(t) for t in CORPUS[:3]]
+    batch = collate([pack_row_for(docs)])
+    tiny_model.config.use_cache = True
+    cached, _ = token_loss_sum(tiny_model, batch, torch.no_grad)
+    tiny_model.config.use_cache = False
+    plain, _ = token_loss_sum(tiny_model, batch, torch.no_grad)
+    assert torch.allclose(cached, plain)
+
+
+def pack_row_for(docs: list[list[int]]):
+    from taide.train.packing import pack_row
+
+    return pack_row([(d, d) for d in docs], sum(len(d) for d in docs) + 4, pad_id=0)

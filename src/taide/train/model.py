@@ -145,7 +145,7 @@ class DataHead:
         self.index[self.ids] = torch.arange(len(self.ids), device=device)
 
     def hidden(self, input_ids, position_ids):
-        return self.decoder(input_ids=input_ids, position_ids=position_ids).last_hidden_state
+        return self.decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         rows = self.rows if self.rows is not None else self.weight[self.ids]

@@ -66,7 +66,8 @@ def token_loss_sum(model, batch: dict, autocast, head=None) -> tuple[torch.Tenso
 
     The labels are shifted (the last position gets -100), not the logits, and the model computes logits only at
     positions where some row of the batch has a trained next token (``logits_to_keep``): in instruction tuning the
-    head over a large vocabulary is skipped on prompts. With ``head`` (a :class:`~taide.train.model.DataHead`) the
+    head over a large vocabulary is skipped on prompts. No KV cache: with one, transformers' attention masks ignore
+    the packed rows' restarting positions and let documents attend to each other. With ``head`` (a :class:`~taide.train.model.DataHead`) the
     softmax covers only the data's tokens."""
     targets = F.pad(batch["labels"][:, 1:], (0, 1), value=-100)
     keep = (targets != -100).any(0).nonzero().squeeze(1)
@@ -76,8 +77,8 @@ def token_loss_sum(model, batch: dict, autocast, head=None) -> tuple[torch.Tenso
         targets = targets[:, keep]
     with autocast():
         if head is None:
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                           logits_to_keep=keep).logits
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], logits_to_keep=keep,
+                           use_cache=False).logits  # with a cache, transformers does not keep packed rows apart
         else:
             hidden = head.hidden(batch["input_ids"], batch["position_ids"])
             logits = head.logits(hidden if isinstance(keep, int) else hidden[:, keep])
