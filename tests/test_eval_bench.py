@@ -28,6 +28,7 @@ from taide.eval import (
     parse_score,
     run_bench,
 )
+from taide.chat.presets import TAIDE_SYSTEM_PROMPT
 from taide.eval.layout import eval_path, journal_path, resp_path
 from taide.eval.judge import RUBRICS, SCORE_LINE, TASK_RUBRIC
 
@@ -237,7 +238,8 @@ def test_local_generation_resumes_after_a_crash_and_a_torn_line(tiny_engine, tmp
     assert sorted(qids(resp_path(out, "en2zh"))) == ["e0", "e1", "e2", "e3"]  # each exactly once
     row = read_resumable(resp_path(out, "en2zh"))[0][1]
     assert {"qid", "prompt", "resp", "reference", "model", "finish_reason", "completion_tokens", "elapsed"} <= set(row)
-    assert row["source"] == "unit" and row["system"] is None and row["task"] == "en2zh"
+    assert row["source"] == "unit" and row["task"] == "en2zh"
+    assert row["system"] == TAIDE_SYSTEM_PROMPT  # "auto", the default everywhere: a Llama 3-format model gets TAIDE's
     assert row["completion_tokens"] <= 6
     assert generate_responses(tiny_engine, out, data, params=TINY)["en2zh"]["generated"] == 0
 

@@ -127,10 +127,11 @@ def test_bench_tiny_model_judged_by_a_stub_end_to_end(tiny_model_dir, stub, tmp_
     assert set(run_row["reference_metrics"]) == {"zh2en", "en2zh", "summary", "article", "letter"}
     assert run_row["fidelity"]["zh2en"]["expected_language"] == "en"
     meta = json.loads((out / "bench_run.json").read_text())
-    assert meta["judge"]["model"] == "stub-model" and meta["params"]["max_tokens"] == 4
-    assert meta["system"].startswith("你是一個來自台灣的AI助理")
+    assert meta["command"] == "eval bench" and set(meta) >= {"config", "inputs", "counts", "versions", "created"}
+    assert meta["judge"]["model"] == "stub-model" and meta["config"]["params"]["max_tokens"] == 4
+    assert meta["config"]["system"].startswith("你是一個來自台灣的AI助理")
     resp = json.loads((out / "resp_zh2en.jsonl").read_text().splitlines()[0])
-    assert resp["completion_tokens"] <= 4 and resp["system"] == meta["system"]
+    assert resp["completion_tokens"] <= 4 and resp["system"] == meta["config"]["system"]
     assert len(stub.requests) == 10  # one judge request per answer, no generation requests to the judge
     again = run(*args)  # all done: nothing regenerated or rejudged
     assert again.returncode == 0 and len(stub.requests) == 10 and "5.200" in again.stdout

@@ -29,7 +29,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from taide.artifacts import iter_jsonl, read_resumable, write_json
+from taide.artifacts import iter_jsonl, read_resumable, write_json, write_manifest
 from taide.chat.presets import messages_with_system, resolve_system_prompt
 from taide.engines import Engine, GenerationParams, LocalEngine
 from taide.errors import EngineError, InputError
@@ -405,12 +405,14 @@ def run_bench(engine: Engine, out_dir: str | Path, data_dir: str | Path | None =
     result = {"model": engine.describe(), "generation": generation}
     if judge is not None:
         result.update(judge_responses(out_dir, judge, data_dir, list(generation), on_progress=on_progress))
-    write_json(Path(out_dir) / "bench_run.json", {
-        "model": engine.describe(), "judge": judge.describe() if judge else None,
-        "data": str(data_dir or SAMPLE_BENCH), "tasks": list(generation),
-        "system": resolve_system_prompt(system_prompt, engine.default_system_prompt),
-        "params": (params or DEFAULT_PARAMS).to_dict(), "concurrency": concurrency,
-        "wall_s": round(time.perf_counter() - started, 1)})
+    # what ran, in the one manifest schema: the settings as config, the bench data as input, the answers counted
+    write_manifest(Path(out_dir) / "bench_run.json", "eval bench", {
+        "tasks": list(generation), "system": resolve_system_prompt(system_prompt, engine.default_system_prompt),
+        "params": (params or DEFAULT_PARAMS).to_dict(), "concurrency": concurrency},
+        inputs={"data": str(data_dir or SAMPLE_BENCH)},
+        counts={task: report.get("total", 0) for task, report in generation.items()},
+        model=engine.describe(), judge=judge.describe() if judge else None,
+        wall_s=round(time.perf_counter() - started, 1))
     return result
 
 

@@ -190,8 +190,9 @@ def load_run(run_dir: str | Path, name: str | None = None) -> dict:
         "tasks": tasks, "average": sum(means) / scored if scored else None, "tasks_scored": scored,
         "reference_metrics": {t: _reference_metrics(t, rows) for t, rows in rows_by_task.items() if rows},
         "fidelity": {t: _fidelity(t, rows) for t, rows in rows_by_task.items() if rows},
-        "generation": {"system": meta.get("system"), "params": meta.get("params"), "wall_s": meta.get("wall_s"),
-                       "data": meta.get("data")},
+        "generation": {"system": (meta.get("config") or {}).get("system"),
+                       "params": (meta.get("config") or {}).get("params"), "wall_s": meta.get("wall_s"),
+                       "data": (meta.get("inputs") or {}).get("data")},
         "warnings": warnings,
     }
 
