@@ -54,10 +54,10 @@ def training_flops(model_dir: Path, stage_dir: Path) -> float:
     trained = hp.get("trainable_layers") or layers
     steps = json.loads((stage_dir / "manifest.json").read_text())["result"]["steps"]
     tokens = steps * hp["global_batch_tokens"]
-    rows = data.get("head_rows") or config["vocab_size"]
+    rows, full = data.get("head_rows") or config["vocab_size"], hp.get("head_full_share") or 0.0
     trained_positions = tokens * data.get("trained_share", 1.0)
     body = 2 * per_block * layers * tokens + 4 * per_block * trained * tokens
-    head = 4 * hidden * rows * trained_positions
+    head = 4 * hidden * (rows * (1 - full) + config["vocab_size"] * full) * trained_positions
     return body + head
 
 

@@ -135,14 +135,17 @@ def test_export_verify_and_chat_on_both_engines(base, tmp_path):
     assert not report.tokenizer_mismatches and report.top1_agreement >= 0.95
     params = GenerationParams(max_tokens=8, temperature=0.0)
     messages = CONVERSATIONS[2][:4]
-    replies = []
+    replies, scores = [], []
     for reference, engine_name in ((result.path, "llamacpp"), (path, "transformers")):
         engine = load_engine(str(reference), engine_name)
         try:
             replies.append(engine.chat(messages, params).token_ids)
+            # what `taide eval mc` asks of an engine: each choice's log-probability after the question
+            scores.append(engine.loglikelihood(messages[:2], ["夜市", "玉山", "Good morning."]))
         finally:
             engine.close()
     assert replies[0] == replies[1] and len(replies[0]) > 0
+    assert scores[0] == pytest.approx(scores[1], abs=0.01)
 
 
 def test_a_family_llamacpp_cannot_express_is_refused_before_any_work(tmp_path):

@@ -48,7 +48,7 @@ class StepProgress:
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                              TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
                              transient=True) if self.live else None
-        self.tasks: dict[str, dict] = {}  # name → {"bar", "started", "logged", "step"}
+        self.tasks: dict[str, dict] = {}  # name → {"bar", "started", "logged" (any line), "stepped", "step"}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         if not self.live:
@@ -58,7 +58,7 @@ class StepProgress:
         """A task whose steps are not known yet (a build stage, a training run while it loads)."""
         with self._lock:
             now = self.clock()
-            self.tasks.setdefault(name, {"bar": None, "started": now, "logged": now, "step": None})
+            self.tasks.setdefault(name, {"bar": None, "started": now, "logged": now, "stepped": now, "step": None})
 
     def step(self, name: str, step: int, total: int, info: str) -> None:
         self.begin(name)
@@ -71,12 +71,12 @@ class StepProgress:
                     task["bar"] = self.bars.add_task(name, total=total, info="")
                 self.bars.update(task["bar"], completed=step, total=total, info=info)
                 return
-            if step == total or step == 1 or now - task["logged"] >= self.every:
+            if step == total or step == 1 or now - task["stepped"] >= self.every:
                 elapsed = now - task["started"]
                 left = elapsed / step * (total - step) if step else 0.0
                 self.console.print(f"{name}: step {step}/{total} · {info} · {_clock(elapsed)} elapsed, "
                                    f"{_clock(left)} left")
-                task["logged"] = now
+                task["logged"] = task["stepped"] = now
 
     def note(self, name: str, text: str) -> None:
         """What a task is doing now: shown in a log (and counted as progress), not drawn on a terminal."""

@@ -75,6 +75,8 @@ class TrainConfig:
     # corpus holds about 10,000 distinct tokens. The model keeps its whole vocabulary; only the loss leaves out
     # tokens the data never asks for (measured in BENCHMARKS.md, the build).
     head_vocabulary: str = "full"
+    head_full_share: float = 0.0  # with head_vocabulary data: the share of positions (drawn each step) scored over
+    #                               every token anyway, so tokens the data never holds are still pushed down
     activation_checkpointing: bool = False
     compile: bool = False
     lora: LoraConfig | None = None
@@ -99,6 +101,8 @@ class TrainConfig:
             self.decontaminate = [self.decontaminate]
         if self.head_vocabulary not in ("full", "data"):
             raise TrainError(f"head_vocabulary: {self.head_vocabulary!r} is not full or data")
+        if not 0 <= self.head_full_share <= 1:
+            raise TrainError(f"head_full_share: {self.head_full_share} is not between 0 and 1")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise TrainError(f"dtype: {self.dtype!r} is not auto, float32 or bfloat16")
         if self.trainable_layers is not None and self.trainable_layers < 1:

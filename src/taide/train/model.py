@@ -131,7 +131,7 @@ class DataHead:
     (soft-capped as the model caps its own, Gemma's way), and targets are renumbered into them. The model itself is
     untouched."""
 
-    def __init__(self, model, ids, device: torch.device):
+    def __init__(self, model, ids, device: torch.device, full_share: float = 0.0):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under LoRA, the wrapped model
         self.decoder = base.get_decoder()
         head = base.get_output_embeddings()
@@ -143,17 +143,38 @@ class DataHead:
         self.rows = None if head.weight.requires_grad else head.weight.detach()[self.ids]
         self.index = torch.full((head.weight.shape[0],), -1, dtype=torch.long, device=device)
         self.index[self.ids] = torch.arange(len(self.ids), device=device)
+        self.full_share = full_share
 
     def hidden(self, input_ids, position_ids):
         return self.decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        rows = self.rows if self.rows is not None else self.weight[self.ids]
-        bias = self.bias[self.ids] if self.bias is not None else None
+    def logits(self, hidden: torch.Tensor, full: bool = False) -> torch.Tensor:
+        """The data tokens' logits, or with ``full`` every token's (the model's own output layer)."""
+        if full:
+            rows, bias = self.weight, self.bias
+        else:
+            rows = self.rows if self.rows is not None else self.weight[self.ids]
+            bias = self.bias[self.ids] if self.bias is not None else None
         logits = torch.nn.functional.linear(hidden, rows.to(hidden.dtype), bias)
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
+
+    def loss_sum(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Summed cross-entropy at positions ``hidden`` [batch, n, H] with ``targets`` [batch, n] (full-vocabulary
+        ids, -100 for none): over the data tokens, except at a random ``full_share`` of the positions, scored over
+        every token, so the loss still pushes down tokens the data never holds (a stray script, another language)
+        instead of leaving them where the base had them."""
+        full = torch.rand(targets.shape[1], device=targets.device) < self.full_share
+        total = hidden.new_zeros(())
+        for where, over_all in ((~full, False), (full, True)):
+            if not bool(where.any()):
+                continue
+            wanted = targets[:, where] if over_all else self.targets(targets[:, where])
+            logits = self.logits(hidden[:, where], full=over_all)
+            total = total + torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), wanted.flatten(),
+                                                              ignore_index=-100, reduction="sum")
+        return total
 
     def targets(self, targets: torch.Tensor) -> torch.Tensor:
         mapped = self.index[targets.clamp(min=0)]

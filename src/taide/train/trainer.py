@@ -81,9 +81,8 @@ def token_loss_sum(model, batch: dict, autocast, head=None) -> tuple[torch.Tenso
                            use_cache=False).logits  # with a cache, transformers does not keep packed rows apart
         else:
             hidden = head.hidden(batch["input_ids"], batch["position_ids"])
-            logits = head.logits(hidden if isinstance(keep, int) else hidden[:, keep])
-    if head is not None:
-        targets = head.targets(targets)
+            loss = head.loss_sum(hidden if isinstance(keep, int) else hidden[:, keep], targets)
+            return loss, int((targets != -100).sum())
     loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="sum")
     return loss, int((targets != -100).sum())
 
@@ -151,7 +150,7 @@ def train(config: TrainConfig, resume: bool | str = False,
                                  "is sharded across processes: use head_vocabulary: full")
             targets = data.target_ids()
             head = DataHead(model, sorted(set(targets.tolist()) | simplified_counterparts(targets, tokenizer)),
-                            world.device)
+                            world.device, config.head_full_share)
             data.summary["head_rows"] = len(head.ids)
             if world.main:
                 write_json(out / "data.json", data.summary)
