@@ -512,8 +512,10 @@ def main():
     command = (f".venv/bin/python -m bench.serve_load --clients {args.clients} --seconds {args.seconds:g} "
                f"--max-tokens {args.max_tokens} --runs {args.runs}")
     body = (f"## Serve: `taide serve {MODEL}` under load (llamacpp engine, CPU)\n\n"
-            f"The server runs in its own process on {HOST}; the client (httpx, asyncio) streams chat completions "
-            f"over SSE and times each answer from its side.\n\n"
+            f"The server runs in its own process on {HOST}, with the model in a supervised process of its own (the "
+            f"default: a crash of the engine costs only its requests), so every token crosses a pipe before the "
+            f"socket; the client (httpx, asyncio) streams chat completions over SSE and times each answer from its "
+            f"side.\n\n"
             f"**Load:** {args.clients} clients each send streamed requests back to back for {args.seconds:g} s "
             f"(short office prompts in Traditional Chinese and English, max_tokens {args.max_tokens}, temperature "
             f"0.7, usage from `stream_options.include_usage`); latency is from sending to `[DONE]`, throughput is "
