@@ -89,6 +89,7 @@ def test_llama3_identical_to_transformers_tiny_vocab(tiny_tokenizer, name, add_g
     _check_identical(tiny_tokenizer, CONVERSATIONS[name], add_generation_prompt)
 
 
+@pytest.mark.slow
 @needs_shared
 @pytest.mark.parametrize("name", CONVERSATIONS)
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
@@ -108,7 +109,7 @@ def test_llama3_text_layout():
                     "<|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
-@pytest.mark.parametrize("tokenizer_fixture", ["tiny_tokenizer", pytest.param("llama3_tokenizer", marks=needs_shared)])
+@pytest.mark.parametrize("tokenizer_fixture", ["tiny_tokenizer", pytest.param("llama3_tokenizer", marks=[needs_shared, pytest.mark.slow])])
 def test_typed_control_tokens_stay_text(request, tokenizer_fixture):
     tokenizer = request.getfixturevalue(tokenizer_fixture)
     codec = HFCodecFor(tokenizer)

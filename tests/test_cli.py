@@ -105,6 +105,7 @@ def test_task_from_stdin_with_traditional_guard():
     assert result.stdout.strip() and "characters made Traditional" in result.stderr
 
 
+@pytest.mark.slow
 def test_generate_then_resume(tiny_model_dir, tmp_path):
     src = write_jsonl(tmp_path / "q.jsonl", [{"id": i, "prompt": f"問題 {i}"} for i in range(3)])
     out = tmp_path / "a.jsonl"

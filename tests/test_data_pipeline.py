@@ -94,6 +94,7 @@ def test_cli_clean(tmp_path):
     assert missing.returncode == 1 and "nope.jsonl: no such file" in missing.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "data/tw-laws/laws-zh.jsonl.gz").is_file(), reason="../shared is absent")
 def test_law_corpus_loses_at_most_one_percent_outside_dedup(tmp_path):
     report = clean([SHARED / "data/tw-laws/laws-zh.jsonl.gz"], tmp_path / "out")
@@ -153,6 +154,7 @@ def test_interrupted_run_resumes_to_the_same_output(tmp_path):
         clean([src], tmp_path / "again", config=None, text_field="n", workers=1, batch_docs=50)
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_output(tmp_path):
     """A real SIGKILL in the middle of the job, then the same command again."""
     import signal

@@ -106,6 +106,7 @@ def test_bench_help_says_what_tmmlu_looks_like():
     assert "content.A,content.Q" in run("eval", "mc", "--help").stdout
 
 
+@pytest.mark.slow
 def test_bench_tiny_model_judged_by_a_stub_end_to_end(tiny_model_dir, stub, tmp_path):
     out = tmp_path / "out"
     args = ["eval", "bench", "--model", str(tiny_model_dir), "--engine", "transformers",

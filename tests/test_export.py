@@ -70,6 +70,7 @@ def test_hf_export_of_the_embedded_gguf(smol_hf):
     assert generation["eos_token_id"] == [2]  # <|im_end|>: generation stops at the end of a turn
 
 
+@pytest.mark.slow
 def test_f16_gguf_matches_transformers(smol_ggufs, smol_ref):
     report = verify_gguf(smol_ggufs["f16"], smol_ref.model.reference, reference_engine=smol_ref)
     assert report.ok, report.summary()
@@ -271,6 +272,7 @@ def _llama3_tokenizer(directory: Path):
     return tok
 
 
+@pytest.mark.slow
 @needs_shared
 def test_real_llama3_vocabulary_exports_with_the_llama_bpe_pre_tokenizer(tmp_path):
     import torch

@@ -82,6 +82,7 @@ def test_an_engine_killed_mid_stream_costs_only_its_own_requests(served, sig):
     assert "taide_engine_restarts" in httpx.get(served.url + "/metrics").text
 
 
+@pytest.mark.slow
 def test_a_hung_decode_step_is_killed_and_the_engine_restarted(served):
     engine = served.engine
     started, pid = time.monotonic(), engine.pid

@@ -35,7 +35,7 @@ def isolated_llamacpp():
     engine.close()
 
 
-@pytest.mark.parametrize("which,examples", [("tiny_engine", 25), ("isolated_llamacpp", 40)])
+@pytest.mark.parametrize("which,examples", [("tiny_engine", 25), pytest.param("isolated_llamacpp", 40, marks=pytest.mark.slow)])
 def test_no_server_error_and_nothing_undocumented(request, which, examples):
     engine = request.getfixturevalue(which)
     app = create_app(engine, ServeConfig(default_max_tokens=4))

@@ -235,7 +235,7 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
-@pytest.mark.parametrize("mode", ["sft", "cp"])
+@pytest.mark.parametrize("mode", ["sft", pytest.param("cp", marks=pytest.mark.slow)])
 def test_two_processes_match_one(model_dir, sft_file, tmp_path, mode):
     """torchrun --nproc_per_node 2 (gloo, FSDP2) against one process at the same global batch: the same
     per-step losses and held-out loss (to float32 reordering), the same saved weights. SFT: 5 held-out rows,
@@ -271,6 +271,7 @@ def test_two_processes_match_one(model_dir, sft_file, tmp_path, mode):
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.slow
 def test_two_processes_resume_with_lora(model_dir, sft_file, tmp_path):
     """2 processes with LoRA adapters under FSDP2, killed during step 3 after the step-2 checkpoint and resumed:
     the per-step losses and merged weights of one uninterrupted process."""

@@ -91,6 +91,7 @@ def test_llama3_mask_marks_exactly_the_assistant_turns(codec, tiny_tokenizer):
         assert tiny_tokenizer.decode(ids[:stop]) == fmt.render_text(CONVERSATION[:i + 1], add_generation_prompt=False)
 
 
+@pytest.mark.slow
 @needs_shared
 def test_llama3_mask_on_the_real_vocab_agrees_with_prefix_rendering():
     from transformers import AutoTokenizer
