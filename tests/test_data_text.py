@@ -33,6 +33,17 @@ def test_whitespace_is_tidied_but_lines_and_ideographic_space_kept():
     assert text == "第一行 有 空白\n\n\u3000\u3000第二段 開頭"
 
 
+
+@pytest.mark.parametrize("raw", ["a b", "a  b", "a\tb", "a \tb", "a\t b", "a\u00a0b", "a \u00a0 \t b", "a\t\t\tb",
+                                 "x \ny", "x\n y", "x  \n  y", "x\n\ny", "x\n \n \ny", "x\n\n\n\ny", "\u3000x \u3000y"])
+def test_whitespace_patterns_change_only_what_they_must(raw):
+    """The patterns skip single spaces and bare line breaks (nothing to change there); the text comes out as the
+    whole-run rules say: runs of spaces, tabs and no-break spaces are one space, none around a line break, at most
+    one blank line."""
+    expected = re.sub(r"\n{3,}", "\n\n", re.sub(r" *\n *", "\n", re.sub(r"[ \t\u00a0]+", " ", raw))).strip()
+    assert normalize_text(raw)[0] == expected
+
+
 # --- layout line breaks ---
 def test_layout_broken_paragraph_is_joined():
     broken = "中山先生創立中華民國之遺\n教，為鞏固國權，保障民權\n，奠定社會安寧，增進人民\n福利。"

@@ -125,7 +125,9 @@ def _find_duplicates(work: Path, batches: int, dedup: list[DedupStage],
         found = {}
         wanted = sorted(positions)
         for index in sorted(set(np.searchsorted(starts, wanted, side="right") - 1)):
-            lines = _lines(work / f"batch-{index:06d}.kept.jsonl")
+            # Bytes, decoding only the lines asked for: a batch file is megabytes, a check wants a few of its
+            # documents. UTF-8 never holds the byte 0x0A inside a character, and JSON escapes line breaks.
+            lines = (work / f"batch-{index:06d}.kept.jsonl").read_bytes().split(b"\n")
             for p in wanted:
                 if starts[index] <= p < starts[index + 1]:
                     found[p] = json.loads(lines[p - starts[index]])[text_field]

@@ -123,7 +123,8 @@ def _valid_ip(value: str) -> bool:
 # Cheap first looks: a pattern that starts with a character class is scanned at C speed, while the full
 # patterns (which start with look-behinds) are tried at every position. Most documents fail the hint.
 _HINTS = {"id": re.compile(r"[A-Z][1289A-D]\d{8}"), "card": re.compile(r"[3-6]\d{3}[ -]?\d{4}"),
-          "phone": re.compile(r"\d[\d\s\-－‐–.．()（）]{6,}\d"),  # the candidates' own separators "ip": re.compile(r"\d\.\d{1,3}\.\d"),
+          "phone": re.compile(r"\d[\d\s\-－‐–.．()（）]{6,}\d"),  # the candidates' own separators
+          "ip": re.compile(r"\d\.\d{1,3}\.\d{1,3}\.\d"),
           "business_id": re.compile(r"統一編號|統編")}
 
 
