@@ -3,8 +3,7 @@ whether the built model still meets the quality bar (#27) on what it never saw.
 
 Each build runs as the command a user types (`python -m taide.cli build -o DIR`), in a fresh output directory and
 with taide's cache emptied first (the dequantized base included: what a fresh clone pays). ``--isa avx2`` caps
-PyTorch, oneDNN and MKL at AVX2 (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``,
-``MKL_ENABLE_INSTRUCTIONS=AVX2``) and forces float32, which is how laptops and CI runners without AVX-512 or AMX
+PyTorch, oneDNN, MKL and numpy at AVX2 (``bench/isa.py``) and forces float32, which is how laptops and CI runners without AVX-512 or AMX
 run it; ``--isa native`` uses what this CPU has. Both may be given, one after the other, in the same run.
 
 FLOPs are counted from the model's shape and the training data (data.json): the forward pass of every block over
@@ -20,17 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from bench.isa import AVX2_ENV as CAPPED
 from bench.report import publish
 
 STAGES = ("data", "cp", "sft", "export", "eval", "card")
-CAPPED = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 GOAL_SECONDS = 600
 
 

@@ -309,12 +309,15 @@ def worker(kind: str, shards: list[Path], out: Path, n: int) -> None:
     sys.stdout.write("\n@@RESULT@@" + json.dumps(result) + "\n")
 
 
+ISA_ENV: dict[str, str] = {}  # --isa avx2: every contender's process runs as an AVX2-only CPU would
+
+
 def in_subprocess(kind: str, shards: list[Path], out: Path | None, n: int) -> dict:
     if out is not None and out.exists():
         shutil.rmtree(out)
     command = [sys.executable, "-m", "bench.data_pipeline", "--worker", kind, "--n", str(n),
                "--out", str(out or "-"), *map(str, shards)]
-    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **ISA_ENV})
     if out is not None and out.exists():
         shutil.rmtree(out)
     if proc.returncode != 0 or "@@RESULT@@" not in proc.stdout:
@@ -393,6 +396,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-datatrove", action="store_true")
     parser.add_argument("--no-decontaminate", action="store_true", help="leave out the runs with decontamination")
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: every contender as an AVX2-only CPU runs it (bench/isa.py), in a section of its own")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -418,6 +423,10 @@ def main(argv=None) -> int:
 
         version = _version("datatrove")
 
+    if args.isa == "avx2":
+        from bench.isa import AVX2_ENV
+
+        ISA_ENV.update(AVX2_ENV)
     shards, docs, total = make_shards(args.corpus, args.workdir / "shards", SHARDS)
     megabytes = total / 1e6
     print(f"{docs:,} laws, {megabytes:.1f} MB uncompressed, cut into {len(shards)} shards under {args.workdir}")
@@ -566,10 +575,14 @@ def main(argv=None) -> int:
                 f"({100 * left / secs[profiled]:.0f}%) beyond these steps goes to the driver's batching, "
                 f"saving batches under `.work/` (JSONL + npz), reading them back and writing the shards.")
 
-    reproduce = f".venv/bin/python -m bench.data_pipeline --runs {args.runs}"
+    capped = args.isa == "avx2"
+    reproduce = f".venv/bin/python -m bench.data_pipeline --runs {args.runs}" + (" --isa avx2" if capped else "")
     body = "\n".join([
-        "## Data pipeline: `taide data clean` vs datatrove on the Taiwan law corpus",
+        "## Data pipeline: `taide data clean` vs datatrove on the Taiwan law corpus"
+        + (", as an AVX2-only CPU runs it" if capped else ""),
         "",
+        *([f"Every contender ran with {', '.join(f'`{k}={v}`' for k, v in ISA_ENV.items())}: PyTorch, oneDNN, MKL and "
+           "numpy without their AVX-512 kernels, as on most laptops and CI runners.", ""] if capped else []),
         f"{docs:,} laws, {megabytes:.1f} MB of UTF-8 JSONL uncompressed, cut into {len(shards)} gzipped shards "
         f"that every contender reads (two datatrove tasks on one file would leave one idle). taide: "
         f"`clean(shards, out, workers=N)` with the default pipeline ({pipeline_names}). "
@@ -596,7 +609,7 @@ def main(argv=None) -> int:
         "",
         *stage_counts,
         "",
-        f"Where taide's time goes: each step of the default pipeline"
+        "Where taide's time goes: each step of the default pipeline"
         + (" with the decontaminate stage (the same evaluation sets)" if decont else "")
         + f" timed on its own in one process over "
         f"{profile['docs']:,} documents, in `process_batch`'s order (a step sees the documents the steps "
@@ -611,7 +624,7 @@ def main(argv=None) -> int:
     if cprof:
         print("\ncProfile, 1-worker clean, top functions by own time:\n" + cprof)
     if not args.no_write:
-        write_section("data-pipeline", body)
+        write_section("data-pipeline-avx2" if capped else "data-pipeline", body)
     shutil.rmtree(runs, ignore_errors=True)
     return 0
 
