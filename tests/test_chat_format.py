@@ -15,7 +15,6 @@ from taide.chat import (
     GEMMA3_TEMPLATE,
     LLAMA3_TEMPLATE,
     TAIDE_SYSTEM_PROMPT,
-    ChatFormat,
     GemmaFormat,
     Llama3Format,
     TemplateFormat,

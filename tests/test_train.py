@@ -299,7 +299,7 @@ def test_output_directory_loads_and_stops_at_end_of_turn(sft_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     from taide.engines import load_engine
-    from taide.engines.base import GenerationParams
+    from taide.engines.params import GenerationParams
 
     out = sft_run.out
     assert out.name == "model" and (out / "taide_training.json").is_file()

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from taide.engines.base import GenerationParams
+from taide.engines.params import GenerationParams
 from taide.errors import TaideError
 
 app = typer.Typer(

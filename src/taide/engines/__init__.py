@@ -10,7 +10,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from taide.engines.base import Chunk, ChunkStream, Completion, Engine, GenerationParams, LocalEngine
+from taide.engines.base import Chunk, ChunkStream, Completion, Engine, LocalEngine
+
+from taide.engines.params import GenerationParams
 from taide.errors import EngineError
 from taide.models import ModelRef, resolve_model
 

@@ -13,14 +13,11 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from taide.engines.params import GenerationParams
 from taide.errors import EngineError
-
-if TYPE_CHECKING:
-    from taide.engines.base import GenerationParams
 
 _END = object()
 

@@ -8,7 +8,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from taide.chat.formats import validate_messages
-from taide.engines.base import Chunk, ChunkStream, Completion, Engine, GenerationParams, TokenLogprob
+from taide.engines.base import Chunk, ChunkStream, Completion, Engine
+from taide.engines.params import GenerationParams, TokenLogprob
 from taide.errors import EngineError
 from taide.models import ModelRef
 

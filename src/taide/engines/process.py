@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from taide.chat.formats import chat_format_for
-from taide.engines.base import ChunkStream, Engine, GenerationParams
+from taide.engines.base import ChunkStream, Engine
+from taide.engines.params import GenerationParams
 from taide.errors import ChatFormatError, ContextLengthError, EngineError, ModelError, TaideError
 
 HANG_TIMEOUT = 120.0  # seconds without a decode step while requests wait: the child is taken for hung

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from taide.engines.base import GenerationParams
+from taide.engines.params import GenerationParams
 
 
 def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

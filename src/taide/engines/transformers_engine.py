@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import torch
 
 from taide.chat.formats import chat_format_for
-from taide.engines.base import Detokenizer, GenerationParams, LocalEngine
+from taide.engines.base import Detokenizer, LocalEngine
+from taide.engines.params import GenerationParams
 from taide.engines.json_constraint import JsonGrammars
 from taide.engines.loop import DecodeLoop, token_logprob
 from taide.engines.sampling import choose_next

@@ -490,7 +490,7 @@ def run_mc(engine, paths, shots: int = 0, limit_per_subject: int | None = None, 
                 record.update(outcome)
             records.append(_finish(record))
     else:
-        from taide.engines.base import GenerationParams
+        from taide.engines.params import GenerationParams
 
         params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
         chunk = max(8, int(getattr(engine, "parallelism", 1) or 1))

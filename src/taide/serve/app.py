@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taide.chat.presets import SYSTEM_PRESETS, TASKS, messages_with_system, resolve_system_prompt
 from taide.engines import ChunkStream, Completion, Engine, GenerationParams
-from taide.engines.base import TokenLogprob
+from taide.engines.params import TokenLogprob
 from taide.engines.process import EngineFault, EngineUnavailable, ProcessEngine
 from taide.errors import ChatFormatError, ContextLengthError, EngineError, TaideError
 from taide.serve.admission import Admission, QueueFull

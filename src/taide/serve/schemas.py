@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from taide.engines import GenerationParams
-from taide.engines.base import LIMITS as PARAM_LIMITS
-from taide.engines.base import MAX_TOP_LOGPROBS
+from taide.engines.params import LIMITS as PARAM_LIMITS
+from taide.engines.params import MAX_TOP_LOGPROBS
 from taide.errors import EngineError
 
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
