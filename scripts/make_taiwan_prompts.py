@@ -8,7 +8,7 @@
 script it answers in (Traditional Chinese with Taiwan wording, or English for zh->en translation), and whether
 it stops after the answer. They are never trained on: validation rejects a prompt that is close to any user
 turn of the SFT sample (src/taide/train/data/sft-sample.jsonl), to a taide-bench prompt or reference, or to a
-held-out translation pair of the build (src/taide/builder/data/heldout-pairs.jsonl); make_sft_sample.py in turn
+held-out translation pair of the build (src/taide/builder/data/heldout-pairs.jsonl); check_sft_sample.py in turn
 rejects SFT text close to these prompts.
 
 One JSON object per line: {"id": "tw-001", "task": "qa"|"office"|"zh2en"|"en2zh"|"explain", "prompt": "...",
@@ -16,7 +16,7 @@ One JSON object per line: {"id": "tw-001", "task": "qa"|"office"|"zh2en"|"en2zh"
 into English; an en2zh prompt is an English sentence with a Chinese instruction, and expects zh-Hant.
 
 All text was written for this project. Deterministic; stdlib only (it reuses the character and wording lists of
-scripts/make_sft_sample.py).
+scripts/check_sft_sample.py).
 """
 
 from __future__ import annotations
@@ -97,9 +97,9 @@ def render(records: list[dict]) -> bytes:
 
 
 def _sft_rules():
-    """make_sft_sample.py, loaded from the file beside this one: its Simplified/variant/wording lists, its
+    """check_sft_sample.py, loaded from the file beside this one: its Simplified/variant/wording lists, its
     near-duplicate measure (features, similarity, MAX_SIMILARITY) and the other evaluation data (heldout_texts)."""
-    spec = importlib.util.spec_from_file_location("make_sft_sample", Path(__file__).with_name("make_sft_sample.py"))
+    spec = importlib.util.spec_from_file_location("check_sft_sample", Path(__file__).with_name("check_sft_sample.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
