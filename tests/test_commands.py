@@ -100,8 +100,9 @@ def test_data_clean(tmp_path):
     inputs = sorted(p for p in raw.rglob("*.jsonl"))[:2]
     assert inputs, raw
     cli("data", "clean", *inputs, "-o", tmp_path / "cli", "--workers", "1")
-    report = run_clean(CleanConfig(inputs, tmp_path / "py", workers=1))
-    assert report["read"] == report["kept"] + sum(report["removed"].values()) + report["unreadable"]
+    result = run_clean(CleanConfig(inputs, tmp_path / "py", workers=1))
+    assert result.read == result.kept + result.removed_total + result.unreadable > 0
+    assert result.output == tmp_path / "py" and result.report["kept"] == result.kept
     assert_same_artifacts(tmp_path / "cli", tmp_path / "py")
 
 

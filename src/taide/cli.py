@@ -506,12 +506,11 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                                  ray_address=ray_address, format=output_format, shard_docs=shard_docs,
                                  keep_work=keep_work, decontaminate=decontaminate,
                                  decontaminate_action=decontaminate_action)
-            report = run_clean(config, on_progress=lambda n: progress.update(bar, description=f"{n} documents cleaned"))
-        removed = sum(report["removed"].values())
-        out.print(f"{report['read']} read = {report['kept']} kept + {removed} removed + {report['unreadable']} "
-                  f"unreadable → {out_dir} (accounting per stage and source in stats.md)")
-        if "decontamination" in report:
-            _print_decontamination(report["decontamination"], out_dir)
+            result = run_clean(config, on_progress=lambda n: progress.update(bar, description=f"{n} documents cleaned"))
+        out.print(f"{result.read} read = {result.kept} kept + {result.removed_total} removed + {result.unreadable} "
+                  f"unreadable → {result.output} (accounting per stage and source in stats.md)")
+        if result.decontamination:
+            _print_decontamination(result.decontamination, result.output)
 
 
 def _print_decontamination(found: dict, where: Path) -> None:

@@ -34,10 +34,10 @@ def run_data(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
 
     settings = {"inputs": ["sample:data"], **recipe.resolve(recipe.data)}  # the recipe's keys are CleanConfig's
     settings["decontaminate"] = decontaminated_against(recipe, "data")
-    report = run_clean(CleanConfig(out_dir=directory / "cleaned", keep_rejected=directory / "rejected", **settings))
-    return {"read": report["read"], "kept": report["kept"], "unreadable": report["unreadable"],
-            "removed": report["removed"], "stages": report["stages"], "sources": report["sources"],
-            "output": str(directory / "cleaned"), "decontamination": report.get("decontamination")}
+    result = run_clean(CleanConfig(out_dir=directory / "cleaned", keep_rejected=directory / "rejected", **settings))
+    return {"read": result.read, "kept": result.kept, "unreadable": result.unreadable, "removed": result.removed,
+            "stages": result.report["stages"], "sources": result.report["sources"], "output": str(result.output),
+            "decontamination": result.decontamination}
 
 
 def _train(recipe: Recipe, mode: str, settings: dict, model: str, data, directory: Path, report=None) -> dict:

@@ -188,13 +188,35 @@ class CleanConfig:
     decontaminate_action: str | None = None  # drop (default), cut or tag
 
 
-def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = None) -> dict:
-    """:func:`clean` with ``config``; returns the report that stats.json holds."""
+@dataclass
+class CleanResult:
+    """What a clean did, every input record accounted for: read = kept + removed + unreadable. ``report`` is the
+    whole of stats.json (per stage, per source, the shards, what decontamination found)."""
+    output: Path  # the shards' directory
+    read: int
+    kept: int
+    removed: dict[str, int]  # "stage:reason" -> documents
+    unreadable: int
+    report: dict
+
+    @property
+    def removed_total(self) -> int:
+        return sum(self.removed.values())
+
+    @property
+    def decontamination(self) -> dict | None:
+        """The decontaminate stage's summary (per benchmark: items checked, found), or None when it did not run."""
+        return self.report.get("decontamination")
+
+
+def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = None) -> CleanResult:
+    """:func:`clean` with ``config``."""
     c = config
-    return clean(c.inputs, c.out_dir, config=c.config, text_field=c.text_field, keep_rejected=c.keep_rejected,
-                 shard_docs=c.shard_docs, output_format=c.format, workers=c.workers, executor=c.executor,
-                 ray_address=c.ray_address, on_progress=on_progress, keep_work=c.keep_work,
-                 decontaminate=c.decontaminate, decontaminate_action=c.decontaminate_action)
+    report = clean(c.inputs, c.out_dir, config=c.config, text_field=c.text_field, keep_rejected=c.keep_rejected,
+                   shard_docs=c.shard_docs, output_format=c.format, workers=c.workers, executor=c.executor,
+                   ray_address=c.ray_address, on_progress=on_progress, keep_work=c.keep_work,
+                   decontaminate=c.decontaminate, decontaminate_action=c.decontaminate_action)
+    return CleanResult(Path(c.out_dir), report["read"], report["kept"], report["removed"], report["unreadable"], report)
 
 
 def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str = "text",
