@@ -307,3 +307,18 @@ def test_line_separators_inside_text_survive(tmp_path):
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def test_the_text_field_flag_wins_over_the_config_file_which_wins_over_the_default(tmp_path):
+    """One precedence everywhere: the flag, else the config file, else the default."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "body": f"第{i}篇：" + "臺灣的法規文字，內容完整。" * 8}, ensure_ascii=False)
+                           + "\n" for i in range(3)), encoding="utf-8")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("text_field: body\npipeline: [min_length]\n", encoding="utf-8")
+    from_file = clean([src], tmp_path / "file", config=config, workers=1)
+    assert (from_file["read"], from_file["kept"], from_file["unreadable"]) == (3, 3, 0)
+    from_flag = clean([src], tmp_path / "flag", config=config, text_field="missing", workers=1)
+    assert (from_flag["read"], from_flag["unreadable"]) == (3, 3)  # the flag named a field no record has
+    default = clean([src], tmp_path / "default", workers=1)
+    assert default["unreadable"] == 3  # no config: the records have no "text"

@@ -462,7 +462,8 @@ def data_clean(inputs: Annotated[list[Path], typer.Argument(help="Files or direc
                out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory for part-*, stats.json, stats.md.")],
                config: Annotated[Optional[Path], typer.Option("--config", help="YAML with 'pipeline:', a list of "
                                  "stages (name, or {stage, enabled, options...}) in order.")] = None,
-               text_field: Annotated[str, typer.Option("--text-field", help="The field (or column) holding the text.")] = "text",
+               text_field: Annotated[Optional[str], typer.Option("--text-field", help="The field (or column) holding "
+                                     "the text (default: the --config file's text_field, else text).")] = None,
                keep_rejected: Annotated[Optional[Path], typer.Option("--keep-rejected",
                                         help="Also write removed documents, with stage and reason, here.")] = None,
                workers: Annotated[Optional[int], typer.Option("--workers", min=1,

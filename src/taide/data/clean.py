@@ -176,7 +176,7 @@ class CleanConfig:
     inputs: list[Path]  # files or directories
     out_dir: Path
     config: Path | None = None  # YAML with 'pipeline:' (and optionally 'text_field:')
-    text_field: str = "text"
+    text_field: str | None = None  # default: the config file's text_field, else "text"
     keep_rejected: Path | None = None  # also write the removed documents, with stage and reason, here
     workers: int | None = None  # default: one per core (with ray: one per cluster CPU)
     executor: str = "local"  # local or ray
@@ -219,7 +219,7 @@ def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = N
     return CleanResult(Path(c.out_dir), report["read"], report["kept"], report["removed"], report["unreadable"], report)
 
 
-def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str = "text",
+def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str | None = None,
           keep_rejected: str | Path | None = None, shard_docs: int = 100_000, output_format: str = "jsonl",
           workers: int | None = None, executor: str = "local", ray_address: str | None = None,
           batch_docs: int = BATCH_DOCS, on_progress: Callable[[int], None] | None = None,
@@ -233,7 +233,7 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
     it found is in decontamination.md and .json."""
     settings = load_config(Path(config) if config else None)
     pipeline = settings.get("pipeline")
-    text_field = settings.get("text_field", text_field)
+    text_field = text_field or settings.get("text_field") or "text"  # the flag, else the file, else the default
     if decontaminate:
         pipeline = with_decontamination(pipeline, list(decontaminate), decontaminate_action)
     elif decontaminate_action:
