@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from taide.artifacts import atomic_write, file_digest, manifest, read_resumable, write_json, write_manifest
+from taide.artifacts import atomic_dir, atomic_write, file_digest, manifest, read_resumable, write_json, write_manifest
 from taide.errors import InputError
 
 
@@ -39,6 +39,40 @@ def test_a_failed_write_keeps_the_old_file_and_removes_the_temporary_one(tmp_pat
 class Settings:
     out: Path
     quant: str = "q8_0"
+
+
+
+def test_atomic_dir_keeps_the_copy_another_process_renamed_into_place_first(tmp_path, monkeypatch):
+    """Two processes (torchrun's) write the same cache entry at once: the second rename finds the first's directory
+    in place. That is no error; the first copy stays, the second's temporary goes."""
+    import os
+
+    import taide.artifacts
+
+    entry = tmp_path / "entry"
+    real_replace = os.replace
+
+    def other_process_first(src, dst):  # the other process renames its copy in just before ours
+        if Path(dst) == entry and not entry.exists():
+            entry.mkdir()
+            (entry / "tokens").write_text("theirs")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(taide.artifacts.os, "replace", other_process_first)
+    with atomic_dir(entry) as tmp:
+        (tmp / "tokens").write_text("ours")
+    assert (entry / "tokens").read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
+
+
+def test_atomic_dir_replace_takes_the_place_of_what_is_there(tmp_path):
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    (entry / "old").write_text("old")
+    with atomic_dir(entry, replace=True) as tmp:
+        (tmp / "new").write_text("new")
+    assert sorted(p.name for p in entry.iterdir()) == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
 
 
 def test_write_manifest_has_the_one_schema(tmp_path):

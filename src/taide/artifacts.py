@@ -56,10 +56,14 @@ def atomic_dir(path: str | Path, replace: bool = False):
         yield tmp
         if path.exists() and replace:
             shutil.rmtree(path)
-        if path.exists():
-            shutil.rmtree(tmp)
-        else:
+        try:
             os.replace(tmp, path)  # same directory, so same filesystem: the rename is atomic
+        except OSError:
+            # Another process renamed its copy into place first (torchrun's processes tokenize the same shard at
+            # once): a check before the rename cannot see that, the failed rename can. Theirs is as good as ours.
+            if not path.is_dir() or replace:
+                raise
+            shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -55,4 +55,8 @@ def main(spec_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    # record: torchrun's closing summary then names the first process that failed and its exception, which is the
+    # end of stderr, the part TrainError quotes (the others only report the connection it broke).
+    record(main)(sys.argv[1])
