@@ -363,3 +363,22 @@ def test_recipe_stages_speak_the_commands_configs():
 
     assert set(STAGE_KEYS["data"]) <= {f.name for f in dataclasses.fields(CleanConfig)}
     assert set(STAGE_KEYS["export"]) <= {f.name for f in dataclasses.fields(ExportConfig)}
+
+
+def test_the_eval_section_is_a_typed_config(tmp_path):
+    """The recipe's eval: is BuildEvalConfig's fields (the loader checks them against the kinds the fields carry);
+    the stage reads it typed, sample: references resolved, defaults from the config."""
+    import dataclasses
+
+    from taide.builder.recipe import SAMPLES, STAGE_KEYS, BuildEvalConfig, load_build_recipe
+
+    assert set(STAGE_KEYS["eval"]) == {f.name for f in dataclasses.fields(BuildEvalConfig)}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nbase_model: smollm2-135m\neval:\n  bench: sample:bench\n  max_tokens: 64\n",
+                      encoding="utf-8")
+    settings = load_build_recipe(recipe).eval_config()
+    assert settings == BuildEvalConfig(bench=str(SAMPLES["bench"]), max_tokens=64)
+    assert settings.heldout_rows == 32 and settings.taiwan_prompts is None
+    recipe.write_text("name: r\nbase_model: smollm2-135m\neval:\n  max_token: 64\n", encoding="utf-8")
+    with pytest.raises(BuildError, match=r"r.yaml:4: eval.max_token: unknown key 'max_token' \(did you mean 'max_tokens'"):
+        load_build_recipe(recipe)

@@ -30,15 +30,37 @@ SAMPLES = {"data": SAMPLE_CORPUS / "raw", "sft": PACKAGE / "train/data/sft-sampl
 DEFAULT_RECIPE = PACKAGE / "builder/default.yaml"
 PLAN_ONLY = ("expected_tokens",)  # cp/sft keys that inform the plan (tokens → GPU-hours); no stage receives them
 SET_BY_BUILD = ("mode", "model", "out")  # TrainConfig fields the build fills in itself
+
+
+def _setting(default, kind, doc: str = ""):
+    """A recipe setting: its default and the kind of value it takes ("path", "paths", "text", "texts", "count",
+    "flag", "quant"; "?" allows null; or a tuple of the allowed values), which the loader checks."""
+    return field(default=default, metadata={"kind": kind, "doc": doc})
+
+
+@dataclass
+class BuildEvalConfig:
+    """The build's eval stage (the recipe's ``eval:``): the built model against the base on what the build never
+    trained on. Paths may be ``sample:<kind>``; None means the shipped sample."""
+    bench: str | None = _setting(None, "path?", "taide-bench folder")
+    heldout_pairs: str | None = _setting(None, "path?", "held-out zh<->en pairs for chrF")
+    heldout_rows: int = _setting(32, "count", "held-out corpus rows scored for perplexity")
+    taiwan_prompts: str | None = _setting(None, "path?", "Taiwan prompts checked for language, script and loops")
+    max_tokens: int = _setting(128, "count", "longest answer, in tokens")
+    tasks: list[str] | None = _setting(None, "texts?", "taide-bench tasks (default: all)")
+    system_prompt: str | None = _setting(None, "text?", "for taide-bench (default: auto)")
+    judge_endpoint: str | None = _setting(None, "text?", "an OpenAI-compatible judge")
+    # Without an endpoint: "self" (the built model judges) or "stub" (--smoke: scores mean nothing).
+    judge_model: str | None = _setting(None, "text?", "the judge's model name")
+
+
 # What each non-training stage reads from its settings (build/stages.py), and the values it can use: a kind
 # ("path", "paths", "text", "count", "flag", "quant"; "?" allows null) or the allowed values.
 STAGE_KEYS = {
     "data": {"inputs": "paths", "config": "path?", "workers": "count?", "executor": ("local", "ray"),
              "ray_address": "text?", "decontaminate": "paths?", "decontaminate_action": ("drop", "cut", "tag")},
     "export": {"format": ("gguf", "hf"), "quant": "quant", "verify": "flag", "output_type": "text?"},
-    "eval": {"bench": "path?", "heldout_pairs": "path?", "heldout_rows": "count", "taiwan_prompts": "path?",
-             "max_tokens": "count", "tasks": "texts?", "system_prompt": "text?", "judge_endpoint": "text?",
-             "judge_model": "text?"},  # judge_model without an endpoint: "self" (the built model) or "stub" (--smoke)
+    "eval": {f.name: f.metadata["kind"] for f in dataclasses.fields(BuildEvalConfig)},
 }
 
 
@@ -64,6 +86,10 @@ class Recipe:
     probe_endpoints: bool = False  # --smoke: ask the recipe's endpoints (its judge) if they answer, use those that do
     source: Path | None = None
     smoke: list[str] | None = None  # `--smoke`: what was made small, one sentence each (not a YAML key)
+
+    def eval_config(self) -> BuildEvalConfig:
+        """The eval stage's settings, typed, ``sample:`` references resolved."""
+        return BuildEvalConfig(**(self.resolve(self.eval) or {}))  # eval: null skips the stage, not its defaults
 
     def resolve(self, value):
         """``sample`` and ``sample:<kind>`` → the shipped file; relative paths → relative to the recipe."""

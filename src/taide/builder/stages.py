@@ -8,16 +8,16 @@ import json
 from pathlib import Path
 
 from taide.artifacts import atomic_write, write_json
-from taide.builder.recipe import PLAN_ONLY, SAMPLES, Recipe
+from taide.builder.recipe import PLAN_ONLY, SAMPLES, BuildEvalConfig, Recipe
 from taide.decontam.report import REPORT, summary
 
 
 def evaluation_data(recipe: Recipe) -> list[str]:
     """What the training data is checked against when the recipe does not say (``decontaminate``): everything the
     build's evaluation reads (the bench, the Taiwan prompts, the held-out pairs), so it never trains on its test."""
-    settings = recipe.resolve(recipe.eval)
-    return [str(settings.get("bench") or SAMPLES["bench"]), str(settings.get("taiwan_prompts") or SAMPLES["taiwan"]),
-            str(settings.get("heldout_pairs") or SAMPLES["pairs"])]
+    settings = recipe.eval_config()
+    return [str(settings.bench or SAMPLES["bench"]), str(settings.taiwan_prompts or SAMPLES["taiwan"]),
+            str(settings.heldout_pairs or SAMPLES["pairs"])]
 
 
 def decontaminated_against(recipe: Recipe, stage: str) -> list[str] | None:
@@ -98,8 +98,8 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
     from taide.engines import load_engine
     from taide.eval import heldout
 
-    settings = recipe.resolve(recipe.eval)
-    max_tokens = settings.get("max_tokens", 128)
+    settings = recipe.eval_config()
+    max_tokens = settings.max_tokens
     say = (lambda text: report({"note": text})) if report else (lambda text: None)
     built_gguf = upstream.get("export", {}).get("path") if upstream.get("export", {}).get("format") == "gguf" else None
     models = {"base": recipe.base_model, "built": built_gguf or built_model(upstream, recipe)}
@@ -112,14 +112,14 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
         if compared["built"] != upstream["cp"]["model"]:
             compared["cp"] = upstream["cp"]["model"]
         say(f"held-out perplexity of {', '.join(compared)}")
-        losses = heldout.heldout_losses(upstream["cp"]["heldout"], compared, settings.get("heldout_rows", 32))
+        losses = heldout.heldout_losses(upstream["cp"]["heldout"], compared, settings.heldout_rows)
         for name, key in (("built", "heldout_perplexity"), ("cp", "heldout_perplexity_cp")):
             if name in losses:
                 proof[key] = heldout.perplexity_change(losses["base"], losses[name])
 
     # 2. chrF on held-out translation pairs (both models, greedy); 3. Taiwan prompts and 4. taide-bench (the built
     # model: a pretrained base does not answer instructions, and its rambling would double the stage's time).
-    pairs = heldout.read_pairs(settings.get("heldout_pairs") or recipe.resolve("sample:pairs"))
+    pairs = heldout.read_pairs(settings.heldout_pairs or SAMPLES["pairs"])
     scores, taiwan, bench = {}, {}, {}
     for name, reference in models.items():
         with load_engine(reference) as engine:
@@ -139,14 +139,14 @@ def run_eval(recipe: Recipe, directory: Path, upstream: dict, report=None) -> di
     return result
 
 
-def _run_taiwan(settings: dict, engine, directory: Path, max_tokens: int) -> dict:
+def _run_taiwan(settings: BuildEvalConfig, engine, directory: Path, max_tokens: int) -> dict:
     """The Taiwan prompts, answered with the sampling and system prompt `taide chat` gives by default (seeded, so
     a rerun answers the same); each answer checked for language, script and loops."""
     from taide.chat.presets import messages_with_system
     from taide.engines import GenerationParams
     from taide.eval.fidelity import fidelity_many
 
-    path = Path(settings.get("taiwan_prompts") or SAMPLES["taiwan"])
+    path = Path(settings.taiwan_prompts or SAMPLES["taiwan"])
     prompts = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     languages = ["en" if p["expect"] == "en" else "zh-TW" for p in prompts]
     system = engine.default_system_prompt
@@ -159,17 +159,17 @@ def _run_taiwan(settings: dict, engine, directory: Path, max_tokens: int) -> dic
     return {"built": {**checked["summary"], "system_prompt": system, "prompts": path.name}}
 
 
-def _run_bench(settings: dict, engine, run: Path, max_tokens: int) -> dict:
+def _run_bench(settings: BuildEvalConfig, engine, run: Path, max_tokens: int) -> dict:
     """taide-bench through `taide eval bench`'s own function: the same files, bench_run.json and report included."""
     from taide.eval.commands import EvalBenchConfig, run_eval_bench
     from taide.eval.judge import Judge, StubJudgeEngine
 
     judge = None
-    if settings.get("judge_model") in ("self", "stub") and not settings.get("judge_endpoint"):
-        judge = Judge(engine if settings["judge_model"] == "self" else StubJudgeEngine())
-    config = EvalBenchConfig(run, model=engine.describe()["model"], data=settings.get("bench"),  # None: the sample
-                             judge_endpoint=settings.get("judge_endpoint"), judge_model=settings.get("judge_model"),
-                             system=settings.get("system_prompt") or "auto", tasks=settings.get("tasks"),
-                             generate_only=not (judge or settings.get("judge_endpoint")), max_tokens=max_tokens)
+    if settings.judge_model in ("self", "stub") and not settings.judge_endpoint:
+        judge = Judge(engine if settings.judge_model == "self" else StubJudgeEngine())
+    config = EvalBenchConfig(run, model=engine.describe()["model"], data=settings.bench,  # None: the sample
+                             judge_endpoint=settings.judge_endpoint, judge_model=settings.judge_model,
+                             system=settings.system_prompt or "auto", tasks=settings.tasks,
+                             generate_only=not (judge or settings.judge_endpoint), max_tokens=max_tokens)
     result = run_eval_bench(config, engine=engine, judge=judge)
     return {"report": {k: str(v) for k, v in result.files.items()}, "runs": [str(run)]}
