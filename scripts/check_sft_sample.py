@@ -216,7 +216,8 @@ def validate(path: Path, heldout: list[Path] = HELDOUT) -> int:
     closest = (0.0, "-", "-")
     seen_ids = set()
     conversations: list[tuple[str, list[dict]]] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # Split on "\n" only: str.splitlines() also splits at U+2028 and the like, which JSON text may hold unescaped.
+    lines = path.read_text(encoding="utf-8").removesuffix("\n").split("\n")
     for n, line in enumerate(lines, 1):
         where = f"{path.name}:{n}"
         try:
