@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from taide.builder.plan import gpu_hours, model_shape
-from taide.builder.recipe import BuildError
+from taide.builder.recipe import BuildError, load_build_recipe
 from taide.builder.runner import BuildConfig, run_build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -370,7 +370,7 @@ def test_the_eval_section_is_a_typed_config(tmp_path):
     the stage reads it typed, sample: references resolved, defaults from the config."""
     import dataclasses
 
-    from taide.builder.recipe import SAMPLES, STAGE_KEYS, BuildEvalConfig, load_build_recipe
+    from taide.builder.recipe import SAMPLES, STAGE_KEYS, BuildEvalConfig
 
     assert set(STAGE_KEYS["eval"]) == {f.name for f in dataclasses.fields(BuildEvalConfig)}
     recipe = tmp_path / "r.yaml"
@@ -382,3 +382,20 @@ def test_the_eval_section_is_a_typed_config(tmp_path):
     recipe.write_text("name: r\nbase_model: smollm2-135m\neval:\n  max_token: 64\n", encoding="utf-8")
     with pytest.raises(BuildError, match=r"r.yaml:4: eval.max_token: unknown key 'max_token' \(did you mean 'max_tokens'"):
         load_build_recipe(recipe)
+
+
+def test_sft_data_mapped_by_source_is_fingerprinted_file_by_file(tmp_path):
+    """An sft stage whose data maps sources to files (as TrainConfig takes it): the stage's input hash covers each
+    file, and changes when one of them does."""
+    from taide.builder.runner import input_hash
+
+    (tmp_path / "a.jsonl").write_text('{"messages": []}\n', encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text('{"messages": []}\n', encoding="utf-8")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nbase_model: smollm2-135m\ncp: null\ndata: null\nsft:\n  data:\n"
+                      f"    office: [{tmp_path / 'a.jsonl'}]\n    daily: {tmp_path / 'b.jsonl'}\n", encoding="utf-8")
+    loaded = load_build_recipe(recipe)
+    assert loaded.sft_files() == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+    before = input_hash(loaded, "sft", {})
+    (tmp_path / "b.jsonl").write_text('{"messages": []}\n{"messages": []}\n', encoding="utf-8")
+    assert input_hash(loaded, "sft", {}) != before

@@ -87,6 +87,15 @@ class Recipe:
     source: Path | None = None
     smoke: list[str] | None = None  # `--smoke`: what was made small, one sentence each (not a YAML key)
 
+    def data_inputs(self) -> list[str]:
+        """The data stage's inputs, resolved: the recipe's ``data.inputs``, else the shipped raw corpus."""
+        return self.resolve((self.data or {}).get("inputs", ["sample:data"]))
+
+    def sft_files(self) -> list[str]:
+        """The sft stage's conversation files, resolved: its ``data`` (paths, or sources mapped to paths), else the
+        shipped set."""
+        return _data_paths(self.resolve((self.sft or {}).get("data", ["sample:sft"])))
+
     def eval_config(self) -> BuildEvalConfig:
         """The eval stage's settings, typed, ``sample:`` references resolved."""
         return BuildEvalConfig(**(self.resolve(self.eval) or {}))  # eval: null skips the stage, not its defaults

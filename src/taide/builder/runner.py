@@ -51,9 +51,9 @@ def input_hash(recipe: Recipe, stage: str, upstream_hashes: dict) -> str:
     settings = stage_settings(recipe, stage)
     files = []
     if stage == "data":
-        files = _files_fingerprint(settings.get("inputs", [recipe.resolve("sample:data")]))
+        files = _files_fingerprint(recipe.data_inputs())
     elif stage == "sft":
-        files = _files_fingerprint(settings.get("data", [recipe.resolve("sample:sft")]))
+        files = _files_fingerprint(recipe.sft_files())
     if stage in ("data", "sft"):  # the evaluation data its training data is checked against
         files += _files_fingerprint(stage_functions.decontaminated_against(recipe, stage) or [])
     key = {"stage": stage, "settings": settings, "base": recipe.base_model, "upstream": upstream_hashes,

@@ -159,7 +159,7 @@ def smoke_recipe(recipe: Recipe, out: str | None = None, probe_endpoints: bool =
     changes.append(f"base: {said}")
 
     if smoke.data is not None:
-        inputs = recipe.resolve(recipe.data.get("inputs", ["sample:data"]))
+        inputs = recipe.data_inputs()
         found = [p for p in inputs if _here(p)]
         if found and [p for p in found if Path(p) != SAMPLES["data"]]:
             shutil.rmtree(root / "inputs", ignore_errors=True)
@@ -197,8 +197,7 @@ def smoke_recipe(recipe: Recipe, out: str | None = None, probe_endpoints: bool =
             changes.append(f"sft: conversations longer than {seq_len} tokens left out (each named on screen and in "
                            "sft/bad_records.txt)")
     if smoke.sft is not None:
-        files = recipe.resolve(recipe.sft.get("data", ["sample:sft"]))
-        files = list(files.values()) if isinstance(files, dict) else files if isinstance(files, list) else [files]
+        files = recipe.sft_files()
         found = [Path(p) for p in files if _here(p) and Path(p).is_file() and Path(p) != SAMPLES["sft"]]
         if found:
             (root / "sft").mkdir(exist_ok=True)

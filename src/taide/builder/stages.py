@@ -32,7 +32,7 @@ def decontaminated_against(recipe: Recipe, stage: str) -> list[str] | None:
 def run_data(recipe: Recipe, directory: Path, upstream: dict, report=None) -> dict:
     from taide.data import CleanConfig, run_clean
 
-    settings = {"inputs": ["sample:data"], **recipe.resolve(recipe.data)}  # the recipe's keys are CleanConfig's
+    settings = {**recipe.resolve(recipe.data), "inputs": recipe.data_inputs()}  # the recipe's keys are CleanConfig's
     settings["decontaminate"] = decontaminated_against(recipe, "data")
     result = run_clean(CleanConfig(out_dir=directory / "cleaned", keep_rejected=directory / "rejected", **settings))
     return {"read": result.read, "kept": result.kept, "unreadable": result.unreadable, "removed": result.removed,
