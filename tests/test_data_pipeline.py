@@ -322,3 +322,14 @@ def test_the_text_field_flag_wins_over_the_config_file_which_wins_over_the_defau
     assert (from_flag["read"], from_flag["unreadable"]) == (3, 3)  # the flag named a field no record has
     default = clean([src], tmp_path / "default", workers=1)
     assert default["unreadable"] == 3  # no config: the records have no "text"
+
+
+def test_a_pipeline_file_with_a_misspelt_key_is_named_with_its_line(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "臺灣的法規文字。"}\n', encoding="utf-8")
+    config = tmp_path / "p.yaml"
+    config.write_text("text_field: text\npipline: [min_length]\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"p.yaml:2: pipline: unknown key 'pipline' \(did you mean 'pipeline'\?\); "
+                                        r"known: pipeline, text_field"):
+        clean([src], tmp_path / "out", config=config, workers=1)
+    assert not (tmp_path / "out").exists()

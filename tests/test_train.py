@@ -157,8 +157,19 @@ def test_recipes_load_with_consistent_batches(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((REPO / "recipes" / "tiny-cp.yaml").read_text(encoding="utf-8") + "\nlearning_rate: 1\n",
                    encoding="utf-8")
-    with pytest.raises(TrainError, match=r"unknown settings \['learning_rate'\]"):
+    line = bad.read_text(encoding="utf-8").splitlines().index("learning_rate: 1") + 1
+    with pytest.raises(TrainError, match=rf"bad.yaml:{line}: learning_rate: unknown key 'learning_rate'; known: "):
         load_recipe(bad)
+    bad.write_text("mode: cp\nepoch: 2\n", encoding="utf-8")
+    with pytest.raises(TrainError, match=r"bad.yaml:2: epoch: unknown key 'epoch' \(did you mean 'epochs'\?\)"):
+        load_recipe(bad)
+    bad.write_text("mode: cp\nlr: [1\n", encoding="utf-8")
+    with pytest.raises(TrainError, match=r"bad.yaml:\d+: invalid YAML"):
+        load_recipe(bad)
+    bad.write_text("mode: cp\nlr: 1.0e-4\n", encoding="utf-8")
+    with pytest.raises(TrainError, match="missing settings: model, data, out"):
+        load_recipe(bad)
+    assert load_recipe(bad, model="m", data=["d"], out="o", lr=3.0e-4).lr == 3.0e-4  # the flag over the file
 
 
 # ---- resume --------------------------------------------------------------------------------------------------

@@ -12,12 +12,11 @@ first training stage hours into a cluster job.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
+from taide.config import check_keys, read_yaml
 from taide.data.shipped import SAMPLE_CORPUS
 from taide.errors import TaideError
 from taide.train.config import TrainConfig, TrainError
@@ -121,20 +120,6 @@ def stage_keys(stage: str) -> tuple[str, ...]:
     return tuple(sorted(STAGE_KEYS[stage]))
 
 
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """1-based line of every top-level key and of every key one level down: (key,) and (stage, key)."""
-    lines: dict[tuple[str, ...], int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-    for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
-        lines[(key.value,)] = key.start_mark.line + 1
-        for inner, _ in value.value if isinstance(value, yaml.MappingNode) else []:
-            lines[(key.value, inner.value)] = inner.start_mark.line + 1
-    return lines
-
-
 _SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
 _SCALAR_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text"}
 
@@ -216,14 +201,9 @@ def _check_stage(path: Path, lines: dict, stage: str, settings, recipe: dict) ->
         return
     if not isinstance(settings, dict):
         fail(None, f"expected a mapping of settings (or null to skip the stage), got {type(settings).__name__}")
-    known = stage_keys(stage)
-    unknown = sorted(set(settings) - set(known))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        why = (" (cp trains on the data stage's output: give the corpus as data.inputs)"
-               if stage == "cp" and "data" in unknown else f" (did you mean {close[0]!r}?)" if close else "")
-        fail(unknown[0], f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}{why}; "
-             f"the {stage} stage takes: {', '.join(known)}")
+    hint = " (cp trains on the data stage's output: give the corpus as data.inputs)" if stage == "cp" else ""
+    check_keys(path, lines, settings, stage_keys(stage), BuildError, section=stage,
+               hint=hint if "data" in settings else "", listing=f"the {stage} stage takes")
     for key, value in settings.items():
         training = stage in ("cp", "sft")
         problem = _samples_problem(value) or (_train_value_problem(key, value) if training
@@ -284,24 +264,11 @@ def _check_top(path: Path, lines: dict, settings: dict) -> None:
 def load_build_recipe(path: str | Path | None = None, out: str | None = None) -> Recipe:
     """The recipe at ``path`` (the default one when None), checked whole: see the module docstring."""
     path = Path(path) if path else DEFAULT_RECIPE
-    try:
-        text = path.read_text(encoding="utf-8")
-        settings = yaml.safe_load(text) or {}
-    except OSError as e:
-        raise BuildError(f"{path}: cannot read the recipe ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise BuildError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML") from e
-    if not isinstance(settings, dict):
-        raise BuildError(f"{path}: a build recipe is a mapping")
-    known = set(Recipe.__dataclass_fields__) - {"source", "smoke"}
-    unknown = sorted(set(settings) - known)
-    if unknown:
-        raise BuildError(f"{path}: unknown keys {unknown}; known: {', '.join(sorted(known))}")
+    settings, lines = read_yaml(path, BuildError, "a build recipe (a mapping of settings)")
+    check_keys(path, lines, settings, set(Recipe.__dataclass_fields__) - {"source", "smoke"}, BuildError)
     for key in ("name", "base_model"):
         if key not in settings:
             raise BuildError(f"{path}: missing '{key}'")
-    lines = _key_lines(text)
     _check_top(path, lines, settings)
     for stage in STAGES[:-1]:
         if stage in settings:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from taide.artifacts import atomic_write, write_json
+from taide.config import load_config
 from taide.data.base import DataError, DedupStage, Rejected
 from taide.data.decontaminate import Decontaminate
 from taide.data.executors import run_batches
@@ -43,21 +43,11 @@ BATCH_DOCS = 1000
 BATCH_BYTES = 4 << 20
 
 
-def load_config(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise DataError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from e
-    if not isinstance(config, dict):
-        raise DataError(f"{path}: expected a mapping with 'pipeline:' (a list of stages)")
-    unknown = set(config) - {"pipeline", "text_field"}
-    if unknown:
-        raise DataError(f"{path}: unknown keys {sorted(unknown)}; expected 'pipeline' and 'text_field'")
-    return config
+@dataclass
+class PipelineFile:
+    """A cleaning pipeline's YAML (``--config``)."""
+    pipeline: list | None = None  # the stages in order, each a name or {name: options}; default DEFAULT_PIPELINE
+    text_field: str | None = None  # the field holding the text, unless --text-field names one
 
 
 def _size(raw: Raw | Unreadable) -> int:
@@ -231,9 +221,9 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
     shards with other write settings without redoing the stages). ``decontaminate``: evaluation files or folders
     whose items the output must not hold (the decontaminate stage, ``decontaminate_action`` drop, cut or tag); what
     it found is in decontamination.md and .json."""
-    settings = load_config(Path(config) if config else None)
-    pipeline = settings.get("pipeline")
-    text_field = text_field or settings.get("text_field") or "text"  # the flag, else the file, else the default
+    settings = load_config(config, PipelineFile, DataError)
+    pipeline = settings.pipeline
+    text_field = text_field or settings.text_field or "text"  # the flag, else the file, else the default
     if decontaminate:
         pipeline = with_decontamination(pipeline, list(decontaminate), decontaminate_action)
     elif decontaminate_action:

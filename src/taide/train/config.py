@@ -11,7 +11,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from taide.errors import TaideError
 
@@ -154,24 +153,6 @@ def parse_mix(values: list[str] | None) -> dict[str, float] | None:
 def load_recipe(path: str | Path | None, **overrides) -> TrainConfig:
     """A recipe YAML (its keys are TrainConfig's fields), with ``overrides`` (flags given on the command
     line; None means not given) on top."""
-    settings = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            settings = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise TrainError(f"{path}: cannot read the recipe ({e})") from e
-        if not isinstance(settings, dict):
-            raise TrainError(f"{path}: a recipe is a mapping of settings")
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise TrainError(f"{path}: unknown settings {unknown}; known: {', '.join(sorted(known))}")
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    missing = [k for k in ("mode", "model", "data", "out") if k not in settings]
-    if missing:
-        raise TrainError(f"missing settings: {', '.join(missing)} (give them in the recipe or as flags)")
-    try:
-        return TrainConfig(**settings)
-    except TypeError as e:
-        raise TrainError(f"recipe: {e}") from e
+    from taide.config import load_config
+
+    return load_config(path, TrainConfig, TrainError, required=("mode", "model", "data", "out"), **overrides)
