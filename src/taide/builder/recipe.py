@@ -12,6 +12,8 @@ first training stage hours into a cluster job.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,8 +122,8 @@ def stage_keys(stage: str) -> tuple[str, ...]:
     return tuple(sorted(STAGE_KEYS[stage]))
 
 
-_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
-_SCALAR_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a text"}
+_SCALARS = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}  # a field's type: the values it takes
+_SCALAR_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}
 
 
 def _data_paths(value) -> list:
@@ -129,6 +131,9 @@ def _data_paths(value) -> list:
     if isinstance(value, dict):
         return [p for v in value.values() for p in (v if isinstance(v, list) else [v])]
     return value if isinstance(value, list) else [value]
+
+
+_TRAIN_TYPES = typing.get_type_hints(TrainConfig)  # the fields' types, not their annotations' text
 
 
 def _train_value_problem(name: str, value) -> str | None:
@@ -144,17 +149,18 @@ def _train_value_problem(name: str, value) -> str | None:
             return None if float(value) > 0 else "must be a positive number of tokens"
         except (TypeError, ValueError):
             return f"{value!r} is not a number of tokens"
-    annotation = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[name]
-    options = [o.strip() for o in str(annotation).split("|")]
-    kinds = [o for o in options if o != "None"]
+    hint = _TRAIN_TYPES[name]
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    options = typing.get_args(hint) if union else (hint,)  # int | None -> (int, NoneType)
+    kinds = [o for o in options if o is not type(None)]
     if not kinds or any(k not in _SCALARS for k in kinds):
         return None
     if value is None:
-        return None if "None" in options else "may not be empty"
+        return None if type(None) in options else "may not be empty"
     wanted = tuple(t for k in kinds for t in _SCALARS[k])
     if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
         hint = ""
-        if isinstance(value, str) and "float" in kinds:
+        if isinstance(value, str) and float in kinds:
             hint = " (YAML reads a number like 1e-4 as text: write 1.0e-4)"
         return f"{value!r} is not {' or '.join(_SCALAR_WORDS[k] for k in kinds)}{hint}"
     return None
