@@ -14,18 +14,29 @@ HEADER = ("# Benchmarks\n\nEvery figure here is printed by a script in `bench/`,
           "`bash scripts/install.sh --bench`; then each section's command reproduces it.\n")
 
 
+def cpu_class(flags: set[str]) -> str:
+    """The CPU class a figure belongs to: AMX (bf16 matmuls fast), AVX-512 without AMX, or AVX2 only."""
+    if "amx_tile" in flags:
+        return "AMX"
+    return "AVX-512, no AMX" if "avx512f" in flags else "AVX2 only, no AVX-512 or AMX"
+
+
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The CPU, its class (:func:`cpu_class`), the cores and Python, for a section's stamp."""
     import os
 
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    name, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # the first core's lines are enough
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name is None:
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    cpu = name or platform.processor() or platform.machine()
+    return f"{cpu} ({cpu_class(flags)}), {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def commit() -> str:
