@@ -43,7 +43,11 @@ class Datasets:
         if not rows:
             return None
         arrays = {name: np.stack([getattr(r, name) for r in rows]) for name in ("input_ids", "labels", "position_ids")}
-        return atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **arrays))
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:  # closed (and flushed) before atomic_write renames it
+                np.savez(f, **arrays)
+
+        return atomic_write(path, write)
 
     def target_ids(self) -> np.ndarray:
         """Every token id the run trains to predict, on training and held-out rows (sorted, unique)."""
