@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taide.artifacts import write_json
 from taide.chat.formats import detect_chat_format
 from taide.errors import ModelError
 
@@ -109,8 +110,7 @@ def latest_build() -> str | None:
 
 def remember_build(model: str | Path) -> None:
     """Note a finished build's model as this machine's newest (what :func:`default_model` gives)."""
-    cache_root().mkdir(parents=True, exist_ok=True)
-    (cache_root() / "latest-build.json").write_text(json.dumps({"model": str(Path(model).resolve())}), "utf-8")
+    write_json(cache_root() / "latest-build.json", {"model": str(Path(model).resolve())})  # whole, or the old one
 
 
 def default_model() -> str:
