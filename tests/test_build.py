@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_cards_recipe_plans_the_cards_compute():
     """8.03B parameters, 8K context, 43B tokens → ≈ 5.8e10 FLOPs per token → ≈ 2,336 H100-hours at 30% MFU."""
-    plan = run_build(BuildConfig(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True))
+    plan = run_build(BuildConfig(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True)).plan
     assert abs(plan["parameters"] - 8.03e9) < 0.01e9
     cp = next(s for s in plan["stages"] if s["stage"] == "cp")
     # by hand: 6 × (8.030e9 − 128256 × 4096) + 12 × 32 layers × 32 heads × 128 × 8192
@@ -84,18 +85,18 @@ def test_chain_skips_reruns_and_resumes(tmp_path, tiny_model_dir):
     first = run_build(BuildConfig(_tiny_recipe(tmp_path, tiny_model_dir)), on_event=record)
     stages = ["data", "cp", "sft", "export", "eval", "card"]
     assert [s for k, s in events if k == "done"] == stages
-    card = Path(first["results"]["card"]["card"]).read_text(encoding="utf-8")
+    card = Path(first.results["card"]["card"]).read_text(encoding="utf-8")
     for heading in ("## 模型簡介", "## 模型參數", "## 特色", "## 使用說明", "## 訓練方法", "## 訓練資料", "## 模型評測",
                     "## 免責聲明"):
         assert heading in card
     # Neither the corpus nor the SFT set may hold what the build is measured on: the Taiwan prompt in each is left out.
-    results = first["results"]
+    results = first.results
     assert results["data"]["decontamination"]["removed"] == 1 and results["data"]["removed"]["decontaminate:contaminated"] == 1
     assert results["sft"]["decontamination"]["removed"] == 1
     assert results["data"]["decontamination"]["benchmarks"]["taiwan-prompts"]["found"] == 1
     assert "### 評測資料污染檢查" in card and "| taiwan-prompts | 40 | 40 | 1（1） | 1（1） |" in card
     assert (tmp_path / "build/data/cleaned/decontamination.md").is_file() and (tmp_path / "build/sft/decontamination.md").is_file()
-    proof = first["results"]["eval"]["proof"]
+    proof = first.results["eval"]["proof"]
     assert proof["heldout_perplexity"]["rows"] > 0 and "within_noise" in proof["heldout_chrf"]
     manifest = json.loads((tmp_path / "build/cp/manifest.json").read_text())
     assert manifest["complete"] and manifest["versions"]["torch"] and manifest["result"]["steps"] == 3
@@ -148,7 +149,7 @@ def test_a_key_no_stage_takes_is_named_with_file_line_stage_and_key(tmp_path, st
     recipe.write_text("name: x\nbase_model: smollm2-135m\n" + body)
     line = 3 + next(i for i, text in enumerate(body.splitlines()) if text.strip().startswith(key))
     with pytest.raises(BuildError, match=rf"r.yaml:{line}: {stage}.{key}: unknown key '{key}'{message}"
-                                         rf"; the {stage} stage takes: .*") as caught:
+                                         rf"; the {stage} section takes: .*") as caught:
         run_build(BuildConfig(recipe, dry_run=True))
     known = str(caught.value).split("takes: ")[1].split(", ")
     assert known == sorted(known) and key not in known
@@ -196,12 +197,12 @@ def test_expected_tokens_informs_the_plan_and_never_reaches_training(tmp_path, m
     without it (TrainConfig would refuse the key)."""
     import taide.train
     from taide.builder import stages
-    from taide.builder.recipe import PLAN_ONLY, load_build_recipe
+    from taide.builder.recipe import load_build_recipe
     from taide.train import TrainResult
 
     recipe = load_build_recipe(ROOT / "recipes/build/llama3-taide-8b.yaml")
-    assert float(recipe.cp["expected_tokens"]) == 43e9 and float(recipe.sft["expected_tokens"]) == 1.3e8
-    plan = run_build(BuildConfig(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True))
+    assert recipe.expected_tokens == {"cp": 43e9, "sft": 1.3e8}
+    plan = run_build(BuildConfig(ROOT / "recipes/build/llama3-taide-8b.yaml", dry_run=True)).plan
     assert next(s for s in plan["stages"] if s["stage"] == "cp")["tokens_from"] == "given in the recipe"
 
     configs = []
@@ -215,7 +216,7 @@ def test_expected_tokens_informs_the_plan_and_never_reaches_training(tmp_path, m
     stages.run_sft(recipe, tmp_path / "sft", {"cp": {"model": str(tmp_path / "cp/model")}})
     assert [c.mode for c in configs] == ["cp", "sft"]
     for config in configs:
-        assert not set(PLAN_ONLY) & set(config.to_dict())
+        assert "expected_tokens" not in config.to_dict()
         assert config.seq_len == 8192  # the card's settings reach training as given
     assert configs[0].global_batch_tokens == 1 << 20 and configs[1].global_batch_tokens == 1 << 18
 
@@ -224,7 +225,7 @@ def test_the_gemma_card_recipe_says_its_published_hours_cannot_be_full_training(
     """Gemma-3-TAIDE 12B: 46B tokens at 32K context on gemma-3-12b's shape. Five of six layers attend to a 1,024-token
     window, so the attention term is 12 × 16 heads × 256 × (8 × 32768 + 40 × 1024), not × 48 × 32768; the card's
     642 H200-hours would need an MFU above 100%."""
-    plan = run_build(BuildConfig(ROOT / "recipes/build/gemma-3-taide-12b.yaml", dry_run=True))
+    plan = run_build(BuildConfig(ROOT / "recipes/build/gemma-3-taide-12b.yaml", dry_run=True)).plan
     cp = next(s for s in plan["stages"] if s["stage"] == "cp")
     by_hand = 6 * plan["parameters"] + 12 * 16 * 256 * (8 * 32768 + 40 * 1024)
     assert cp["flops_per_token"] == by_hand
@@ -267,18 +268,18 @@ def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, 
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{free_port()}")  # a dead cluster: the smoke's Ray is its own
     recipe = load_build_recipe(ROOT / f"recipes/build/{name}.yaml")
     result = run_build(BuildConfig(ROOT / f"recipes/build/{name}.yaml", str(tmp_path / "out"), smoke=True))
-    results = result["results"]
+    results = result.results
     assert list(results) == ["data", "cp", "sft", "export", "eval", "card"]
     for stage in results:
         manifest = json.loads((tmp_path / "out" / stage / "manifest.json").read_text())
         assert manifest["complete"], stage
     assert results["data"]["kept"] > 0 and results["data"]["read"] == results["data"]["kept"] + sum(
         results["data"]["removed"].values()) + results["data"]["unreadable"]
-    expected_processes = 2 if recipe.launch.get("train") else 1
+    expected_processes = 2 if recipe.launch.train else 1
     for stage in ("cp", "sft"):
         assert results[stage]["steps"] == 2 and results[stage]["processes"] == expected_processes
         assert (tmp_path / "out" / stage / "checkpoints").is_dir() and results[stage]["heldout_loss"] is not None
-    assert results["export"]["verification"]["ok"] and results["export"]["quant"] == recipe.export["quant"]
+    assert results["export"]["verification"]["ok"] and results["export"]["quant"] == recipe.export.quant
 
     # a tiny stand-in of the base's family and chat format, however small the base (SmolLM2 is 135M)
     model = resolve_model(results["sft"]["model"])
@@ -286,16 +287,16 @@ def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, 
     family = {"llama3-taide-8b": "llama3", "gemma-3-taide-12b": "gemma", "smollm2-demo": "template"}[name]
     assert config["hidden_size"] == 256 and model.chat_format == family
     if name == "smollm2-demo":  # the embedded GGUF's own ChatML template, on a tiny Llama
-        assert "<|im_start|>" in model.chat_template and "smollm2-135m's chat template" in result["smoke"][0]
+        assert "<|im_start|>" in model.chat_template and "smollm2-135m's chat template" in result.smoke[0]
     else:
         judge = json.loads(Path(results["eval"]["bench"]["report"]["json"]).read_text())["runs"][0]["judge"]
         assert judge["engine"] == "stub"  # in place of the recipe's judge, which is never asked
-        assert "the recipe's judge https://api.openai.com/v1, not contacted" in " ".join(result["smoke"])
+        assert "the recipe's judge https://api.openai.com/v1, not contacted" in " ".join(result.smoke)
     card = Path(results["card"]["card"]).read_text(encoding="utf-8")
-    assert "Smoke 建置" in card and all(change in card for change in result["smoke"])
+    assert "Smoke 建置" in card and all(change in card for change in result.smoke)
     assert not (tmp_path / "cache" / "latest-build.json").exists()
     assert offsite.attempts() == []
-    if recipe.data.get("executor") == "ray":
+    if recipe.data.executor == "ray":
         import ray
 
         assert not ray.is_initialized()
@@ -329,22 +330,22 @@ def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeyp
     with StubJudge() as judge:
         recipe = smoke.smoke_recipe(load_build_recipe(write_recipe(judge.url)), str(tmp_path / "out"))
         assert judge.requests == []  # not even asked whether it answers
-        assert recipe.eval["judge_model"] == "stub" and recipe.eval["judge_endpoint"] is None
+        assert recipe.eval.judge_model == "stub" and recipe.eval.judge_endpoint is None
         assert f"eval: a stub judge (scores mean nothing) in place of the recipe's judge {judge.url}, not contacted " \
                "(--probe-endpoints asks whether it answers)" in recipe.smoke
         probed = smoke.smoke_recipe(load_build_recipe(write_recipe(judge.url)), str(tmp_path / "out"), True)
-        assert judge.requests == [("GET", "/v1/models")] and probed.eval["judge_endpoint"] == judge.url
+        assert judge.requests == [("GET", "/v1/models")] and probed.eval.judge_endpoint == judge.url
         assert f"eval: the recipe's judge {judge.url} answers (--probe-endpoints): it judges the answers" in probed.smoke
     silent = f"http://127.0.0.1:{free_port()}/v1"
     probed = smoke.smoke_recipe(load_build_recipe(write_recipe(silent)), str(tmp_path / "out"), True)
-    assert probed.eval["judge_model"] == "stub" and f"{silent}, which does not answer (" in " ".join(probed.smoke)
+    assert probed.eval.judge_model == "stub" and f"{silent}, which does not answer (" in " ".join(probed.smoke)
 
     base = Path(recipe.base_model)
     assert base == tmp_path / "out/smoke/base"
     assert len(AutoTokenizer.from_pretrained(base)) == len(AutoTokenizer.from_pretrained(tiny_model_dir))
     sampled = list((tmp_path / "out/smoke/inputs").iterdir())
     assert len(sampled) == 1 and len(sampled[0].read_text(encoding="utf-8").splitlines()) == smoke.DOCUMENTS
-    assert len(Path(recipe.sft["data"][0]).read_text(encoding="utf-8").splitlines()) == smoke.CONVERSATIONS
+    assert len(Path(recipe.sft.data[0]).read_text(encoding="utf-8").splitlines()) == smoke.CONVERSATIONS
     assert "data: 20 documents from the 1 of 2 inputs here" in recipe.smoke
     with pytest.raises(BuildError, match="choose one"):
         run_build(BuildConfig(recipe_path, dry_run=True, smoke=True))
@@ -352,35 +353,29 @@ def test_smoke_takes_a_few_records_of_the_inputs_that_are_here(tmp_path, monkeyp
         run_build(BuildConfig(recipe_path, probe_endpoints=True))
 
 
-def test_recipe_stages_speak_the_commands_configs():
-    """A recipe's data and export settings are `taide data clean`'s and `taide export`'s own fields, so a stage
-    is that command's function called with them."""
-    import dataclasses
-
-    from taide.builder.recipe import STAGE_KEYS
+def test_recipe_sections_are_the_commands_configs(tmp_path):
+    """A recipe's sections load as `taide data clean`'s, `taide train`'s and `taide export`'s own configs (and the
+    build's eval config), ``sample:`` resolved and defaults from the configs; what the build sets is refused."""
+    from taide.builder.recipe import SAMPLES, BuildEvalConfig
     from taide.data import CleanConfig
     from taide.export import ExportConfig
+    from taide.train import TrainConfig
 
-    assert set(STAGE_KEYS["data"]) <= {f.name for f in dataclasses.fields(CleanConfig)}
-    assert set(STAGE_KEYS["export"]) <= {f.name for f in dataclasses.fields(ExportConfig)}
-
-
-def test_the_eval_section_is_a_typed_config(tmp_path):
-    """The recipe's eval: is BuildEvalConfig's fields (the loader checks them against the kinds the fields carry);
-    the stage reads it typed, sample: references resolved, defaults from the config."""
-    import dataclasses
-
-    from taide.builder.recipe import SAMPLES, STAGE_KEYS, BuildEvalConfig
-
-    assert set(STAGE_KEYS["eval"]) == {f.name for f in dataclasses.fields(BuildEvalConfig)}
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("name: r\nbase_model: smollm2-135m\neval:\n  bench: sample:bench\n  max_tokens: 64\n",
-                      encoding="utf-8")
-    settings = load_build_recipe(recipe).eval_config()
-    assert settings == BuildEvalConfig(bench=str(SAMPLES["bench"]), max_tokens=64)
-    assert settings.heldout_rows == 32 and settings.taiwan_prompts is None
+    recipe.write_text("name: r\nbase_model: smollm2-135m\neval:\n  bench: sample:bench\n  max_tokens: 64\n"
+                      "sft:\n  data: sample:sft\n  lr: 2.0e-5\n", encoding="utf-8")
+    loaded = load_build_recipe(recipe)
+    assert isinstance(loaded.data, CleanConfig) and isinstance(loaded.export, ExportConfig)
+    assert loaded.eval == BuildEvalConfig(max_tokens=64) and loaded.eval.bench == str(SAMPLES["bench"])
+    assert loaded.sft == TrainConfig(mode="sft", data=[str(SAMPLES["sft"])], lr=2e-5,
+                                     decontaminate=[str(SAMPLES[k]) for k in ("bench", "taiwan", "pairs")])
+    assert loaded.cp.model is None and loaded.cp.out is None and loaded.data.out_dir is None  # the build sets them
+    assert (loaded.export.quant, loaded.export.verify) == ("q8_0", True)  # the build's defaults, not the command's
     recipe.write_text("name: r\nbase_model: smollm2-135m\neval:\n  max_token: 64\n", encoding="utf-8")
     with pytest.raises(BuildError, match=r"r.yaml:4: eval.max_token: unknown key 'max_token' \(did you mean 'max_tokens'"):
+        load_build_recipe(recipe)
+    recipe.write_text("name: r\nbase_model: smollm2-135m\nsft:\n  model: other\n", encoding="utf-8")
+    with pytest.raises(BuildError, match=r"r.yaml:4: sft.model: unknown key 'model' \(the build sets model itself\)"):
         load_build_recipe(recipe)
 
 
@@ -399,3 +394,83 @@ def test_sft_data_mapped_by_source_is_fingerprinted_file_by_file(tmp_path):
     before = input_hash(loaded, "sft", {})
     (tmp_path / "b.jsonl").write_text('{"messages": []}\n{"messages": []}\n', encoding="utf-8")
     assert input_hash(loaded, "sft", {}) != before
+
+
+# --- what each stage hands its component, pinned ------------------------------------------------------------------
+
+GOLDEN = ROOT / "tests/data/build/golden.json"
+
+
+def _golden_recipes() -> dict[str, Path]:
+    from taide.builder.recipe import DEFAULT_RECIPE
+
+    recipes = {p.stem: p for p in sorted((ROOT / "recipes/build").glob("*.yaml"))}
+    recipes["default"] = DEFAULT_RECIPE
+    recipes.update({p.stem: p for p in sorted((ROOT / "tests/data/build").glob("*.yaml"))})
+    return recipes
+
+
+def _what_stages_receive(recipe: Path, out: Path, smoke: bool, monkeypatch) -> dict:
+    """run_build with the components (clean, train, export) and the eval stage recording what they are given, as
+    JSON with this run's folders written <tmp>, the package's <pkg> and the repository's <root>."""
+    import dataclasses
+
+    import taide.data
+    import taide.export
+    import taide.train
+    import taide.train.launch
+    from taide.builder import runner
+    from taide.builder.recipe import PACKAGE
+    from taide.data.clean import CleanResult
+    from taide.export.api import ExportResult
+    from taide.train import TrainResult
+
+    got = {}
+
+    def clean(config, on_progress=None):
+        got["data"] = dataclasses.asdict(config)
+        return CleanResult(Path(config.out_dir), 1, 1, {}, 0, {"stages": {}, "sources": {}})
+
+    def train(config, processes=1, resume=False, on_step=None):
+        got[config.mode] = {"config": config.to_dict(), "processes": processes}
+        return TrainResult(Path(config.out) / "model", 1, 1, 1.0, 1.0, 1.0, heldout=Path(config.out) / "heldout.npz")
+
+    def export(config, progress=None):
+        got["export"] = dataclasses.asdict(config)
+        return ExportResult(Path(config.out) / "m.gguf", config.format, config.quant, 1)
+
+    def evaluate(recipe, directory, upstream, report=None):
+        got["eval"] = dataclasses.asdict(recipe.eval)
+        return {}
+
+    monkeypatch.setattr(taide.data, "run_clean", clean)
+    monkeypatch.setattr(taide.train, "train", lambda config, resume=False, on_step=None: train(config))
+    monkeypatch.setattr(taide.train.launch, "train_in_processes", train)
+    monkeypatch.setattr(taide.export, "run_export", export)
+    monkeypatch.setitem(runner.RUNNERS, "eval", evaluate)
+    monkeypatch.setattr(runner, "write_card", lambda *_: {})
+    result = run_build(BuildConfig(recipe, str(out), smoke=smoke))
+    text = json.dumps({"stages": got, "plan": result.plan, "smoke": result.smoke}, default=str, sort_keys=True)
+    for place, name in ((out.parent, "<tmp>"), (PACKAGE, "<pkg>"), (ROOT, "<root>")):
+        text = text.replace(str(place), name)
+    return json.loads(text)
+
+
+def test_each_stage_receives_the_configs_it_always_has(tmp_path, monkeypatch):
+    """Every shipped and test recipe, as written and --smoke: the config each stage hands clean, train and export,
+    the eval settings and the plan are those pinned in tests/data/build/golden.json. It was written before the
+    recipe's sections became typed configs and changed only where a change was meant (see its commit): a refactor of
+    the recipe, the loader or --smoke that changes what a build does fails here. TAIDE_UPDATE_GOLDEN=1 rewrites it."""
+    monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    got = {}
+    for name, recipe in _golden_recipes().items():
+        for smoke in (False, True):
+            out = tmp_path / f"{name}{'-smoke' if smoke else ''}" / "out"
+            got[f"{name}{' --smoke' if smoke else ''}"] = _what_stages_receive(recipe, out, smoke, monkeypatch)
+    if os.environ.get("TAIDE_UPDATE_GOLDEN"):
+        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    pinned = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    assert sorted(got) == sorted(pinned)
+    for case in pinned:
+        assert got[case] == pinned[case], case

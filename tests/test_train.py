@@ -105,8 +105,11 @@ def test_accumulation_follows_the_token_batch():
     assert config.accumulation(1) == 64
     assert card_config(global_batch_tokens=262_144, micro_batch_size=1).accumulation(8) == 4  # SFT: 256K
     with pytest.raises(TrainError, match=r"1,000,000 is not a multiple of micro_batch_size 2 × seq_len 8192 × "
-                                         r"8 processes = 131,072 tokens; try 1,048,576"):
-        card_config(global_batch_tokens=1_000_000).accumulation(8)
+                                         r"1 processes = 16,384 tokens; try 999,424"):
+        card_config(global_batch_tokens=1_000_000)  # no number of processes divides it: refused when given
+    with pytest.raises(TrainError, match=r"3,145,728 is not a multiple of micro_batch_size 2 × seq_len 8192 × "
+                                         r"128 processes = 2,097,152 tokens; try 4,194,304"):
+        card_config(global_batch_tokens=3 << 20).accumulation(128)
     with pytest.raises(TrainError, match="not a multiple"):  # fewer tokens than one micro-batch on every process
         config.accumulation(128)
     with pytest.raises(TrainError, match="micro_batch_size: must be at least 1"):

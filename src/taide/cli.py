@@ -545,15 +545,12 @@ def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens
            lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume,
            on_bad_record=None, chat_date=None, decontaminate=None, decontaminate_action=None):
     from taide.train import load_recipe, train
-    from taide.train.config import parse_data, parse_mix
 
     with _errors():
-        config = load_recipe(recipe, mode=mode, model=model, data=parse_data(data), out=out_dir, mix=parse_mix(mix),
-                             seq_len=seq_len,
+        config = load_recipe(recipe, data, mix, lora_r, mode=mode, model=model, out=out_dir, seq_len=seq_len,
                              global_batch_tokens=global_batch_tokens, micro_batch_size=micro_batch_size,
                              epochs=epochs, max_steps=max_steps, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
                              eval_every=eval_every, checkpoint_every=checkpoint_every,
-                             lora={"r": lora_r} if lora_r else None,
                              activation_checkpointing=activation_checkpointing or None, seed=seed,
                              on_bad_record=on_bad_record, chat_date=chat_date,
                              decontaminate=[str(p) for p in decontaminate] if decontaminate else None,
@@ -956,7 +953,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
         config = BuildConfig(recipe=recipe, out_dir=out_dir, dry_run=dry_run, from_stage=from_stage,
                              until_stage=until_stage, smoke=smoke, probe_endpoints=probe_endpoints)
         if dry_run:
-            plan = run_build(config)
+            plan = run_build(config).plan
             table = Table(title=f"{plan['name']}: {plan['parameters'] / 1e9:.2f}B parameters ({plan['shape_from']})")
             for column in ("stage", "inputs / tokens", "FLOPs per token", "GPU-hours"):
                 table.add_column(column)
@@ -970,7 +967,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
             if plan.get("gpu_hours"):
                 compute = plan["compute"]
                 out.print(f"≈ {plan['gpu_hours']:,.0f} {compute['device'].upper()} GPU-hours at "
-                          f"{compute.get('mfu', 0.3):.0%} MFU (tokens × FLOPs per token ÷ peak × MFU)")
+                          f"{compute['mfu']:.0%} MFU (tokens × FLOPs per token ÷ peak × MFU)")
             published = plan.get("published")
             if published:
                 mfu = published["implied_mfu"]
@@ -1007,7 +1004,7 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
             result = run_build(config, on_event=on_event)
         finally:
             progress.close()
-        results = result["results"]
+        results = result.results
         card = results.get("card", {}).get("card")
         report = results.get("eval", {}).get("bench", {}).get("report", {})
         if report.get("markdown"):

@@ -8,6 +8,6 @@
 """
 
 from taide.builder.recipe import BuildError, Recipe, load_build_recipe
-from taide.builder.runner import BuildConfig, make_plan, run_build
+from taide.builder.runner import BuildConfig, BuildResult, make_plan, run_build
 
-__all__ = ["BuildConfig", "BuildError", "Recipe", "load_build_recipe", "make_plan", "run_build"]
+__all__ = ["BuildConfig", "BuildError", "BuildResult", "Recipe", "load_build_recipe", "make_plan", "run_build"]

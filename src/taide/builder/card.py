@@ -243,7 +243,7 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
                      f"序列長度 {hp['seq_len']}） |")
     if plan.get("gpu_hours"):
         lines.append(f"| 預估 GPU 時數 | {plan['gpu_hours']:,.0f}（{plan['compute'].get('device')}，MFU "
-                     f"{plan['compute'].get('mfu', 0.3):.0%}） |")
+                     f"{plan['compute']['mfu']:.0%}） |")
     lines.append("")
     lines += _features(evaluation, chat_format)
     lines += _usage(chat_format, model_dir, gguf)
@@ -287,7 +287,7 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
             lines += ["", f"指令微調略過 {len(left_out):,} 則無法使用的對話（完整清單見 `sft/bad_records.txt`），例如：", ""]
             lines += [f"- `{_relative(p.split(':')[0], root)}:{p.split(':', 1)[1]}`" for p in left_out[:5]]
     elif "sft" in results:
-        lines.append(f"| 指令微調對話（{Path(str(recipe.resolve((recipe.sft or {}).get('data', ['sample:sft']))[0])).name}） "
+        lines.append(f"| 指令微調對話（{'、'.join(Path(p).name for p in recipe.sft_files())}） "
                      f"| – | {results['sft']['tokens']:,} tokens |")
     lines += ["", "## 模型評測", ""]
     lines += _taiwan_table(evaluation)

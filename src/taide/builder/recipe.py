@@ -1,27 +1,35 @@
-"""A build recipe: the base model, where the stages' outputs go, and each stage's settings (YAML).
+"""A build recipe (YAML): the base model, where the stages' outputs go, and each stage's settings, loaded as the
+configs of the commands that do the stages' work.
 
-``sample`` in an input list means what ships with taide: the raw sample corpus (data), the SFT set (sft),
-the taide-bench sample (eval), the held-out translation pairs (proof).
+A stage's section is that command's own config: ``data`` is `taide data clean`'s :class:`CleanConfig`, ``cp`` and
+``sft`` are `taide train`'s :class:`TrainConfig`, ``export`` is `taide export`'s :class:`ExportConfig`, ``eval`` is
+:class:`BuildEvalConfig`. What the build fills in itself (where a stage writes, the model it trains or exports, the
+corpus CP trains on) is left open in the section and set when the stage runs; a recipe may not set it. A section
+left out gets its config's defaults; ``null`` skips the stage. ``compute`` (the plan's GPU-hours) and ``launch`` (how
+the recipe runs on a cluster) are configs too; ``expected_tokens`` in cp or sft informs the plan and no stage.
 
-A recipe is checked whole when it is loaded: every stage's keys against what that stage reads
-(:data:`STAGE_KEYS`; cp and sft take TrainConfig's fields) and the values a stage would fail on, so that a
-typo is an error naming the file, line, stage and key before the first stage runs, not a crash at the
-first training stage hours into a cluster job.
+``sample`` in an input list means what ships with taide: the raw sample corpus (data), the SFT set (sft), the
+taide-bench sample (bench), the held-out translation pairs (pairs), the Taiwan prompts (taiwan). These references are
+resolved once, when the recipe is loaded.
+
+A recipe is checked whole when it is loaded (:func:`taide.config.config_from`): every key against its config's
+fields, every value against the field's type, and what the config itself refuses, so that a typo is an error naming
+the file, line, stage and key before the first stage runs, not a crash at the first training stage hours into a
+cluster job.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from taide.config import check_keys, read_yaml
+from taide.builder.plan import DEVICE_PEAK
+from taide.config import check_keys, config_from, read_yaml
+from taide.data.clean import CleanConfig
 from taide.data.shipped import SAMPLE_CORPUS
 from taide.errors import TaideError
-from taide.train.config import TrainConfig, TrainError
+from taide.export.api import ExportConfig
+from taide.train.config import TrainConfig
 
 STAGES = ("data", "cp", "sft", "export", "eval", "card")
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -29,40 +37,15 @@ SAMPLES = {"data": SAMPLE_CORPUS / "raw", "sft": PACKAGE / "train/data/sft-sampl
            "bench": PACKAGE / "eval/data/taide-bench", "pairs": PACKAGE / "builder/data/heldout-pairs.jsonl",
            "taiwan": PACKAGE / "eval/data/taiwan-prompts.jsonl"}
 DEFAULT_RECIPE = PACKAGE / "builder/default.yaml"
-PLAN_ONLY = ("expected_tokens",)  # cp/sft keys that inform the plan (tokens → GPU-hours); no stage receives them
-SET_BY_BUILD = ("mode", "model", "out")  # TrainConfig fields the build fills in itself
-
-
-def _setting(default, kind, doc: str = ""):
-    """A recipe setting: its default and the kind of value it takes ("path", "paths", "text", "texts", "count",
-    "flag", "quant"; "?" allows null; or a tuple of the allowed values), which the loader checks."""
-    return field(default=default, metadata={"kind": kind, "doc": doc})
-
-
-@dataclass
-class BuildEvalConfig:
-    """The build's eval stage (the recipe's ``eval:``): the built model against the base on what the build never
-    trained on. Paths may be ``sample:<kind>``; None means the shipped sample."""
-    bench: str | None = _setting(None, "path?", "taide-bench folder")
-    heldout_pairs: str | None = _setting(None, "path?", "held-out zh<->en pairs for chrF")
-    heldout_rows: int = _setting(32, "count", "held-out corpus rows scored for perplexity")
-    taiwan_prompts: str | None = _setting(None, "path?", "Taiwan prompts checked for language, script and loops")
-    max_tokens: int = _setting(128, "count", "longest answer, in tokens")
-    tasks: list[str] | None = _setting(None, "texts?", "taide-bench tasks (default: all)")
-    system_prompt: str | None = _setting(None, "text?", "for taide-bench (default: auto)")
-    judge_endpoint: str | None = _setting(None, "text?", "an OpenAI-compatible judge")
-    # Without an endpoint: "self" (the built model judges) or "stub" (--smoke: scores mean nothing).
-    judge_model: str | None = _setting(None, "text?", "the judge's model name")
-
-
-# What each non-training stage reads from its settings (build/stages.py), and the values it can use: a kind
-# ("path", "paths", "text", "count", "flag", "quant"; "?" allows null) or the allowed values.
-STAGE_KEYS = {
-    "data": {"inputs": "paths", "config": "path?", "workers": "count?", "executor": ("local", "ray"),
-             "ray_address": "text?", "decontaminate": "paths?", "decontaminate_action": ("drop", "cut", "tag")},
-    "export": {"format": ("gguf", "hf"), "quant": "quant", "verify": "flag", "output_type": "text?"},
-    "eval": {f.name: f.metadata["kind"] for f in dataclasses.fields(BuildEvalConfig)},
-}
+# What the build sets in each section when the stage runs (out_dir: <out>/data/cleaned, model: the base or the cp
+# stage's model, ...), so a recipe may not; and the build's own defaults where they differ from the command's.
+SET_BY_BUILD = {"data": ("out_dir", "keep_rejected"), "cp": ("mode", "model", "data", "out"),
+                "sft": ("mode", "model", "out"), "export": ("model", "out", "overwrite"), "eval": ()}
+PLAN_ONLY = ("expected_tokens",)  # a cp/sft key that informs the plan (tokens → GPU-hours); no stage receives it
+BUILD_DEFAULTS = {"data": {"inputs": [str(SAMPLES["data"])]}, "cp": {"mode": "cp"},
+                  "sft": {"mode": "sft", "data": [str(SAMPLES["sft"])]},
+                  "export": {"quant": "q8_0", "verify": True},  # a build ships a checked 8-bit GGUF
+                  "eval": {}}
 
 
 class BuildError(TaideError):
@@ -70,216 +53,201 @@ class BuildError(TaideError):
 
 
 @dataclass
+class BuildEvalConfig:
+    """The build's eval stage (the recipe's ``eval:``): the built model against the base on what the build never
+    trained on. The evaluation data default to what ships with taide."""
+    bench: str = str(SAMPLES["bench"])  # taide-bench folder
+    heldout_pairs: str = str(SAMPLES["pairs"])  # held-out zh<->en pairs for chrF
+    heldout_rows: int = 32  # held-out corpus rows scored for perplexity
+    taiwan_prompts: str = str(SAMPLES["taiwan"])  # Taiwan prompts checked for language, script and loops
+    max_tokens: int = 128  # longest answer, in tokens
+    tasks: list[str] | None = None  # taide-bench tasks; None: all
+    system_prompt: str = "auto"  # for taide-bench: auto, none, a preset or the text itself
+    judge_endpoint: str | None = None  # an OpenAI-compatible judge
+    # Without an endpoint: "self" (the built model judges) or "stub" (--smoke: scores mean nothing).
+    judge_model: str | None = None  # the judge's model name
+
+    def __post_init__(self):
+        for name in ("heldout_rows", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise BuildError(f"{name}: {getattr(self, name)} is not a whole number of at least 1")
+
+
+@dataclass
+class ComputeConfig:
+    """What the plan estimates GPU-hours with (the recipe's ``compute:``)."""
+    device: str | None = None  # h100, h200, a100, l40s or mi300x; None: no GPU-hour estimate
+    mfu: float = 0.3  # the model FLOPs utilization expected
+    gpus: int | None = None  # how many (documentation: GPU-hours do not depend on it)
+    published_gpu_hours: float | None = None  # a published figure, checked against the training FLOPs
+
+    def __post_init__(self):
+        if self.device is not None and self.device.lower() not in DEVICE_PEAK:
+            raise BuildError(f"device: {self.device!r} is not one of {', '.join(DEVICE_PEAK)}")
+        if not 0 < self.mfu <= 1:
+            raise BuildError(f"mfu: {self.mfu} is not between 0 and 1")
+
+
+@dataclass
+class LaunchConfig:
+    """How the recipe runs on a cluster (the recipe's ``launch:``) and how `taide build` trains on this machine."""
+    data: str | None = None  # how the data stage runs there (e.g. ray), for people and scripts
+    train: str | None = None  # how training runs there (e.g. the Slurm script that starts torchrun)
+    train_processes: int = 1  # torchrun processes `taide build` trains with here
+
+    def __post_init__(self):
+        if self.train_processes < 1:
+            raise BuildError(f"train_processes: {self.train_processes!r} is not a whole number of at least 1")
+
+
+@dataclass
 class Recipe:
+    """A loaded recipe: its sections typed, ``sample:`` resolved (:func:`load_build_recipe`). A stage whose section is
+    None does not run."""
     name: str
     base_model: str
     out: str = "build"
     base_shape: str | None = None  # a known shape (llama-3-8b, ...) for planning when base_model is not here
     description: str = ""
-    compute: dict = field(default_factory=dict)  # {device: h100, mfu: 0.3, gpus: 64} for GPU-hour estimates
-    data: dict = field(default_factory=dict)  # inputs, config (pipeline YAML), workers, executor
-    cp: dict | None = field(default_factory=dict)  # TrainConfig fields; None skips the stage
-    sft: dict | None = field(default_factory=dict)  # TrainConfig fields incl. data; None skips
-    export: dict = field(default_factory=lambda: {"format": "gguf", "quant": "q8_0"})
-    eval: dict = field(default_factory=dict)  # bench, judge_endpoint, judge_model, heldout_pairs, max_tokens, ...
-    launch: dict = field(default_factory=dict)  # how the recipe runs on a cluster (documentation), and
-    # train_processes: N, how many torchrun processes `taide build` trains with on this machine (default 1)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+    data: CleanConfig | None = None
+    cp: TrainConfig | None = None
+    sft: TrainConfig | None = None
+    export: ExportConfig | None = None
+    eval: BuildEvalConfig | None = None
     probe_endpoints: bool = False  # --smoke: ask the recipe's endpoints (its judge) if they answer, use those that do
+    expected_tokens: dict[str, float] = field(default_factory=dict)  # cp/sft: tokens per epoch, for the plan only
     source: Path | None = None
-    smoke: list[str] | None = None  # `--smoke`: what was made small, one sentence each (not a YAML key)
-
-    def data_inputs(self) -> list[str]:
-        """The data stage's inputs, resolved: the recipe's ``data.inputs``, else the shipped raw corpus."""
-        return self.resolve((self.data or {}).get("inputs", ["sample:data"]))
+    smoke: list[str] | None = None  # `--smoke`: what was made small, one sentence each
 
     def sft_files(self) -> list[str]:
-        """The sft stage's conversation files, resolved: its ``data`` (paths, or sources mapped to paths), else the
-        shipped set."""
-        return _data_paths(self.resolve((self.sft or {}).get("data", ["sample:sft"])))
-
-    def eval_config(self) -> BuildEvalConfig:
-        """The eval stage's settings, typed, ``sample:`` references resolved."""
-        return BuildEvalConfig(**(self.resolve(self.eval) or {}))  # eval: null skips the stage, not its defaults
-
-    def resolve(self, value):
-        """``sample`` and ``sample:<kind>`` → the shipped file; relative paths → relative to the recipe."""
-        if isinstance(value, list):
-            return [self.resolve(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
-        if isinstance(value, str) and value.startswith("sample:"):
-            return str(SAMPLES[value.split(":", 1)[1]])
-        return value
+        """The sft stage's conversation files: its ``data``, paths or sources mapped to paths."""
+        return data_paths(self.sft.data)
 
 
-def stage_keys(stage: str) -> tuple[str, ...]:
-    """The keys a stage's settings may have. cp and sft: TrainConfig's fields but those the build sets (and, for
-    cp, ``data``: its corpus is the data stage's output), plus the plan-only keys."""
-    if stage in ("cp", "sft"):
-        fields = [f.name for f in dataclasses.fields(TrainConfig)
-                  if f.name not in SET_BY_BUILD and (stage == "sft" or f.name != "data")]
-        return tuple(sorted(fields + list(PLAN_ONLY)))
-    return tuple(sorted(STAGE_KEYS[stage]))
-
-
-_SCALARS = {int: (int,), float: (int, float), bool: (bool,), str: (str,)}  # a field's type: the values it takes
-_SCALAR_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a text"}
-
-
-def _data_paths(value) -> list:
-    """The paths of an sft ``data`` value: a path, a list of paths, or {source: path or paths}."""
+def data_paths(value) -> list[str]:
+    """The paths of a TrainConfig's ``data``: a list of paths, or {source: path or paths}."""
     if isinstance(value, dict):
         return [p for v in value.values() for p in (v if isinstance(v, list) else [v])]
-    return value if isinstance(value, list) else [value]
+    return list(value)
 
 
-_TRAIN_TYPES = typing.get_type_hints(TrainConfig)  # the fields' types, not their annotations' text
+def evaluation_data(settings: BuildEvalConfig | None) -> list[str]:
+    """What the training data is checked against when the recipe does not say (``decontaminate``): everything the
+    build's evaluation reads (the bench, the Taiwan prompts, the held-out pairs), so it never trains on its test."""
+    settings = settings or BuildEvalConfig()
+    return [settings.bench, settings.taiwan_prompts, settings.heldout_pairs]
 
 
-def _train_value_problem(name: str, value) -> str | None:
-    """What is wrong with a cp/sft value whose TrainConfig field is a plain scalar (int, float, bool, str, or
-    one of those or None); None when it fits or the field is not a scalar (TrainConfig checks those)."""
-    if name == "data":  # sft: its conversations, as TrainConfig takes them (files, or {source: files})
-        paths = _data_paths(value)
-        if not paths or not all(isinstance(p, str) and p.strip() for p in paths):
-            return f"{value!r} is not a path, a list of paths or a mapping of sources to paths"
-        return None
-    if name in PLAN_ONLY:
-        try:
-            return None if float(value) > 0 else "must be a positive number of tokens"
-        except (TypeError, ValueError):
-            return f"{value!r} is not a number of tokens"
-    hint = _TRAIN_TYPES[name]
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    options = typing.get_args(hint) if union else (hint,)  # int | None -> (int, NoneType)
-    kinds = [o for o in options if o is not type(None)]
-    if not kinds or any(k not in _SCALARS for k in kinds):
-        return None
-    if value is None:
-        return None if type(None) in options else "may not be empty"
-    wanted = tuple(t for k in kinds for t in _SCALARS[k])
-    if (isinstance(value, bool) and bool not in wanted) or not isinstance(value, wanted):
-        hint = ""
-        if isinstance(value, str) and float in kinds:
-            hint = " (YAML reads a number like 1e-4 as text: write 1.0e-4)"
-        return f"{value!r} is not {' or '.join(_SCALAR_WORDS[k] for k in kinds)}{hint}"
-    return None
+def _resolve(value):
+    """``sample:<kind>`` → the shipped file, anywhere in a setting."""
+    if isinstance(value, list):
+        return [_resolve(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith("sample:") and value.split(":", 1)[1] in SAMPLES:
+        return str(SAMPLES[value.split(":", 1)[1]])
+    return value
 
 
-def _value_problem(kind, value) -> str | None:
-    """What is wrong with a data/export/eval value of this kind (see STAGE_KEYS), or None."""
-    if isinstance(kind, tuple):
-        return None if value in kind else f"{value!r} is not one of {', '.join(kind)}"
-    if kind.endswith("?") and value is None:
-        return None
-    kind = kind.rstrip("?")
-    ok = {"path": lambda v: isinstance(v, str) and v.strip(), "text": lambda v: isinstance(v, str) and v.strip(),
-          "paths": lambda v: isinstance(v, list) and v and all(isinstance(x, str) and x.strip() for x in v),
-          "texts": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-          "count": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-          "flag": lambda v: isinstance(v, bool),
-          "quant": lambda v: isinstance(v, str)}[kind](value)
-    if ok:
-        return None
-    described = {"path": "a path", "text": "a text", "paths": "a list of paths", "texts": "a list of names",
-                 "count": "a whole number of at least 1", "flag": "true or false", "quant": "a quantization name"}[kind]
-    return f"{value!r} is not {described}"
-
-
-def _samples_problem(value) -> str | None:
-    """A ``sample:<kind>`` that names no shipped sample."""
-    for item in value if isinstance(value, list) else [value]:
-        if isinstance(item, str) and item.startswith("sample:") and item.split(":", 1)[1] not in SAMPLES:
+def _unknown_sample(value) -> str | None:
+    """A ``sample:<kind>`` that names no shipped sample, anywhere in a setting."""
+    items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
+    for item in items:
+        if isinstance(item, (list, dict)):
+            found = _unknown_sample(item)
+            if found:
+                return found
+        elif isinstance(item, str) and item.startswith("sample:") and item.split(":", 1)[1] not in SAMPLES:
             return f"{item!r} names no shipped sample; known: {', '.join(f'sample:{k}' for k in SAMPLES)}"
     return None
 
 
-def _check_stage(path: Path, lines: dict, stage: str, settings, recipe: dict) -> None:
-    """Raise BuildError naming path:line, the stage and the key for the first key or value ``stage`` cannot use."""
-    def fail(key: str | None, message: str):
-        line = lines.get((stage, key)) if key else None
-        line = line or lines.get((stage,))
-        raise BuildError(f"{path}{f':{line}' if line else ''}: {stage}{f'.{key}' if key else ''}: {message}")
+class _Loader:
+    """One recipe file's sections, each read into its config with the file's lines for errors."""
 
-    if settings is None:
-        if stage == "data" and recipe.get("cp", {}) is not None:
-            fail(None, "null skips the data stage, but cp trains on its output: skip cp too (cp: null)")
-        return
-    if not isinstance(settings, dict):
-        fail(None, f"expected a mapping of settings (or null to skip the stage), got {type(settings).__name__}")
-    hint = " (cp trains on the data stage's output: give the corpus as data.inputs)" if stage == "cp" else ""
-    check_keys(path, lines, settings, stage_keys(stage), BuildError, section=stage,
-               hint=hint if "data" in settings else "", listing=f"the {stage} stage takes")
-    for key, value in settings.items():
-        training = stage in ("cp", "sft")
-        problem = _samples_problem(value) or (_train_value_problem(key, value) if training
-                                              else _value_problem(STAGE_KEYS[stage][key], value))
-        if problem:
-            fail(key, problem)
-    if stage in ("cp", "sft"):
-        _check_train_settings(settings, stage, fail)
-    if stage == "export" and settings.get("format", "gguf") == "gguf" and "quant" in settings:
-        from taide.export.quantize import QUANTS
+    def __init__(self, path: Path, settings: dict, lines: dict):
+        self.path, self.settings, self.lines = path, settings, lines
 
-        if settings["quant"].strip().lower().replace("-", "_") not in QUANTS:
-            fail("quant", f"{settings['quant']!r} is not a quantization; known: {', '.join(QUANTS)}")
+    def fail(self, section: str, key: str | None, message: str):
+        line = (self.lines.get((section, key)) if key else None) or self.lines.get((section,))
+        raise BuildError(f"{self.path}{f':{line}' if line else ''}: {section}{f'.{key}' if key else ''}: {message}")
 
+    def raw(self, section: str) -> dict | None:
+        """The section's mapping as written (``{}`` when left out; None: skipped)."""
+        value = self.settings.get(section, {})
+        if value is not None and not isinstance(value, dict):
+            self.fail(section, None, "expected a mapping of settings (or null to skip the stage), got "
+                                     f"{type(value).__name__}")
+        return value
 
-def _check_train_settings(settings: dict, stage: str, fail) -> None:
-    """What TrainConfig itself refuses (schedule, dtype, sizes, a batch that is not a multiple of micro_batch_size
-    × seq_len), found now rather than when the stage starts."""
-    values = {k: v for k, v in settings.items() if k not in PLAN_ONLY}
-    values.setdefault("data", ["sample:sft"])
-    try:
-        config = TrainConfig(mode=stage, model="base", out="out", **values)
-        if config.seq_len is not None and config.global_batch_tokens is not None:
-            config.accumulation(1)
-    except (TrainError, TypeError, ValueError) as e:
-        message = str(e)
-        key = next((k for k in settings if message.startswith((f"{k}:", f"{k} "))), None)
-        if key is None and "LoraConfig" in message:
-            key = "lora"
-        fail(key, message.removeprefix(f"{key}: ") if key else message)
+    def section(self, section: str, cls, defaults: dict | None = None, hidden: tuple[str, ...] = ()):
+        """``cls`` from the section (None when it is null), ``sample:`` resolved, over ``defaults``."""
+        value = self.raw(section)
+        if value is None:
+            return None
+        for key, item in value.items():
+            problem = _unknown_sample(item)
+            if problem:
+                self.fail(section, key, problem)
+        allowed = [f for f in cls.__dataclass_fields__ if f not in hidden]
+        first = min(set(value) - set(allowed), default=None)  # the key an unknown-key error names
+        hint = ""
+        if first in hidden:
+            hint = (" (cp trains on the data stage's output: give the corpus as data.inputs)"
+                    if (section, first) == ("cp", "data") else f" (the build sets {first} itself)")
+        return config_from(_resolve(value), cls, self.path, self.lines, BuildError, section, hidden=hidden,
+                           defaults=defaults, hint=hint, taken=PLAN_ONLY if section in ("cp", "sft") else ())
 
+    def stage(self, stage: str, cls, **defaults):
+        return self.section(stage, cls, {**BUILD_DEFAULTS[stage], **defaults}, SET_BY_BUILD[stage])
 
-def _check_top(path: Path, lines: dict, settings: dict) -> None:
-    """The recipe's own keys: names and paths are texts, compute and launch mappings (null: none)."""
-    def fail(key: str, message: str):
-        line = lines.get((key,))
-        raise BuildError(f"{path}{f':{line}' if line else ''}: {key}: {message}")
+    def expected_tokens(self, stage: str) -> float | None:
+        """A training section's plan-only ``expected_tokens``, taken out of it (no stage receives it)."""
+        section = self.raw(stage)
+        if not section or PLAN_ONLY[0] not in section:
+            return None
+        value = section.pop(PLAN_ONLY[0])
+        try:
+            if float(value) > 0:
+                return float(value)
+        except (TypeError, ValueError):
+            self.fail(stage, "expected_tokens", f"{value!r} is not a number of tokens")
+        self.fail(stage, "expected_tokens", "must be a positive number of tokens")
 
-    for key in ("name", "base_model", "out"):
-        if key in settings and not (isinstance(settings[key], str) and settings[key].strip()):
-            fail(key, f"{settings[key]!r} is not a non-empty text")
-    if not isinstance(settings.get("description", ""), str):
-        fail("description", f"{settings['description']!r} is not a text")
-    if not isinstance(settings.get("base_shape") or "", str):
-        fail("base_shape", f"{settings['base_shape']!r} is not a shape name")
-    if not isinstance(settings.get("probe_endpoints", False), bool):
-        fail("probe_endpoints", f"{settings['probe_endpoints']!r} is not true or false")
-    for key in ("compute", "launch"):
-        if not isinstance(settings.get(key) or {}, dict):
-            fail(key, "expected a mapping")
-        if key in settings:
-            settings[key] = settings[key] or {}
-    processes = settings.get("launch", {}).get("train_processes", 1)
-    if not isinstance(processes, int) or isinstance(processes, bool) or processes < 1:
-        fail("launch", f"train_processes: {processes!r} is not a whole number of at least 1")
+    def decontaminate_default(self, *sections: str, fallback: list[str]) -> dict:
+        """``decontaminate`` as the first of ``sections`` that names it (null: no check), else ``fallback``."""
+        for section in sections:
+            value = self.raw(section)
+            if value and "decontaminate" in value:
+                return {"decontaminate": _resolve(value["decontaminate"])}
+        return {"decontaminate": fallback}
 
 
 def load_build_recipe(path: str | Path | None = None, out: str | None = None) -> Recipe:
-    """The recipe at ``path`` (the default one when None), checked whole: see the module docstring."""
+    """The recipe at ``path`` (the default one when None), checked whole: see the module docstring. ``out``: where
+    the stages' outputs go, instead of the recipe's ``out``."""
     path = Path(path) if path else DEFAULT_RECIPE
     settings, lines = read_yaml(path, BuildError, "a build recipe (a mapping of settings)")
-    check_keys(path, lines, settings, set(Recipe.__dataclass_fields__) - {"source", "smoke"}, BuildError)
+    hidden = ("source", "smoke", "expected_tokens")
+    check_keys(path, lines, settings, set(Recipe.__dataclass_fields__) - set(hidden), BuildError)
     for key in ("name", "base_model"):
         if key not in settings:
             raise BuildError(f"{path}: missing '{key}'")
-    _check_top(path, lines, settings)
-    for stage in STAGES[:-1]:
-        if stage in settings:
-            _check_stage(path, lines, stage, settings[stage], settings)
-    recipe = Recipe(**settings, source=path)
-    if out:
-        recipe.out = out
-    return recipe
+    loader = _Loader(path, settings, lines)
+    if settings.get("data", {}) is None and settings.get("cp", {}) is not None:
+        loader.fail("data", None, "null skips the data stage, but cp trains on its output: skip cp too (cp: null)")
+    sections: dict = {name: loader.section(name, cls) or cls() for name, cls in (("compute", ComputeConfig),
+                                                                                  ("launch", LaunchConfig))}
+    expected = {stage: loader.expected_tokens(stage) for stage in ("cp", "sft")}
+    sections["eval"] = loader.stage("eval", BuildEvalConfig)
+    against = evaluation_data(sections["eval"])
+    sections["data"] = loader.stage("data", CleanConfig, **loader.decontaminate_default("data", fallback=against))
+    sections["cp"] = loader.stage("cp", TrainConfig)
+    sections["sft"] = loader.stage("sft", TrainConfig, **loader.decontaminate_default("sft", "data", fallback=against))
+    sections["export"] = loader.stage("export", ExportConfig)
+    top = {k: v for k, v in settings.items() if k not in sections}
+    return config_from({**top, **sections}, Recipe, path, lines, BuildError, hidden=hidden,
+                       given={"expected_tokens": {k: v for k, v in expected.items() if v}, "source": path,
+                              **({"out": out} if out else {})})

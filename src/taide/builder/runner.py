@@ -6,6 +6,7 @@ resume by themselves)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -13,7 +14,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from taide.artifacts import manifest as artifact_manifest
@@ -21,7 +22,7 @@ from taide.artifacts import versions, write_json
 from taide.builder import stages as stage_functions
 from taide.builder.card import write_card
 from taide.builder.plan import gpu_hours, implied_mfu, model_shape
-from taide.builder.recipe import PLAN_ONLY, STAGES, BuildError, Recipe, load_build_recipe
+from taide.builder.recipe import STAGES, BuildError, Recipe, load_build_recipe
 
 RUNNERS = {"data": stage_functions.run_data, "cp": stage_functions.run_cp, "sft": stage_functions.run_sft,
            "export": stage_functions.run_export, "eval": stage_functions.run_eval}
@@ -36,26 +37,27 @@ def _files_fingerprint(paths) -> list:
 
 
 def stage_settings(recipe: Recipe, stage: str) -> dict | None:
-    value = {"data": recipe.data, "cp": recipe.cp, "sft": recipe.sft, "export": recipe.export,
-             "eval": recipe.eval, "card": {"name": recipe.name, "description": recipe.description}}[stage]
-    if value is None:
-        return None
-    return {k: v for k, v in recipe.resolve(value).items() if k not in PLAN_ONLY}
+    """The stage's config as its manifest records it (None: the stage is skipped); what the build sets when the stage
+    runs is not in it."""
+    if stage == "card":
+        return {"name": recipe.name, "description": recipe.description}
+    section = getattr(recipe, stage)
+    return None if section is None else json.loads(json.dumps(dataclasses.asdict(section), default=str))
 
 
 def enabled_stages(recipe: Recipe) -> list[str]:
-    return [s for s in STAGES if stage_settings(recipe, s) is not None]
+    return [s for s in STAGES if s == "card" or getattr(recipe, s) is not None]
 
 
 def input_hash(recipe: Recipe, stage: str, upstream_hashes: dict) -> str:
     settings = stage_settings(recipe, stage)
     files = []
     if stage == "data":
-        files = _files_fingerprint(recipe.data_inputs())
+        files = _files_fingerprint(recipe.data.inputs)
     elif stage == "sft":
         files = _files_fingerprint(recipe.sft_files())
     if stage in ("data", "sft"):  # the evaluation data its training data is checked against
-        files += _files_fingerprint(stage_functions.decontaminated_against(recipe, stage) or [])
+        files += _files_fingerprint(getattr(recipe, stage).decontaminate or [])
     key = {"stage": stage, "settings": settings, "base": recipe.base_model, "upstream": upstream_hashes,
            "files": files, "taide": versions().get("taide")}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -64,40 +66,37 @@ def input_hash(recipe: Recipe, stage: str, upstream_hashes: dict) -> str:
 def make_plan(recipe: Recipe) -> dict:
     """What would run, with token counts and, for GPU recipes, the estimated GPU-hours."""
     shape, shape_source = model_shape(recipe.base_model, recipe.base_shape)
-    compute = recipe.compute or {}
-    rows = []
+    compute = recipe.compute
+    rows, training_flops = [], 0.0
     for stage in enabled_stages(recipe):
         row = {"stage": stage}
-        settings = stage_settings(recipe, stage)
         if stage == "data":
-            inputs = settings.get("inputs", [recipe.resolve("sample:data")])
-            size = sum(f[1] for f in _files_fingerprint(inputs))
-            row.update(inputs=inputs, input_bytes=size)
+            inputs = [str(p) for p in recipe.data.inputs]
+            row.update(inputs=inputs, input_bytes=sum(f[1] for f in _files_fingerprint(inputs)))
         if stage in ("cp", "sft"):
-            raw = recipe.resolve(getattr(recipe, stage))
-            seq_len = raw.get("seq_len", 8192)
-            if raw.get("expected_tokens"):
-                tokens, how = float(raw["expected_tokens"]), "given in the recipe"
-            elif raw.get("max_steps"):
-                tokens, how = float(raw["max_steps"] * raw.get("global_batch_tokens", 1 << 20)), "max_steps × batch"
+            config = getattr(recipe, stage)
+            seq_len = config.seq_len or 8192
+            if recipe.expected_tokens.get(stage):
+                tokens, how = recipe.expected_tokens[stage], "given in the recipe"
+            elif config.max_steps:
+                tokens, how = float(config.max_steps * (config.global_batch_tokens or 1 << 20)), "max_steps × batch"
             else:
                 tokens, how = None, "counted when the stage runs"
             flops = shape.flops_per_token(seq_len)
             row.update(tokens=tokens, tokens_from=how, seq_len=seq_len, flops_per_token=flops)
-            if tokens and compute.get("device"):
-                row["gpu_hours"] = gpu_hours(tokens * raw.get("epochs", 1), flops, compute["device"],
-                                             compute.get("mfu", 0.3))
+            if tokens:
+                training_flops += tokens * flops * config.epochs
+            if tokens and compute.device:
+                row["gpu_hours"] = gpu_hours(tokens * config.epochs, flops, compute.device, compute.mfu)
         rows.append(row)
     total = sum(r.get("gpu_hours", 0) for r in rows)
     plan = {"recipe": str(recipe.source), "name": recipe.name, "base_model": recipe.base_model,
             "parameters": shape.parameters, "shape_from": shape_source, "out": recipe.out, "stages": rows,
-            "compute": compute, "gpu_hours": total or None}
-    if compute.get("published_gpu_hours") and compute.get("device"):
-        flops = sum(r["tokens"] * r["flops_per_token"] * recipe.resolve(getattr(recipe, r["stage"])).get("epochs", 1)
-                    for r in rows if r.get("tokens") and r["stage"] in ("cp", "sft"))
-        plan["published"] = {"gpu_hours": compute["published_gpu_hours"],
-                             "implied_mfu": implied_mfu(flops, compute["published_gpu_hours"], compute["device"]),
-                             "training_flops": flops}
+            "compute": dataclasses.asdict(compute), "gpu_hours": total or None}
+    if compute.published_gpu_hours and compute.device:
+        plan["published"] = {"gpu_hours": compute.published_gpu_hours,
+                             "implied_mfu": implied_mfu(training_flops, compute.published_gpu_hours, compute.device),
+                             "training_flops": training_flops}
     return plan
 
 
@@ -113,9 +112,18 @@ class BuildConfig:
     probe_endpoints: bool = False  # with smoke: ask the recipe's endpoints whether they answer (else none is contacted)
 
 
-def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | None = None) -> dict:
-    """Run the recipe. Returns the plan (dry run) or ``{"plan", "results": {stage: result}, "out", "smoke"}``.
-    ``on_event(kind, stage, info)``: kind is smoke, skip, start, progress (a training step) or done."""
+@dataclass
+class BuildResult:
+    """What ``taide build`` did: the plan, and (unless a dry run) each stage's result as its manifest holds it."""
+    plan: dict  # the stages, their tokens and GPU-hours (make_plan)
+    out: str  # where the stages' folders are
+    results: dict[str, dict] = field(default_factory=dict)  # stage -> result; empty for a dry run
+    smoke: list[str] | None = None  # --smoke: what was made small, one sentence each
+
+
+def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | None = None) -> BuildResult:
+    """Run the recipe (a dry run: plan it only). ``on_event(kind, stage, info)``: kind is smoke, skip, start,
+    progress (a training step) or done."""
     recipe_path, out, dry_run, smoke = config.recipe, config.out_dir, config.dry_run, config.smoke
     from_stage, until_stage = config.from_stage, config.until_stage
     recipe = load_build_recipe(recipe_path, None if smoke else out)
@@ -130,7 +138,7 @@ def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | 
         recipe = smoke_recipe(recipe, out, config.probe_endpoints or recipe.probe_endpoints)
     plan = make_plan(recipe)
     if dry_run:
-        return plan
+        return BuildResult(plan, recipe.out)
     stages = enabled_stages(recipe)
     for name, value in (("--from", from_stage), ("--until", until_stage)):
         if value is not None and value not in stages:
@@ -180,7 +188,7 @@ def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | 
         event("done", stage, manifest)
     if "card" in results and not recipe.smoke:  # a smoke build's random-init model is no one's chat default
         _remember(results)
-    return {"plan": plan, "results": results, "out": str(root), "smoke": recipe.smoke}
+    return BuildResult(plan, str(root), results, recipe.smoke)
 
 
 def _remember(results: dict) -> None:

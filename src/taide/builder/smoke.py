@@ -25,13 +25,15 @@ Everything goes under ``OUT/smoke`` (the base and the sampled inputs) and the us
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from taide.artifacts import atomic_dir
-from taide.builder.recipe import SAMPLES, BuildError, Recipe
+from taide.builder.recipe import SAMPLES, BuildError, BuildEvalConfig, ComputeConfig, Recipe, evaluation_data
+from taide.data.clean import CleanConfig
+from taide.train.config import TrainConfig
 
 DOCUMENTS = 20  # per input file, at most 3 files per input
 CONVERSATIONS = 64  # per SFT file
@@ -77,13 +79,13 @@ def _head_jsonl(source: Path, target: Path, lines: int) -> None:
     target.write_text("".join(kept), encoding="utf-8")
 
 
-def _judge_answers(settings: dict) -> str | None:
+def _judge_answers(settings: BuildEvalConfig) -> str | None:
     """Why the recipe's judge endpoint cannot be used now (None: it answers)."""
     from taide.errors import EngineError
     from taide.eval.judge import load_endpoint
 
     try:
-        load_endpoint(settings["judge_endpoint"], settings.get("judge_model"), timeout=5.0).check()
+        load_endpoint(settings.judge_endpoint, settings.judge_model, timeout=5.0).check()
     except (EngineError, OSError) as e:
         return str(e)
     return None
@@ -149,112 +151,142 @@ def smoke_recipe(recipe: Recipe, out: str | None = None, probe_endpoints: bool =
     Writes the smoke base and the sampled inputs under ``OUT/smoke`` (OUT: ``out``, or ``<recipe out's name>-smoke``
     in the current directory). ``probe_endpoints``: ask the recipe's endpoints whether they answer, and use those
     that do; otherwise none is contacted."""
-    smoke = copy.deepcopy(recipe)
-    smoke.out = out or f"{Path(recipe.out).name}-smoke"
-    root = Path(smoke.out) / "smoke"
+    out = out or f"{Path(recipe.out).name}-smoke"
+    root = Path(out) / "smoke"
     root.mkdir(parents=True, exist_ok=True)
     changes = []
-
-    smoke.base_model, said = _base(recipe, _texts(), root / "base")
+    base, said = _base(recipe, _texts(), root / "base")
     changes.append(f"base: {said}")
+    data = _smoke_data(recipe.data, root, changes)
+    processes = PROCESSES if recipe.launch.train else 1
+    launch = replace(recipe.launch, train_processes=processes) if processes > 1 else recipe.launch
+    cp, sft = (_smoke_training(stage, getattr(recipe, stage), processes, changes) for stage in ("cp", "sft"))
+    if sft is not None:
+        sft = _smoke_sft_data(recipe, sft, root, changes)
+    said_of_eval: list[str] = []
+    evaluation = _smoke_eval(recipe.eval, root, probe_endpoints, said_of_eval)
 
-    if smoke.data is not None:
-        inputs = recipe.data_inputs()
-        found = [p for p in inputs if _here(p)]
-        if found and [p for p in found if Path(p) != SAMPLES["data"]]:
-            shutil.rmtree(root / "inputs", ignore_errors=True)
-            (root / "inputs").mkdir()
-            counts = [_copy_documents(Path(p), root / "inputs") for p in found]
-            smoke.data["inputs"] = [str(root / "inputs")]
-            changes.append(f"data: {sum(counts)} documents from the {len(found)} of {len(inputs)} inputs here")
+    # The evaluation data training is checked against: the smoke's own where the recipe's were the build's default
+    # (or, for sft, the data stage's), else what of the named ones is on this machine.
+    smoke_default = evaluation_data(evaluation)
+    same = {tuple(evaluation_data(recipe.eval)): smoke_default}
+    if data is not None and data.decontaminate:
+        data = replace(data, decontaminate=_here_of(data.decontaminate, "data", same, smoke_default, changes))
+    if sft is not None and sft.decontaminate:
+        fallback = smoke_default
+        if data is not None:
+            same[tuple(map(str, recipe.data.decontaminate or []))] = fallback = data.decontaminate
+        sft = replace(sft, decontaminate=_here_of(sft.decontaminate, "sft", same, fallback, changes))
+    changes += said_of_eval
+    if evaluation is not None:
+        changes.append(f"eval: answers of at most {evaluation.max_tokens} tokens")
+    return replace(recipe, name=f"{recipe.name} (smoke)", out=out, base_model=base, data=data, cp=cp, sft=sft,
+                   eval=evaluation, launch=launch, compute=ComputeConfig(),  # GPU-hours of a toy run mean nothing
+                   expected_tokens={}, smoke=changes)
+
+
+def _smoke_data(data: CleanConfig | None, root: Path, changes: list[str]) -> CleanConfig | None:
+    """A few documents of each input that is here (the shipped raw sample when none is); a local Ray for ray."""
+    if data is None:
+        return None
+    inputs = [str(p) for p in data.inputs]
+    found = [p for p in inputs if _here(p)]
+    if found and [p for p in found if Path(p) != SAMPLES["data"]]:
+        shutil.rmtree(root / "inputs", ignore_errors=True)
+        (root / "inputs").mkdir()
+        counts = [_copy_documents(Path(p), root / "inputs") for p in found]
+        data = replace(data, inputs=[str(root / "inputs")])
+        changes.append(f"data: {sum(counts)} documents from the {len(found)} of {len(inputs)} inputs here")
+    else:
+        data = replace(data, inputs=[str(SAMPLES["data"])])
+        changes.append(f"data: the shipped raw sample ({'none' if not found else 'only'} of the recipe's inputs here)")
+    if data.executor == "ray":
+        data = replace(data, ray_address="local")  # not the recipe's cluster, nor RAY_ADDRESS's
+        changes.append("data: a local Ray (executor: ray)")
+    return data
+
+
+def _smoke_training(stage: str, config: TrainConfig | None, processes: int, changes: list[str]) -> TrainConfig | None:
+    """STEPS steps of short rows, two micro-batches each (so accumulation runs), a held-out check and a checkpoint."""
+    if config is None:
+        return None
+    micro = min(config.micro_batch_size, 2)
+    # CP packs documents into any length; a conversation must fit whole, so SFT keeps up to 512 tokens.
+    seq_len = SEQ_LEN if stage == "cp" else min(config.seq_len or SFT_SEQ_LEN, SFT_SEQ_LEN)
+    config = replace(config, **TRAIN, seq_len=seq_len, micro_batch_size=micro,
+                     global_batch_tokens=seq_len * micro * processes * 2,
+                     trainable_layers=1 if config.trainable_layers else config.trainable_layers)
+    changes.append(f"{stage}: {STEPS} steps of {2 * micro * processes} sequences × {seq_len} tokens"
+                   + (f", {processes} torchrun processes (FSDP2 over gloo)" if processes > 1 else ""))
+    if stage == "sft":  # conversations longer than the smoke's rows are no fault of the recipe's data
+        config = replace(config, on_bad_record="skip")
+        changes.append(f"sft: conversations longer than {seq_len} tokens left out (each named on screen and in "
+                       "sft/bad_records.txt)")
+    return config
+
+
+def _smoke_sft_data(recipe: Recipe, sft: TrainConfig, root: Path, changes: list[str]) -> TrainConfig:
+    """The first conversations of each SFT file that is here, else the shipped set."""
+    files = recipe.sft_files()
+    found = [Path(p) for p in files if _here(p) and Path(p).is_file() and Path(p) != SAMPLES["sft"]]
+    if not found:
+        changes.append("sft: the shipped conversations" + (" (the recipe's are not here)" if files != [
+            str(SAMPLES["sft"])] else ""))
+        return replace(sft, data=[str(SAMPLES["sft"])])
+    (root / "sft").mkdir(exist_ok=True)
+    heads = [root / "sft" / f"{index}-{path.name}" for index, path in enumerate(found)]
+    for path, head in zip(found, heads):
+        _head_jsonl(path, head, CONVERSATIONS)
+    changes.append(f"sft: the first {CONVERSATIONS} conversations of {len(found)} of {len(files)} files")
+    return replace(sft, data=[str(h) for h in heads])
+
+
+def _smoke_eval(evaluation: BuildEvalConfig | None, root: Path, probe_endpoints: bool,
+                changes: list[str]) -> BuildEvalConfig | None:
+    """Short answers, a few rows; the first items of the recipe's bench and pairs (the shipped ones when absent); a
+    stub judge unless the recipe's answers and may be asked (``probe_endpoints``)."""
+    if evaluation is None:
+        return None
+    shipped = BuildEvalConfig()
+    evaluation = replace(evaluation, max_tokens=min(evaluation.max_tokens, MAX_TOKENS), heldout_rows=4)
+    if evaluation.bench != shipped.bench:
+        if _here(evaluation.bench):
+            (root / "bench").mkdir(exist_ok=True)
+            for path in sorted(Path(evaluation.bench).glob("*.jsonl")):
+                _head_jsonl(path, root / "bench" / path.name, BENCH_ITEMS)
+            evaluation = replace(evaluation, bench=str(root / "bench"))
         else:
-            smoke.data["inputs"] = ["sample:data"]
-            changes.append(f"data: the shipped raw sample ({'none' if not found else 'only'} of the recipe's inputs "
-                           "here)")
-        if smoke.data.get("executor") == "ray":
-            smoke.data["ray_address"] = "local"  # not the recipe's cluster, nor RAY_ADDRESS's
-            changes.append("data: a local Ray (executor: ray)")
-
-    processes = PROCESSES if recipe.launch.get("train") else 1
-    if processes > 1:
-        smoke.launch = {**recipe.launch, "train_processes": processes}
-    for stage in ("cp", "sft"):
-        settings = getattr(smoke, stage)
-        if settings is None:
-            continue
-        micro = min(settings.get("micro_batch_size", 1), 2)
-        # CP packs documents into any length; a conversation must fit whole, so SFT keeps up to 512 tokens.
-        seq_len = SEQ_LEN if stage == "cp" else min(settings.get("seq_len") or SFT_SEQ_LEN, SFT_SEQ_LEN)
-        settings.update(TRAIN, seq_len=seq_len, micro_batch_size=micro,
-                        global_batch_tokens=seq_len * micro * processes * 2)  # 2 micro-batches: accumulation runs
-        if settings.get("trainable_layers"):
-            settings["trainable_layers"] = 1
-        settings.pop("expected_tokens", None)
-        changes.append(f"{stage}: {STEPS} steps of {2 * micro * processes} sequences × {seq_len} tokens"
-                       + (f", {processes} torchrun processes (FSDP2 over gloo)" if processes > 1 else ""))
-        if stage == "sft":  # conversations longer than the smoke's rows are no fault of the recipe's data
-            settings["on_bad_record"] = "skip"
-            changes.append(f"sft: conversations longer than {seq_len} tokens left out (each named on screen and in "
-                           "sft/bad_records.txt)")
-    if smoke.sft is not None:
-        files = recipe.sft_files()
-        found = [Path(p) for p in files if _here(p) and Path(p).is_file() and Path(p) != SAMPLES["sft"]]
-        if found:
-            (root / "sft").mkdir(exist_ok=True)
-            smoke.sft["data"] = []
-            for index, path in enumerate(found):
-                _head_jsonl(path, root / "sft" / f"{index}-{path.name}", CONVERSATIONS)
-                smoke.sft["data"].append(str(root / "sft" / f"{index}-{path.name}"))
-            changes.append(f"sft: the first {CONVERSATIONS} conversations of {len(found)} of {len(files)} files")
+            changes.append(f"eval: the shipped taide-bench sample ({evaluation.bench} is not here)")
+            evaluation = replace(evaluation, bench=shipped.bench)
+    if evaluation.heldout_pairs != shipped.heldout_pairs:
+        if _here(evaluation.heldout_pairs):
+            _head_jsonl(Path(evaluation.heldout_pairs), root / "pairs.jsonl", PAIRS)
+            evaluation = replace(evaluation, heldout_pairs=str(root / "pairs.jsonl"))
         else:
-            smoke.sft["data"] = ["sample:sft"]
-            changes.append("sft: the shipped conversations" + (" (the recipe's are not here)" if files != [
-                str(SAMPLES["sft"])] else ""))
-
-    for stage in ("data", "sft"):  # evaluation data to check against: what of it is on this machine
-        settings = getattr(smoke, stage)
-        if settings and settings.get("decontaminate"):
-            wanted = recipe.resolve(settings["decontaminate"])
-            here = [p for p in wanted if _here(p)]
-            if len(here) < len(wanted):
-                if here:
-                    settings["decontaminate"] = here
-                else:
-                    settings.pop("decontaminate")  # the build's own evaluation data, as when none is named
-                changes.append(f"{stage}: decontaminated against {len(here) or 'none'} of the {len(wanted)} "
-                               f"evaluation sets named (the others are not here)")
-
-    settings = smoke.eval
-    settings["max_tokens"] = min(settings.get("max_tokens", MAX_TOKENS), MAX_TOKENS)
-    settings["heldout_rows"] = 4
-    bench = recipe.resolve(settings.get("bench"))
-    if bench and _here(bench):
-        (root / "bench").mkdir(exist_ok=True)
-        for path in sorted(Path(bench).glob("*.jsonl")):
-            _head_jsonl(path, root / "bench" / path.name, BENCH_ITEMS)
-        settings["bench"] = str(root / "bench")
-    elif bench:
-        settings["bench"] = None
-        changes.append(f"eval: the shipped taide-bench sample ({bench} is not here)")
-    pairs = recipe.resolve(settings.get("heldout_pairs"))
-    if pairs and _here(pairs):
-        _head_jsonl(Path(pairs), root / "pairs.jsonl", PAIRS)
-        settings["heldout_pairs"] = str(root / "pairs.jsonl")
-    elif pairs:
-        settings["heldout_pairs"] = None
-        changes.append(f"eval: the shipped held-out pairs ({pairs} is not here)")
-    judge = settings.get("judge_endpoint")
+            changes.append(f"eval: the shipped held-out pairs ({evaluation.heldout_pairs} is not here)")
+            evaluation = replace(evaluation, heldout_pairs=shipped.heldout_pairs)
+    judge = evaluation.judge_endpoint
     if judge:
-        why = _judge_answers(settings) if probe_endpoints else None
+        why = _judge_answers(evaluation) if probe_endpoints else None
         if probe_endpoints and not why:
             changes.append(f"eval: the recipe's judge {judge} answers (--probe-endpoints): it judges the answers")
         else:
-            settings.update(judge_endpoint=None, judge_model="stub")
+            evaluation = replace(evaluation, judge_endpoint=None, judge_model="stub")
             changes.append("eval: a stub judge (scores mean nothing) in place of the recipe's judge " + (
                 f"{judge}, which does not answer ({why})" if why else
                 f"{judge}, not contacted (--probe-endpoints asks whether it answers)"))
-    changes.append(f"eval: answers of at most {settings['max_tokens']} tokens")
-    smoke.name = f"{recipe.name} (smoke)"
-    smoke.compute = {}  # GPU-hours of a toy run mean nothing
-    smoke.smoke = changes
-    return smoke
+    return evaluation
+
+
+def _here_of(wanted: list, stage: str, same: dict, fallback: list, changes: list[str]) -> list:
+    """The evaluation data to check ``stage``'s training data against in the smoke: ``same[wanted]`` when ``wanted``
+    is the build's default (or what it took from another stage), else what of ``wanted`` is here, else
+    ``fallback``."""
+    wanted = [str(p) for p in wanted]
+    if tuple(wanted) in same:
+        return same[tuple(wanted)]
+    here = [p for p in wanted if _here(p)]
+    if len(here) < len(wanted):
+        changes.append(f"{stage}: decontaminated against {len(here) or 'none'} of the {len(wanted)} evaluation sets "
+                       "named (the others are not here)")
+    return here or fallback

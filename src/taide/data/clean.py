@@ -164,7 +164,7 @@ def _finished(out: Path, fingerprint: str, write_settings: dict, keep_rejected) 
 class CleanConfig:
     """``taide data clean``: a corpus cleaned the card's way into shards with every record accounted for."""
     inputs: list[Path]  # files or directories
-    out_dir: Path
+    out_dir: Path | None = None  # required to clean; a build recipe's data leaves it to the build (its stage folder)
     config: Path | None = None  # YAML with 'pipeline:' (and optionally 'text_field:')
     text_field: str | None = None  # default: the config file's text_field, else "text"
     keep_rejected: Path | None = None  # also write the removed documents, with stage and reason, here
@@ -176,6 +176,12 @@ class CleanConfig:
     keep_work: bool = False
     decontaminate: list[Path] | None = None  # evaluation files or folders whose items must not be in the output
     decontaminate_action: str | None = None  # drop (default), cut or tag
+
+    def __post_init__(self):
+        for name, allowed in (("executor", ("local", "ray")), ("format", ("jsonl", "parquet")),
+                              ("decontaminate_action", (None, "drop", "cut", "tag"))):
+            if getattr(self, name) not in allowed:
+                raise DataError(f"{name}: {getattr(self, name)!r} is not one of {', '.join(filter(None, allowed))}")
 
 
 @dataclass
@@ -202,6 +208,8 @@ class CleanResult:
 def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = None) -> CleanResult:
     """:func:`clean` with ``config``."""
     c = config
+    if c.out_dir is None:
+        raise DataError("out_dir: not given: where the cleaned shards go")
     report = clean(c.inputs, c.out_dir, config=c.config, text_field=c.text_field, keep_rejected=c.keep_rejected,
                    shard_docs=c.shard_docs, output_format=c.format, workers=c.workers, executor=c.executor,
                    ray_address=c.ray_address, on_progress=on_progress, keep_work=c.keep_work,

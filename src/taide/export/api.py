@@ -35,7 +35,7 @@ class ExportResult:
 @dataclass
 class ExportConfig:
     """``taide export``: a model to GGUF (quantized or not) or to a merged Hugging Face directory."""
-    model: str
+    model: str | None = None  # required to export; a build recipe's export leaves it to the build (the built model)
     format: str = "gguf"  # gguf or hf
     quant: str = "f16"
     out: Path | None = None  # a .gguf path or a directory; None: beside the current directory, named after the model
@@ -43,9 +43,20 @@ class ExportConfig:
     output_type: str | None = None  # the output projection's type (f16 keeps a large vocabulary's logits exact)
     overwrite: bool = False
 
+    def __post_init__(self):
+        if self.format not in ("gguf", "hf"):
+            raise ExportError(f"format: {self.format!r} is not one of gguf, hf")
+        if self.format == "gguf":
+            from taide.export.quantize import QUANTS
+
+            if self.quant.strip().lower().replace("-", "_") not in QUANTS:
+                raise ExportError(f"quant: {self.quant!r} is not a quantization; known: {', '.join(QUANTS)}")
+
 
 def run_export(config: ExportConfig, progress=None) -> ExportResult:
     """Export as :func:`export_model` does, writing the file (or directory), its Modelfile and its manifest."""
+    if config.model is None:
+        raise ExportError("model: not given: the model to export")
     return export_model(config.model, config.format, config.quant, config.out, verify=config.verify,
                         output_type=config.output_type, overwrite=config.overwrite, progress=progress)
 

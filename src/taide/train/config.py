@@ -38,9 +38,11 @@ class LoraConfig:
 @dataclass
 class TrainConfig:
     mode: str  # "cp" (continued pretraining) or "sft" (instruction tuning)
-    model: str  # a model reference: embedded name, HF directory or GGUF file
-    data: list[str] | dict[str, list[str] | str]  # files/dirs, or {source: files} mixed by `mix`
-    out: str
+    # model, data and out are required to train; a build recipe's cp and sft leave them to the build, which trains
+    # its base (or the cp stage's model) on its data stage's output (or the sft section's data) into its stage folder.
+    model: str | None = None  # a model reference: embedded name, HF directory or GGUF file
+    data: list[str] | dict[str, list[str] | str] | str | None = None  # files/dirs, or {source: files} mixed by mix
+    out: str | None = None
     mix: dict[str, float] | None = None  # source -> weight (CP)
     text_field: str = "text"
     seq_len: int | None = None  # tokens per row; None: chosen from the data (≤ 2048 and the model's context)
@@ -98,6 +100,8 @@ class TrainConfig:
                              "taide data clean … --decontaminate EVAL (a recipe's data.decontaminate)")
         if isinstance(self.decontaminate, str):
             self.decontaminate = [self.decontaminate]
+        if isinstance(self.data, str):
+            self.data = [self.data]
         if self.head_vocabulary not in ("full", "data"):
             raise TrainError(f"head_vocabulary: {self.head_vocabulary!r} is not full or data")
         if not 0 <= self.head_full_share <= 1:
@@ -112,6 +116,12 @@ class TrainConfig:
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
         self.betas = tuple(self.betas)
+        if self.seq_len is not None and self.global_batch_tokens is not None:
+            self.accumulation(1)  # a batch that no number of processes divides is refused now, not at step 0
+
+    def missing(self) -> list[str]:
+        """The settings training needs that this config leaves open (a build recipe's cp and sft leave them)."""
+        return [name for name in ("model", "data", "out") if not getattr(self, name)]
 
     def accumulation(self, world_size: int) -> int:
         """Micro-batches per optimizer step on each process, so that a step sees global_batch_tokens."""
@@ -150,9 +160,15 @@ def parse_mix(values: list[str] | None) -> dict[str, float] | None:
         raise TrainError(f"--mix takes source=weight, e.g. legal=3; got {values}") from None
 
 
-def load_recipe(path: str | Path | None, **overrides) -> TrainConfig:
-    """A recipe YAML (its keys are TrainConfig's fields), with ``overrides`` (flags given on the command
-    line; None means not given) on top."""
+def load_recipe(path: str | Path | None, data: list[str] | None = None, mix: list[str] | None = None,
+                lora_r: int | None = None, **flags) -> TrainConfig:
+    """A recipe YAML (its keys are TrainConfig's fields; None: no file) with `taide train`'s flags on top (None: not
+    given): ``data`` and ``mix`` as typed (``legal=cleaned/laws``, ``legal=3``: :func:`parse_data`, :func:`parse_mix`),
+    ``lora_r`` the rank of LoRA adapters (:class:`LoraConfig`'s other settings), the rest TrainConfig's fields."""
     from taide.config import load_config
 
-    return load_config(path, TrainConfig, TrainError, required=("mode", "model", "data", "out"), **overrides)
+    if isinstance(data, list) and all(isinstance(d, str) for d in data):
+        data = parse_data(data)
+    return load_config(path, TrainConfig, TrainError, required=("mode", "model", "data", "out"), data=data,
+                       mix=parse_mix(mix) if isinstance(mix, list) else mix,
+                       lora=LoraConfig(r=lora_r) if lora_r else None, **flags)

@@ -35,6 +35,7 @@ class Datasets:
     world: World
     micro_batch_size: int
     summary: dict  # what OUT/data.json holds: rows, steps, the batch and why, the SFT files' layouts and left-out records
+    decontamination: dict | None = None  # SFT: what the check against evaluation data found (summary); None: no check
 
     def save_heldout(self, path: Path) -> Path | None:
         """The held-out rows as arrays (``input_ids``, ``labels``, ``position_ids``: [rows, seq_len]) in ``path``, an
@@ -183,6 +184,7 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
     chosen = [name for name in ("seq_len", "global_batch_tokens") if getattr(config, name) is None]
     reasons: list[str] = []
     limit = seq_len_limit(config.model) if config.seq_len is None else None
+    decontamination = None
     if config.mode == "cp":
         document = DocumentTokenizer.from_hf(tokenizer, codec)
         cache = Path(config.out) / "token-cache"
@@ -203,7 +205,7 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
         if world.main:
             for line in sft.summary_lines():
                 print(f"taide train: {line}", file=sys.stderr, flush=True)
-        examples = decontaminate_sft(config, examples, tokenizer, world.main)
+        examples, decontamination = decontaminate_sft(config, examples, tokenizer, world.main)
         if not examples:
             raise TrainError(f"no usable conversations in {', '.join(paths)}"
                              + (f"; first problem: {problems[0]}" if problems else ""))
@@ -247,4 +249,5 @@ def build_datasets(config: TrainConfig, tokenizer, chat_format, world: World) ->
                                     / max(1, sum(len(e.labels) for e in examples)))
     if world.main:
         write_json(Path(config.out) / "data.json", summary)
-    return Datasets(loader, heldout_set, steps, problems, world, config.micro_batch_size, summary)
+    return Datasets(loader, heldout_set, steps, problems, world, config.micro_batch_size, summary,
+                    decontamination)

@@ -9,12 +9,13 @@ from pathlib import Path
 from taide.train.config import TrainConfig
 
 
-def decontaminate_sft(config: TrainConfig, examples: list, tokenizer, write: bool) -> list:
+def decontaminate_sft(config: TrainConfig, examples: list, tokenizer, write: bool) -> tuple[list, dict | None]:
     """``examples`` (SFTExample) without those holding an item of ``config.decontaminate`` (action drop), or all of
-    them (tag: reported, still trained on). A conversation is checked as the model is trained on it: its rendered
-    tokens decoded, every message in the chat format. ``write``: this process writes the report."""
+    them (tag: reported, still trained on), and the report's summary (None: no check). A conversation is checked as
+    the model is trained on it: its rendered tokens decoded, every message in the chat format. ``write``: this
+    process writes the report."""
     if not config.decontaminate:
-        return examples
+        return examples, None
     from taide.decontam.index import EvalIndex
     from taide.decontam.report import build_report, summary, write_report
 
@@ -31,11 +32,11 @@ def decontaminate_sft(config: TrainConfig, examples: list, tokenizer, write: boo
             if config.decontaminate_action == "drop":
                 continue
         kept.append(example)
+    report = build_report(index, findings, "conversations")
+    found = summary(report)
     if write:
-        report = build_report(index, findings, "conversations")
         write_report(Path(config.out), report)
-        found = summary(report)
         print(f"taide train: decontamination: {found['documents']} of {len(examples)} conversations held evaluation "
               f"items ({found['removed']} left out, {found['tagged']} tagged): {Path(config.out) / 'decontamination.md'}",
               file=sys.stderr, flush=True)
-    return kept
+    return kept, found

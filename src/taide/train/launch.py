@@ -40,7 +40,7 @@ def train_in_processes(config: TrainConfig, processes: int, resume: bool | str =
         setattr(config, key, values["config"][key])
     return TrainResult(Path(values["out"]), values["steps"], values["tokens"], values["final_loss"],
                        values["heldout_loss"], values["heldout_loss_before"], values["history"], values["data"],
-                       Path(values["heldout"]) if values.get("heldout") else None)
+                       Path(values["heldout"]) if values.get("heldout") else None, values["decontamination"])
 
 
 def main(spec_path: str) -> None:

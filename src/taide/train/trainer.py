@@ -39,6 +39,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     data: dict = field(default_factory=dict)  # the data summary (OUT/data.json): rows, batch, SFT layouts, left out
     heldout: Path | None = None  # the held-out rows (OUT/heldout.npz), for scoring other models on the same rows
+    decontamination: dict | None = None  # SFT: what the check against evaluation data found (OUT/decontamination.md)
 
     @property
     def heldout_perplexity(self) -> float | None:
@@ -128,6 +129,8 @@ def train(config: TrainConfig, resume: bool | str = False,
                                    save_hf_directory, simplified_counterparts)
     from taide.train.datasets import build_datasets
 
+    if config.missing():
+        raise TrainError(f"nothing to train: {', '.join(config.missing())} not given")
     world = init_world()
     try:
         torch.manual_seed(config.seed)
@@ -245,7 +248,7 @@ def train(config: TrainConfig, resume: bool | str = False,
         history = log.records()
         log.close()
         return TrainResult(model_dir, step, tokens_seen, loss_value, heldout, heldout_before, history, data.summary,
-                           heldout_rows)
+                           heldout_rows, data.decontamination)
     finally:
         close_world(world)
 
