@@ -6,7 +6,7 @@ Contenders, all on the same input (the corpus cut into 4 gzipped JSONL shards, s
 both have files to read; taide gets the same shards), each run in a fresh process and a fresh output
 directory, rounds interleaved so drift in machine speed hits them alike, best of ``--runs``:
 
-- taide ``clean(shards, out, workers=N)``: the default pipeline, N = 1 and N = every core;
+- taide ``run_clean(CleanConfig(shards, out, workers=N))``: the default pipeline, N = 1 and N = every core;
 - datatrove A: JsonlReader → PIIFormatter → FTFYFormatter → LambdaFilter(len(text) ≥ 50) → JsonlWriter;
 - datatrove B: MinHash dedup over character 5-grams, all four stages (signatures, buckets, cluster,
   filter + JsonlWriter), datatrove's default 14 bands × 8 rows. Its ``language="zh"`` would shingle
@@ -14,7 +14,8 @@ directory, rounds interleaved so drift in machine speed hits them alike, best of
   simplification, and xxhash64 of the UTF-8 bytes (datatrove 0.10.1 hands xxhash 4 a str, which it
   refuses);
 - datatrove end to end: time A + time B on the same input, with the same number of tasks;
-- with decontamination (unless ``--no-decontaminate``): taide's ``clean(..., decontaminate=EVAL)`` against
+- with decontamination (unless ``--no-decontaminate``): taide's ``run_clean(CleanConfig(...,
+                                                                                        decontaminate=EVAL))`` against
   datatrove A with its ``NGramsDecontFilter`` after the length filter (its index holds the same evaluation items'
   character n-grams, part by part, at taide's n-gram length; written as its indexer writes it), + B. EVAL: the
   TMMLU questions of ../shared and the taide-bench sample and Taiwan prompts that ship with taide.
@@ -80,10 +81,11 @@ def make_shards(corpus: Path, directory: Path, count: int) -> tuple[list[Path], 
 # --- contenders (each runs in a process of its own: ``--worker``) -----------------------------------
 
 def run_taide(shards: list[Path], out: Path, workers: int, decontaminate: list[Path] | None = None) -> dict:
-    from taide.data import clean
+    from taide.data import CleanConfig, run_clean
 
     started = time.perf_counter()
-    report = clean([str(p) for p in shards], str(out), workers=workers, decontaminate=decontaminate)
+    report = run_clean(CleanConfig([str(p) for p in shards], str(out), workers=workers,
+                                   decontaminate=decontaminate)).report
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "read": report["read"], "kept": report["kept"], "removed": report["removed"],
             "unreadable": report["unreadable"], "stages": report["stages"]}
@@ -276,11 +278,11 @@ def cprofile_taide(shards: list[Path], out: Path, top: int) -> dict:
     import io
     import pstats
 
-    from taide.data import clean
+    from taide.data import CleanConfig, run_clean
 
     profiler = cProfile.Profile()
     profiler.enable()
-    clean([str(p) for p in shards], str(out), workers=1)
+    run_clean(CleanConfig([str(p) for p in shards], str(out), workers=1))
     profiler.disable()
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).strip_dirs().sort_stats("tottime").print_stats(top)
@@ -585,7 +587,7 @@ def main(argv=None) -> int:
            "numpy without their AVX-512 kernels, as on most laptops and CI runners.", ""] if capped else []),
         f"{docs:,} laws, {megabytes:.1f} MB of UTF-8 JSONL uncompressed, cut into {len(shards)} gzipped shards "
         f"that every contender reads (two datatrove tasks on one file would leave one idle). taide: "
-        f"`clean(shards, out, workers=N)` with the default pipeline ({pipeline_names}). "
+        f"`run_clean(CleanConfig(shards, out, workers=N))` with the default pipeline ({pipeline_names}). "
         + (f"Anchor, the comparable chain from datatrove {version}: A = JsonlReader → PIIFormatter → "
            f"FTFYFormatter → LambdaFilter(len ≥ 50) → JsonlWriter; B = MinHash dedup (signatures, buckets, "
            f"cluster, filter + JsonlWriter; default 14 bands × 8 rows) over character 5-grams (a character "

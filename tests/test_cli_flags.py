@@ -30,6 +30,7 @@ CONFIGS = {"generate": GenerateConfig, "task": TaskConfig, "serve": ServeConfig,
 NO_FLAG = {
     "task": {"stop"},  # each task's own stop strings
     "serve": {"retry_after"},  # the Retry-After a 503 carries, for embedders
+    "data clean": {"batch_docs"},  # the unit of work resumed runs skip; a library setting (tests, benchmarks)
     "train cp": {"mode", "text_field", "min_lr_ratio", "decay_fraction", "weight_decay", "betas", "grad_clip",
                  "holdout_fraction", "eval_batches", "log_every", "dtype", "freeze_embeddings", "trainable_layers",
                  "end_of_turn_from_eos", "head_vocabulary", "head_full_share", "compile", "lora"},  # recipe keys

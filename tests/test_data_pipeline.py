@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import SHARED
 
-from taide.data import DataError, build_pipeline, clean
+from taide.data import CleanConfig, DataError, build_pipeline, run_clean
 
 LONG = "臺灣的夜市是觀光客必訪的地方，從士林夜市到六合夜市，每個地方都有自己的特色小吃與人情味，值得慢慢品嚐。"
 LONG2 = "颱風過後，農委會統計各地農損金額，並宣布啟動現金救助，受災農民可在兩週內向鄉鎮公所提出申請。"
@@ -35,7 +35,7 @@ def _corpus(path: Path) -> Path:
 
 def test_every_record_is_accounted_for(tmp_path):
     src = _corpus(tmp_path / "corpus.jsonl")
-    report = clean([src], tmp_path / "out", keep_rejected=tmp_path / "rejected")
+    report = run_clean(CleanConfig([src], tmp_path / "out", keep_rejected=tmp_path / "rejected")).report
     assert report["read"] == 7 and report["balanced"]
     assert report["kept"] == 3 and report["unreadable"] == 2
     assert report["removed"] == {"min_length:too_short": 1, "exact_dedup:duplicate": 1}
@@ -56,7 +56,7 @@ def test_yaml_reorders_disables_and_tunes_stages(tmp_path):
     config = tmp_path / "pipeline.yaml"
     config.write_text("pipeline:\n  - normalize\n  - stage: min_length\n    min_chars: 5\n"
                       "  - stage: pii\n    kinds: [email]\n  - stage: exact_dedup\n    enabled: false\n")
-    report = clean([src], tmp_path / "out", config=config)
+    report = run_clean(CleanConfig([src], tmp_path / "out", config=config)).report
     assert list(report["stages"]) == ["normalize", "min_length", "pii"]
     assert report["kept"] == 4 and report["removed"] == {"min_length:too_short": 1}
     kept = (tmp_path / "out/part-00000.jsonl").read_text()
@@ -77,7 +77,7 @@ def test_bad_yaml_names_the_line(tmp_path):
     config = tmp_path / "p.yaml"
     config.write_text("pipeline:\n  - normalize\n  - [unclosed\n")
     with pytest.raises(DataError, match=r"p.yaml:\d+: invalid YAML"):
-        clean([_corpus(tmp_path / "c.jsonl")], tmp_path / "out", config=config)
+        run_clean(CleanConfig([_corpus(tmp_path / "c.jsonl")], tmp_path / "out", config=config))
 
 
 def test_cli_clean(tmp_path):
@@ -97,7 +97,7 @@ def test_cli_clean(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED / "data/tw-laws/laws-zh.jsonl.gz").is_file(), reason="../shared is absent")
 def test_law_corpus_loses_at_most_one_percent_outside_dedup(tmp_path):
-    report = clean([SHARED / "data/tw-laws/laws-zh.jsonl.gz"], tmp_path / "out")
+    report = run_clean(CleanConfig([SHARED / "data/tw-laws/laws-zh.jsonl.gz"], tmp_path / "out")).report
     assert report["balanced"] and report["unreadable"] == 0
     outside_dedup = sum(v for k, v in report["removed"].items() if not k.endswith("duplicate"))
     assert outside_dedup <= 0.01 * report["read"]
@@ -128,7 +128,8 @@ def _outputs(directory: Path) -> dict:
 
 def test_interrupted_run_resumes_to_the_same_output(tmp_path):
     src = _big_corpus(tmp_path / "c.jsonl", 600)
-    whole = clean([src], tmp_path / "whole", keep_rejected=tmp_path / "whole-rej", workers=1, batch_docs=50)
+    whole = run_clean(CleanConfig([src], tmp_path / "whole", keep_rejected=tmp_path / "whole-rej", workers=1,
+                                  batch_docs=50)).report
 
     class Killed(Exception):
         pass
@@ -138,20 +139,21 @@ def test_interrupted_run_resumes_to_the_same_output(tmp_path):
             raise Killed
 
     with pytest.raises(Killed):
-        clean([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1, batch_docs=50,
-              on_progress=die_after_three)
+        run_clean(CleanConfig([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1,
+                              batch_docs=50), die_after_three)
     assert not (tmp_path / "again/stats.json").exists()
     seen = []
-    resumed = clean([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1, batch_docs=50,
-                    on_progress=seen.append)
+    resumed = run_clean(CleanConfig([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1,
+                                    batch_docs=50), seen.append).report
     assert seen[0] > 150  # finished batches were not redone
     assert resumed == whole and resumed["balanced"] and resumed["removed"]["exact_dedup:duplicate"] == 25  # copies of short ones go as short
     assert _outputs(tmp_path / "again") == _outputs(tmp_path / "whole")
     assert _outputs(tmp_path / "again-rej") == _outputs(tmp_path / "whole-rej")
     # Done is done: a third run returns the report without work; other settings are refused.
-    assert clean([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1, batch_docs=50) == whole
+    assert run_clean(CleanConfig([src], tmp_path / "again", keep_rejected=tmp_path / "again-rej", workers=1,
+                                 batch_docs=50)).report == whole
     with pytest.raises(DataError, match="another configuration"):
-        clean([src], tmp_path / "again", config=None, text_field="n", workers=1, batch_docs=50)
+        run_clean(CleanConfig([src], tmp_path / "again", config=None, text_field="n", workers=1, batch_docs=50))
 
 
 @pytest.mark.slow
@@ -171,7 +173,7 @@ def test_killed_process_resumes_to_the_same_output(tmp_path):
     job.wait()
     assert not (tmp_path / "out/stats.json").exists(), "the job finished before it could be killed"
     subprocess.run(command, check=True, capture_output=True, timeout=300)
-    whole = clean([src], tmp_path / "whole", workers=1, shard_docs=5000)
+    whole = run_clean(CleanConfig([src], tmp_path / "whole", workers=1, shard_docs=5000)).report
     assert json.loads((tmp_path / "out/stats.json").read_text()) == whole
     assert _outputs(tmp_path / "out") == _outputs(tmp_path / "whole")
 
@@ -181,37 +183,41 @@ def test_success_leaves_no_work_files_and_a_rerun_returns_at_once(tmp_path):
     again returns the report without redoing it, other inputs are still refused, and other write settings
     redo the job."""
     src = _big_corpus(tmp_path / "c.jsonl", 120)
-    first = clean([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40)
+    first = run_clean(CleanConfig([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1,
+                                  batch_docs=40)).report
     assert not (tmp_path / "out/.work").exists()
     assert first["fingerprint"] and first["rejected_shards"] == ["rejected-00000.jsonl"]
     before = _outputs(tmp_path / "out")
     seen = []
-    assert clean([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40,
-                 on_progress=seen.append) == first
+    assert run_clean(CleanConfig([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40),
+                                 seen.append).report == first
     assert seen == [] and _outputs(tmp_path / "out") == before and not (tmp_path / "out/.work").exists()
     with pytest.raises(DataError, match=r"out holds a run over other inputs or another configuration"):
-        clean([src], tmp_path / "out", text_field="n", workers=1, batch_docs=40)
+        run_clean(CleanConfig([src], tmp_path / "out", text_field="n", workers=1, batch_docs=40))
     (tmp_path / "rej/rejected-00000.jsonl").unlink()  # a missing output: the job is done again
-    assert clean([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40) == first
+    assert run_clean(CleanConfig([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1,
+                                 batch_docs=40)).report == first
     assert (tmp_path / "rej/rejected-00000.jsonl").is_file()
-    smaller = clean([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40, shard_docs=50)
+    smaller = run_clean(CleanConfig([src], tmp_path / "out", keep_rejected=tmp_path / "rej", workers=1, batch_docs=40,
+                                    shard_docs=50)).report
     assert len(smaller["shards"]) == -(-first["kept"] // 50) > 1 and smaller["kept"] == first["kept"]
     assert sorted(p.name for p in (tmp_path / "out").glob("part-*")) == smaller["shards"]
 
 
 def test_keep_work_keeps_the_batches(tmp_path):
     src = _big_corpus(tmp_path / "c.jsonl", 120)
-    report = clean([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True)
+    report = run_clean(CleanConfig([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True)).report
     assert len(list((tmp_path / "out/.work").glob("batch-*.json"))) == -(-report["read"] // 40)
     seen = []
-    assert clean([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True, on_progress=seen.append) == report
+    assert run_clean(CleanConfig([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True),
+                                 seen.append).report == report
     assert seen == [] and (tmp_path / "out/.work").is_dir()
     # Other write settings reuse the kept batches: only the shards are rewritten.
-    again = clean([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True, shard_docs=50,
-                  on_progress=seen.append)
+    again = run_clean(CleanConfig([src], tmp_path / "out", workers=1, batch_docs=40, keep_work=True, shard_docs=50),
+                                  seen.append).report
     assert seen == [] and len(again["shards"]) == -(-report["kept"] // 50) > 1
     # Without --keep-work, the next run of the finished job clears them.
-    clean([src], tmp_path / "out", workers=1, batch_docs=40, shard_docs=50)
+    run_clean(CleanConfig([src], tmp_path / "out", workers=1, batch_docs=40, shard_docs=50))
     assert not (tmp_path / "out/.work").exists()
 
 
@@ -228,8 +234,8 @@ def test_cli_keep_work(tmp_path):
 
 def test_parallel_workers_write_what_one_writes(tmp_path):
     src = _big_corpus(tmp_path / "c.jsonl", 400)
-    one = clean([src], tmp_path / "one", workers=1, batch_docs=40)
-    two = clean([src], tmp_path / "two", workers=2, batch_docs=40)
+    one = run_clean(CleanConfig([src], tmp_path / "one", workers=1, batch_docs=40)).report
+    two = run_clean(CleanConfig([src], tmp_path / "two", workers=2, batch_docs=40)).report
     assert one == two and _outputs(tmp_path / "one") == _outputs(tmp_path / "two")
 
 
@@ -237,7 +243,7 @@ def test_parquet_shards_keep_every_field(tmp_path):
     import pyarrow.parquet as pq
 
     src = _big_corpus(tmp_path / "c.jsonl", 120)
-    report = clean([src], tmp_path / "out", output_format="parquet", shard_docs=50, workers=1)
+    report = run_clean(CleanConfig([src], tmp_path / "out", format="parquet", shard_docs=50, workers=1)).report
     tables = [pq.read_table(tmp_path / "out" / name) for name in report["shards"]]
     assert [t.num_rows for t in tables] == [50, 50, report["kept"] - 100]
     assert tables[0].column_names == ["id", "text", "n"]
@@ -267,8 +273,8 @@ def test_ray_executor_writes_what_local_writes(tmp_path, stale_ray_cluster):
     retry for minutes), shut down after the run."""
     ray = pytest.importorskip("ray")
     src = _big_corpus(tmp_path / "c.jsonl", 300)
-    local = clean([src], tmp_path / "local", workers=1, batch_docs=40)
-    on_ray = clean([src], tmp_path / "ray", executor="ray", workers=2, batch_docs=40)
+    local = run_clean(CleanConfig([src], tmp_path / "local", workers=1, batch_docs=40)).report
+    on_ray = run_clean(CleanConfig([src], tmp_path / "ray", executor="ray", workers=2, batch_docs=40)).report
     assert on_ray == local and _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")
     assert not ray.is_initialized()
 
@@ -287,7 +293,7 @@ def test_a_ray_cluster_that_does_not_answer_fails_at_once_naming_it(tmp_path, st
     if given == "RAY_ADDRESS":
         monkeypatch.setenv("RAY_ADDRESS", stale_ray_cluster)
     with pytest.raises(DataError) as caught:
-        clean([src], tmp_path / "out", executor="ray", ray_address=address)
+        run_clean(CleanConfig([src], tmp_path / "out", executor="ray", ray_address=address))
     message = str(caught.value)
     assert message.startswith(f"executor ray: no Ray cluster answers at {stale_ray_cluster}, {origin}")
     assert "--ray-address HOST:PORT" in message and "RAY_ADDRESS" in message and "--ray-address local" in message
@@ -298,8 +304,8 @@ def test_line_separators_inside_text_survive(tmp_path):
     text = LONG + "\u2028第二行\x85第三行\u2029" + LONG
     src = tmp_path / "c.jsonl"
     src.write_text(json.dumps({"id": "a", "text": text}, ensure_ascii=False) + "\n", encoding="utf-8")
-    clean([src], tmp_path / "out", config=_write(tmp_path / "p.yaml", "pipeline: [min_length, exact_dedup]\n"),
-          workers=1)
+    pipeline = _write(tmp_path / "p.yaml", "pipeline: [min_length, exact_dedup]\n")
+    run_clean(CleanConfig([src], tmp_path / "out", config=pipeline, workers=1))
     (line,) = (tmp_path / "out/part-00000.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
     assert json.loads(line)["text"] == text
 
@@ -316,11 +322,11 @@ def test_the_text_field_flag_wins_over_the_config_file_which_wins_over_the_defau
                            + "\n" for i in range(3)), encoding="utf-8")
     config = tmp_path / "pipeline.yaml"
     config.write_text("text_field: body\npipeline: [min_length]\n", encoding="utf-8")
-    from_file = clean([src], tmp_path / "file", config=config, workers=1)
+    from_file = run_clean(CleanConfig([src], tmp_path / "file", config=config, workers=1)).report
     assert (from_file["read"], from_file["kept"], from_file["unreadable"]) == (3, 3, 0)
-    from_flag = clean([src], tmp_path / "flag", config=config, text_field="missing", workers=1)
+    from_flag = run_clean(CleanConfig([src], tmp_path / "flag", config=config, text_field="missing", workers=1)).report
     assert (from_flag["read"], from_flag["unreadable"]) == (3, 3)  # the flag named a field no record has
-    default = clean([src], tmp_path / "default", workers=1)
+    default = run_clean(CleanConfig([src], tmp_path / "default", workers=1)).report
     assert default["unreadable"] == 3  # no config: the records have no "text"
 
 
@@ -331,5 +337,5 @@ def test_a_pipeline_file_with_a_misspelt_key_is_named_with_its_line(tmp_path):
     config.write_text("text_field: text\npipline: [min_length]\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"p.yaml:2: pipline: unknown key 'pipline' \(did you mean 'pipeline'\?\); "
                                         r"known: pipeline, text_field"):
-        clean([src], tmp_path / "out", config=config, workers=1)
+        run_clean(CleanConfig([src], tmp_path / "out", config=config, workers=1))
     assert not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import taide.data
-from taide.data import clean
+from taide.data import CleanConfig, run_clean
 
 SAMPLE = Path(taide.data.__file__).parent / "sample"
 MANIFEST = json.loads((SAMPLE / "MANIFEST.json").read_text(encoding="utf-8"))
@@ -25,8 +25,8 @@ EXPECTED_DIFFERENCES = {
 def outcome(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample")
     files = [SAMPLE / "raw" / f["file"] for f in MANIFEST["files"] if "/" not in f["file"]]
-    report = clean(files + [SAMPLE / "raw/html", SAMPLE / "raw/txt"], out / "kept", keep_rejected=out / "rejected",
-                   workers=1)
+    report = run_clean(CleanConfig(files + [SAMPLE / "raw/html", SAMPLE / "raw/txt"], out / "kept",
+                                   keep_rejected=out / "rejected", workers=1)).report
     kept = {r["id"]: r for p in sorted((out / "kept").glob("part-*.jsonl"))
             for r in map(json.loads, p.read_text(encoding="utf-8").split("\n")[:-1])}
     removed = {r["id"]: r for p in sorted((out / "rejected").glob("*.jsonl"))

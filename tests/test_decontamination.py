@@ -11,7 +11,7 @@ import opencc
 import pytest
 from conftest import REPO
 
-from taide.data import DataError, build_pipeline, clean
+from taide.data import CleanConfig, DataError, build_pipeline, run_clean
 from taide.data.pipeline import with_decontamination, worker_pipeline
 from taide.data.base import Document, Rejected
 from taide.data.decontaminate import Decontaminate
@@ -143,7 +143,8 @@ def _corpus(path: Path) -> Path:
 @pytest.mark.parametrize("action", ["drop", "cut", "tag"])
 def test_stage_actions_and_report(tmp_path, exam, action):
     src = _corpus(tmp_path / "corpus.jsonl")
-    report = clean([src], tmp_path / "out", decontaminate=[exam], decontaminate_action=action, workers=1)
+    report = run_clean(CleanConfig([src], tmp_path / "out", decontaminate=[exam], decontaminate_action=action,
+                                   workers=1)).report
     kept = {r["id"]: r for r in map(json.loads, (tmp_path / "out/part-00000.jsonl").read_text().splitlines())}
     found = json.loads((tmp_path / "out/decontamination.json").read_text())
     assert report["balanced"] and report["decontamination"]["documents"] == 2
@@ -170,8 +171,8 @@ def test_stage_actions_and_report(tmp_path, exam, action):
 
 def test_workers_and_ray_get_the_drivers_index(tmp_path, exam, monkeypatch):
     src = _corpus(tmp_path / "corpus.jsonl")
-    local = clean([src], tmp_path / "one", decontaminate=[exam], workers=1, batch_docs=2)
-    two = clean([src], tmp_path / "two", decontaminate=[exam], workers=2, batch_docs=2)
+    local = run_clean(CleanConfig([src], tmp_path / "one", decontaminate=[exam], workers=1, batch_docs=2)).report
+    two = run_clean(CleanConfig([src], tmp_path / "two", decontaminate=[exam], workers=2, batch_docs=2)).report
     assert two == local and (tmp_path / "two/part-00000.jsonl").read_text() == (tmp_path / "one/part-00000.jsonl").read_text()
     # What workers build their stages from carries the driver's index: they never read the evaluation files.
     config = with_decontamination(None, [exam])
@@ -183,7 +184,8 @@ def test_workers_and_ray_get_the_drivers_index(tmp_path, exam, monkeypatch):
     assert [s.index.digest for s in shipped] == [s.index.digest for s in stages if isinstance(s, Decontaminate)]
     monkeypatch.undo()
     pytest.importorskip("ray")
-    on_ray = clean([src], tmp_path / "ray", decontaminate=[exam], executor="ray", workers=2, batch_docs=2)
+    on_ray = run_clean(CleanConfig([src], tmp_path / "ray", decontaminate=[exam], executor="ray", workers=2,
+                                   batch_docs=2)).report
     assert on_ray == local and (tmp_path / "ray/part-00000.jsonl").read_text() == (tmp_path / "one/part-00000.jsonl").read_text()
 
 
@@ -191,19 +193,21 @@ def test_a_yaml_entry_tunes_the_stage_and_the_flag_names_the_data(tmp_path, exam
     config = tmp_path / "pipeline.yaml"
     config.write_text("pipeline:\n  - normalize\n  - {stage: decontaminate, action: tag, enabled: false}\n"
                       "  - exact_dedup\n", encoding="utf-8")
-    report = clean([_corpus(tmp_path / "c.jsonl")], tmp_path / "out", config=config, decontaminate=[exam], workers=1)
+    report = run_clean(CleanConfig([_corpus(tmp_path / "c.jsonl")], tmp_path / "out", config=config,
+                                   decontaminate=[exam], workers=1)).report
     assert list(report["stages"]) == ["normalize", "decontaminate", "exact_dedup"]
     assert report["decontamination"]["tagged"] == 2 and report["kept"] == 4
 
 
 def test_changed_evaluation_data_is_not_mixed_with_an_earlier_run(tmp_path, exam):
     src = _corpus(tmp_path / "corpus.jsonl")
-    first = clean([src], tmp_path / "out", decontaminate=[exam], workers=1)
-    assert clean([src], tmp_path / "out", decontaminate=[exam], workers=1) == first  # the same job: done
+    first = run_clean(CleanConfig([src], tmp_path / "out", decontaminate=[exam], workers=1)).report
+    assert run_clean(CleanConfig([src], tmp_path / "out", decontaminate=[exam],
+                                 workers=1)).report == first  # the same job: done
     with (exam / "公民_test.csv").open("a", encoding="utf-8") as f:
         f.write("臺灣本島最南端的岬角是哪一個，也是著名的觀光景點？,鵝鑾鼻,富貴角,三貂角,貓鼻頭,A\n")
     with pytest.raises(DataError, match="other inputs or another configuration"):
-        clean([src], tmp_path / "out", decontaminate=[exam], workers=1)
+        run_clean(CleanConfig([src], tmp_path / "out", decontaminate=[exam], workers=1))
 
 
 def test_bad_settings_are_named(tmp_path, exam):
@@ -214,7 +218,7 @@ def test_bad_settings_are_named(tmp_path, exam):
     with pytest.raises(DataError, match="threshold"):
         Decontaminate(benchmarks=[str(exam)], threshold=2)
     with pytest.raises(DataError, match="without decontaminate"):
-        clean([_corpus(tmp_path / "c.jsonl")], tmp_path / "out", decontaminate_action="cut")
+        run_clean(CleanConfig([_corpus(tmp_path / "c.jsonl")], tmp_path / "out", decontaminate_action="cut"))
 
 
 def test_stage_alone_drops_with_a_detail(exam):
@@ -228,8 +232,9 @@ def test_stage_alone_drops_with_a_detail(exam):
 
 def test_seen_items_from_a_report_and_from_a_corpus(tmp_path, exam):
     src = _corpus(tmp_path / "corpus.jsonl")
-    clean([src], tmp_path / "tagged", decontaminate=[exam], decontaminate_action="tag", workers=1)
-    clean([src], tmp_path / "dropped", decontaminate=[exam], workers=1)
+    run_clean(CleanConfig([src], tmp_path / "tagged", decontaminate=[exam], decontaminate_action="tag",
+                          workers=1))
+    run_clean(CleanConfig([src], tmp_path / "dropped", decontaminate=[exam], workers=1))
     items = read_eval_items([exam]).items
     by_qid = {i.qid: i.key for i in items}
     status, sources = seen_items(items, [tmp_path / "tagged"])  # the report in a cleaned corpus's folder

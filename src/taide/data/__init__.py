@@ -4,8 +4,9 @@ Built so far: JSONL input, the stages normalize → line_breaks → pii → min_
 shards and a stats report in which every input record is accounted for.
 """
 
-from taide.data.clean import CleanConfig, CleanResult, clean, run_clean
+from taide.data.clean import CleanConfig, CleanResult, run_clean
 from taide.data.base import DataError, DedupStage, Document, Rejected, Stage
 from taide.data.pipeline import DEFAULT_PIPELINE, STAGES, build_pipeline
 
-__all__ = ["DEFAULT_PIPELINE", "STAGES", "DataError", "DedupStage", "Document", "Rejected", "Stage", "build_pipeline", "clean", "CleanConfig", "CleanResult", "run_clean"]
+__all__ = ["DEFAULT_PIPELINE", "STAGES", "CleanConfig", "CleanResult", "DataError", "DedupStage", "Document", "Rejected",
+           "Stage", "build_pipeline", "run_clean"]

@@ -176,6 +176,7 @@ class CleanConfig:
     keep_work: bool = False
     decontaminate: list[Path] | None = None  # evaluation files or folders whose items must not be in the output
     decontaminate_action: str | None = None  # drop (default), cut or tag
+    batch_docs: int = BATCH_DOCS  # documents per unit of work (a batch, saved when done: what a resumed run skips)
 
     def __post_init__(self):
         for name, allowed in (("executor", ("local", "ray")), ("format", ("jsonl", "parquet")),
@@ -206,35 +207,29 @@ class CleanResult:
 
 
 def run_clean(config: CleanConfig, on_progress: Callable[[int], None] | None = None) -> CleanResult:
-    """:func:`clean` with ``config``."""
-    c = config
-    if c.out_dir is None:
+    """Clean ``config.inputs`` (files or directories) into ``config.out_dir``: the report is also stats.json and
+    stats.md. Running it again after a kill finishes the job; after a complete run it returns the report at once.
+    ``keep_work`` keeps the batch files under ``OUT/.work/`` after success (to inspect them, or to rewrite the shards
+    with other write settings without redoing the stages). ``decontaminate``: evaluation files or folders whose items
+    the output must not hold (the decontaminate stage, ``decontaminate_action`` drop, cut or tag); what it found is in
+    decontamination.md and .json. ``on_progress(documents)``: after each finished batch."""
+    if config.out_dir is None:
         raise DataError("out_dir: not given: where the cleaned shards go")
-    report = clean(c.inputs, c.out_dir, config=c.config, text_field=c.text_field, keep_rejected=c.keep_rejected,
-                   shard_docs=c.shard_docs, output_format=c.format, workers=c.workers, executor=c.executor,
-                   ray_address=c.ray_address, on_progress=on_progress, keep_work=c.keep_work,
-                   decontaminate=c.decontaminate, decontaminate_action=c.decontaminate_action)
-    return CleanResult(Path(c.out_dir), report["read"], report["kept"], report["removed"], report["unreadable"], report)
+    report = _clean(config, on_progress)
+    return CleanResult(Path(config.out_dir), report["read"], report["kept"], report["removed"], report["unreadable"],
+                       report)
 
 
-def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None = None, text_field: str | None = None,
-          keep_rejected: str | Path | None = None, shard_docs: int = 100_000, output_format: str = "jsonl",
-          workers: int | None = None, executor: str = "local", ray_address: str | None = None,
-          batch_docs: int = BATCH_DOCS, on_progress: Callable[[int], None] | None = None,
-          keep_work: bool = False, decontaminate: list[str | Path] | None = None,
-          decontaminate_action: str | None = None) -> dict:
-    """Clean ``inputs`` (files or directories) into ``out``; returns the report (also stats.json and
-    stats.md). Running it again after a kill finishes the job; after a complete run it returns the report.
-    ``keep_work`` keeps the batch files under ``OUT/.work/`` after success (to inspect them, or to rewrite the
-    shards with other write settings without redoing the stages). ``decontaminate``: evaluation files or folders
-    whose items the output must not hold (the decontaminate stage, ``decontaminate_action`` drop, cut or tag); what
-    it found is in decontamination.md and .json."""
-    settings = load_config(config, PipelineFile, DataError)
+def _clean(c: CleanConfig, on_progress: Callable[[int], None] | None) -> dict:
+    """The three phases (see the module docstring); the report."""
+    keep_rejected, keep_work, batch_docs, shard_docs = c.keep_rejected, c.keep_work, c.batch_docs, c.shard_docs
+    output_format, inputs, out, decontaminate = c.format, c.inputs, c.out_dir, c.decontaminate
+    settings = load_config(c.config, PipelineFile, DataError)
     pipeline = settings.pipeline
-    text_field = text_field or settings.text_field or "text"  # the flag, else the file, else the default
+    text_field = c.text_field or settings.text_field or "text"  # the flag, else the file, else the default
     if decontaminate:
-        pipeline = with_decontamination(pipeline, list(decontaminate), decontaminate_action)
-    elif decontaminate_action:
+        pipeline = with_decontamination(pipeline, list(decontaminate), c.decontaminate_action)
+    elif c.decontaminate_action:
         raise DataError("decontaminate_action without decontaminate: name the evaluation data to check against")
     stages = build_pipeline(pipeline)
     files, skipped = input_files([Path(p) for p in inputs])
@@ -273,7 +268,7 @@ def clean(inputs: list[str | Path], out: str | Path, config: str | Path | None =
             yield index, raws
 
     worker_settings = (worker_pipeline(pipeline, stages), text_field, keep_rejected is not None)
-    for result in run_batches(todo(), worker_settings, executor, workers, ray_address):
+    for result in run_batches(todo(), worker_settings, c.executor, c.workers, c.ray_address):
         _save_batch(work, result)
         done_docs += result.counts.read
         if on_progress:
