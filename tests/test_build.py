@@ -85,18 +85,18 @@ def test_chain_skips_reruns_and_resumes(tmp_path, tiny_model_dir):
     first = run_build(BuildConfig(_tiny_recipe(tmp_path, tiny_model_dir)), on_event=record)
     stages = ["data", "cp", "sft", "export", "eval", "card"]
     assert [s for k, s in events if k == "done"] == stages
-    card = Path(first.results["card"]["card"]).read_text(encoding="utf-8")
+    card = Path(first.results["card"].card).read_text(encoding="utf-8")
     for heading in ("## 模型簡介", "## 模型參數", "## 特色", "## 使用說明", "## 訓練方法", "## 訓練資料", "## 模型評測",
                     "## 免責聲明"):
         assert heading in card
     # Neither the corpus nor the SFT set may hold what the build is measured on: the Taiwan prompt in each is left out.
     results = first.results
-    assert results["data"]["decontamination"]["removed"] == 1 and results["data"]["removed"]["decontaminate:contaminated"] == 1
-    assert results["sft"]["decontamination"]["removed"] == 1
-    assert results["data"]["decontamination"]["benchmarks"]["taiwan-prompts"]["found"] == 1
+    assert results["data"].decontamination["removed"] == 1 and results["data"].removed["decontaminate:contaminated"] == 1
+    assert results["sft"].decontamination["removed"] == 1
+    assert results["data"].decontamination["benchmarks"]["taiwan-prompts"]["found"] == 1
     assert "### 評測資料污染檢查" in card and "| taiwan-prompts | 40 | 40 | 1（1） | 1（1） |" in card
     assert (tmp_path / "build/data/cleaned/decontamination.md").is_file() and (tmp_path / "build/sft/decontamination.md").is_file()
-    proof = first.results["eval"]["proof"]
+    proof = first.results["eval"].proof
     assert proof["heldout_perplexity"]["rows"] > 0 and "within_noise" in proof["heldout_chrf"]
     manifest = json.loads((tmp_path / "build/cp/manifest.json").read_text())
     assert manifest["complete"] and manifest["versions"]["torch"] and manifest["result"]["steps"] == 3
@@ -212,8 +212,9 @@ def test_expected_tokens_informs_the_plan_and_never_reaches_training(tmp_path, m
         return TrainResult(tmp_path / config.mode / "model", 1, 1, 1.0, 1.0, 1.0)
 
     monkeypatch.setattr(taide.train, "train", fake_train)
-    stages.run_cp(recipe, tmp_path / "cp", {"data": {"output": str(tmp_path / "cleaned")}})
-    stages.run_sft(recipe, tmp_path / "sft", {"cp": {"model": str(tmp_path / "cp/model")}})
+    cleaned = stages.DataStageResult(str(tmp_path / "cleaned"), 1, 1, 0, {}, {}, {}, None)
+    cp = stages.run_cp(recipe, tmp_path / "cp", {"data": cleaned})
+    stages.run_sft(recipe, tmp_path / "sft", {"data": cleaned, "cp": cp})
     assert [c.mode for c in configs] == ["cp", "sft"]
     for config in configs:
         assert "expected_tokens" not in config.to_dict()
@@ -273,26 +274,26 @@ def test_every_shipped_recipe_runs_smoke_to_a_model_card(tmp_path, monkeypatch, 
     for stage in results:
         manifest = json.loads((tmp_path / "out" / stage / "manifest.json").read_text())
         assert manifest["complete"], stage
-    assert results["data"]["kept"] > 0 and results["data"]["read"] == results["data"]["kept"] + sum(
-        results["data"]["removed"].values()) + results["data"]["unreadable"]
+    data = results["data"]
+    assert data.kept > 0 and data.read == data.kept + sum(data.removed.values()) + data.unreadable
     expected_processes = 2 if recipe.launch.train else 1
     for stage in ("cp", "sft"):
-        assert results[stage]["steps"] == 2 and results[stage]["processes"] == expected_processes
-        assert (tmp_path / "out" / stage / "checkpoints").is_dir() and results[stage]["heldout_loss"] is not None
-    assert results["export"]["verification"]["ok"] and results["export"]["quant"] == recipe.export.quant
+        assert results[stage].steps == 2 and results[stage].processes == expected_processes
+        assert (tmp_path / "out" / stage / "checkpoints").is_dir() and results[stage].heldout_loss is not None
+    assert results["export"].verification["ok"] and results["export"].quant == recipe.export.quant
 
     # a tiny stand-in of the base's family and chat format, however small the base (SmolLM2 is 135M)
-    model = resolve_model(results["sft"]["model"])
-    config = json.loads((Path(results["sft"]["model"]) / "config.json").read_text())
+    model = resolve_model(results["sft"].model)
+    config = json.loads((Path(results["sft"].model) / "config.json").read_text())
     family = {"llama3-taide-8b": "llama3", "gemma-3-taide-12b": "gemma", "smollm2-demo": "template"}[name]
     assert config["hidden_size"] == 256 and model.chat_format == family
     if name == "smollm2-demo":  # the embedded GGUF's own ChatML template, on a tiny Llama
         assert "<|im_start|>" in model.chat_template and "smollm2-135m's chat template" in result.smoke[0]
     else:
-        judge = json.loads(Path(results["eval"]["bench"]["report"]["json"]).read_text())["runs"][0]["judge"]
+        judge = json.loads(Path(results["eval"].bench["report"]["json"]).read_text())["runs"][0]["judge"]
         assert judge["engine"] == "stub"  # in place of the recipe's judge, which is never asked
         assert "the recipe's judge https://api.openai.com/v1, not contacted" in " ".join(result.smoke)
-    card = Path(results["card"]["card"]).read_text(encoding="utf-8")
+    card = Path(results["card"].card).read_text(encoding="utf-8")
     assert "Smoke 建置" in card and all(change in card for change in result.smoke)
     assert not (tmp_path / "cache" / "latest-build.json").exists()
     assert offsite.attempts() == []
@@ -420,7 +421,9 @@ def _what_stages_receive(recipe: Path, out: Path, smoke: bool, monkeypatch) -> d
     import taide.train
     import taide.train.launch
     from taide.builder import runner
+    from taide.builder.card import CardStageResult
     from taide.builder.recipe import PACKAGE
+    from taide.builder.stages import EvalStageResult
     from taide.data.clean import CleanResult
     from taide.export.api import ExportResult
     from taide.train import TrainResult
@@ -441,14 +444,14 @@ def _what_stages_receive(recipe: Path, out: Path, smoke: bool, monkeypatch) -> d
 
     def evaluate(recipe, directory, upstream, report=None):
         got["eval"] = dataclasses.asdict(recipe.eval)
-        return {}
+        return EvalStageResult({}, {}, {}, {})
 
     monkeypatch.setattr(taide.data, "run_clean", clean)
     monkeypatch.setattr(taide.train, "train", lambda config, resume=False, on_step=None: train(config))
     monkeypatch.setattr(taide.train.launch, "train_in_processes", train)
     monkeypatch.setattr(taide.export, "run_export", export)
     monkeypatch.setitem(runner.RUNNERS, "eval", evaluate)
-    monkeypatch.setattr(runner, "write_card", lambda *_: {})
+    monkeypatch.setattr(runner, "write_card", lambda *_: CardStageResult(""))
     result = run_build(BuildConfig(recipe, str(out), smoke=smoke))
     text = json.dumps({"stages": got, "plan": result.plan, "smoke": result.smoke}, default=str, sort_keys=True)
     for place, name in ((out.parent, "<tmp>"), (PACKAGE, "<pkg>"), (ROOT, "<root>")):

@@ -69,6 +69,7 @@ def test_demo_runs_every_office_task():
 def test_demo_runs_the_newest_build(tmp_path, monkeypatch):
     """After a `taide build`, `taide demo` with no model runs its model; a build whose files are gone is forgotten."""
     from taide.builder.runner import _remember
+    from taide.builder.stages import ExportStageResult
     from taide.models import latest_build
 
     monkeypatch.setenv("TAIDE_CACHE", str(tmp_path / "cache"))
@@ -76,7 +77,7 @@ def test_demo_runs_the_newest_build(tmp_path, monkeypatch):
     gguf = tmp_path / "build" / "export" / "model.gguf"
     gguf.parent.mkdir(parents=True)
     gguf.write_bytes(b"GGUF")
-    _remember({"export": {"path": str(gguf)}, "sft": {"model": str(tmp_path / "build" / "sft" / "model")}})
+    _remember({"export": ExportStageResult(str(gguf), "gguf", "q8_0", 4, None, None, None)})
     assert latest_build() == str(gguf.resolve())
     gguf.unlink()
     assert latest_build() is None

@@ -1005,26 +1005,26 @@ def build_command(recipe: Annotated[Optional[Path], typer.Argument(help="Build r
         finally:
             progress.close()
         results = result.results
-        card = results.get("card", {}).get("card")
-        report = results.get("eval", {}).get("bench", {}).get("report", {})
+        card = results["card"].card if "card" in results else None
+        evaluation = results.get("eval")
+        report = evaluation.bench.get("report", {}) if evaluation else {}
         if report.get("markdown"):
             out.print(Path(report["markdown"]).read_text(encoding="utf-8"))
-        taiwan = results.get("eval", {}).get("taiwan", {}).get("built")
+        taiwan = evaluation.taiwan.get("built") if evaluation else None
         if taiwan and taiwan.get("n"):
             out.print(f"Taiwan prompts never seen ({taiwan['n']}): {taiwan['language_ok_rate']:.0%} in the asked language, "
                       f"{taiwan['simplified_share_overall']:.2%} Simplified-only characters, "
                       f"{taiwan['degenerate_rate']:.0%} looping")
-        proof = results.get("eval", {}).get("proof", {})
+        proof = evaluation.proof if evaluation else {}
         for key, label in (("heldout_perplexity_cp", "held-out perplexity after CP"),
                            ("heldout_perplexity", "held-out perplexity"), ("heldout_chrf", "held-out chrF")):
             if key in proof:
                 p = proof[key]
                 note = " (within noise)" if p["within_noise"] else ""
                 out.print(f"{label}: base {p['base']:.2f} → built {p['built']:.2f}{note}")
-        export = results.get("export") or {}
         # the GGUF on the fast engine (llama.cpp) when there is one; else the trained HF directory
-        model = export.get("path") if export.get("format") == "gguf" else (results.get("sft") or
-                                                                             results.get("cp") or {}).get("model")
+        export, trained = results.get("export"), results.get("sft") or results.get("cp")
+        model = export.path if export and export.format == "gguf" else trained.model if trained else None
         if card:
             out.print(f"model card: {card}")
         if model:

@@ -6,10 +6,12 @@ directory, so the card reads the same wherever the build is copied."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from taide.artifacts import write_json
 from taide.builder.recipe import Recipe
+from taide.builder.stages import EvalStageResult
 from taide.chat.presets import TAIDE_SYSTEM_PROMPT
 
 TASK_NAMES = {"zh2en": "中翻英", "en2zh": "英翻中", "summary": "摘要", "article": "文章寫作", "letter": "信件寫作"}
@@ -72,15 +74,15 @@ def _usage(chat_format: str | None, model_dir: str, gguf: str | None) -> list[st
     return lines
 
 
-def _features(evaluation: dict, chat_format: str | None) -> list[str]:
+def _features(evaluation: EvalStageResult | None, chat_format: str | None) -> list[str]:
     """Only what this build measured, each with the number behind it."""
     lines = ["## 特色", ""]
-    taiwan = (evaluation.get("taiwan") or {}).get("built")
+    taiwan = evaluation.taiwan.get("built") if evaluation else None
     if taiwan and taiwan.get("n"):
         lines.append(f"- 在 {taiwan['n']} 則建置從未見過的台灣提示上（預設取樣），{_pct(taiwan['language_ok_rate'])} 的回答使用"
                      f"要求的語言（中文題以繁體中文、中翻英題以英文）；簡體專用字占所有中文字的 "
                      f"{_pct(taiwan['simplified_share_overall'])}；{_pct(taiwan['degenerate_rate'])} 的回答出現重複迴圈。")
-    proof = evaluation.get("proof", {})
+    proof = evaluation.proof if evaluation else {}
     chrf = proof.get("heldout_chrf")
     for key, what in (("heldout_perplexity", "建置模型"), ("heldout_perplexity_cp", "持續預訓練後的模型")):
         ppl = proof.get(key)
@@ -95,8 +97,8 @@ def _features(evaluation: dict, chat_format: str | None) -> list[str]:
     return lines + [""]
 
 
-def _taiwan_table(evaluation: dict) -> list[str]:
-    taiwan = evaluation.get("taiwan") or {}
+def _taiwan_table(evaluation: EvalStageResult | None) -> list[str]:
+    taiwan = evaluation.taiwan if evaluation else {}
     if not taiwan:
         return []
     lines = ["### 台灣提示（建置從未見過，預設取樣）", "", "| 模型 | 題數 | 語言正確 | 簡體專用字占比 | 重複迴圈 | 含大陸用語的回答 |",
@@ -112,9 +114,9 @@ def _taiwan_table(evaluation: dict) -> list[str]:
     return lines
 
 
-def _bench_table(evaluation: dict, root: Path) -> list[str]:
+def _bench_table(evaluation: EvalStageResult | None, root: Path) -> list[str]:
     """taide-bench in Chinese: the judge's means where there was a judge, the reference metrics and language share."""
-    report_files = evaluation.get("bench", {}).get("report", {})
+    report_files = evaluation.bench.get("report", {}) if evaluation else {}
     if not report_files.get("json") or not Path(report_files["json"]).is_file():
         return []
     report = json.loads(Path(report_files["json"]).read_text(encoding="utf-8"))
@@ -148,8 +150,8 @@ def _bench_table(evaluation: dict, root: Path) -> list[str]:
     return lines
 
 
-def _proof(evaluation: dict) -> list[str]:
-    proof = evaluation.get("proof", {})
+def _proof(evaluation: EvalStageResult | None) -> list[str]:
+    proof = evaluation.proof if evaluation else {}
     lines = ["### 保留資料上的改進（建置從未訓練過的資料）", "", "| 指標 | 基礎模型 | 比較的模型 | 差異的 95% 區間 | 判讀 |",
              "|---|---:|---:|---|---|"]
     for key, what in (("heldout_perplexity_cp", "持續預訓練後"), ("heldout_perplexity", "")):
@@ -175,7 +177,7 @@ REPORTS = {"data": "data/cleaned/decontamination.md", "sft": "sft/decontaminatio
 
 def _decontamination(results: dict) -> list[str]:
     """Which evaluation data the training data was checked against, and what was found and removed."""
-    checks = {stage: (results.get(stage) or {}).get("decontamination") for stage in ("data", "sft")}
+    checks = {stage: getattr(results.get(stage), "decontamination", None) for stage in ("data", "sft")}
     checks = {stage: c for stage, c in checks.items() if c}
     if not checks:
         return ["### 評測資料污染檢查", "", "本次建置的訓練資料沒有與評測資料比對過；據此發表的評測數字可能包含模型訓練時看過的題目。", ""]
@@ -212,15 +214,21 @@ def _base_license(reference: str) -> str | None:
     return embedded.license if embedded else None
 
 
-def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> dict:
+@dataclass
+class CardStageResult:
+    card: str  # MODEL_CARD.md
+
+
+def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> CardStageResult:
+    """The model card of the build whose stages' ``results`` (stage -> typed result) are given."""
     root = directory.parent  # the build directory
     data, cp, sft = results.get("data"), results.get("cp"), results.get("sft")
-    export, evaluation = results.get("export"), results.get("eval", {})
-    model_path = (sft or cp or {}).get("model")
+    export, evaluation = results.get("export"), results.get("eval")
+    model_path = (sft or cp).model if sft or cp else None
     model_dir = _relative(model_path, root) if model_path else recipe.base_model
     chat_format = _chat_format(Path(model_path)) if model_path else None
-    gguf = _relative(export["path"], root) if export and export.get("format") == "gguf" else None
-    trained = {stage: results[stage]["tokens"] for stage in ("cp", "sft") if stage in results}
+    gguf = _relative(export.path, root) if export and export.format == "gguf" else None
+    trained = {stage: results[stage].tokens for stage in ("cp", "sft") if stage in results}
     license_text = _base_license(recipe.base_model)
     lines = [f"# {recipe.name}", ""]
     if recipe.smoke:
@@ -232,14 +240,14 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
              "持續預訓練、指令微調、量化匯出與評測。", "",
              f"- 基礎模型：`{recipe.base_model}`" + (f"（授權：{license_text}；建置結果沿用基礎模型的授權條款）"
                                                    if license_text else ""),
-             f"- 建置結果：`{model_dir}`" + (f"；量化版 `{gguf}`（{export['quant']}，{export['size_bytes'] / 1e6:.0f} MB）"
+             f"- 建置結果：`{model_dir}`" + (f"；量化版 `{gguf}`（{export.quant}，{export.size_bytes / 1e6:.0f} MB）"
                                              if gguf else ""),
              f"- 建置配方：`{recipe.source.name if recipe.source else '–'}`", "",
              "## 模型參數", "", "| 項目 | 數值 |", "|---|---|",
              f"| 參數量 | {plan['parameters'] / 1e6:,.0f}M |"]
     for stage, tokens in trained.items():
-        hp = results[stage]["hyperparameters"]
-        lines.append(f"| {'持續預訓練' if stage == 'cp' else '指令微調'} tokens | {tokens:,}（{results[stage]['steps']} 步，"
+        hp = results[stage].hyperparameters
+        lines.append(f"| {'持續預訓練' if stage == 'cp' else '指令微調'} tokens | {tokens:,}（{results[stage].steps} 步，"
                      f"序列長度 {hp['seq_len']}） |")
     if plan.get("gpu_hours"):
         lines.append(f"| 預估 GPU 時數 | {plan['gpu_hours']:,.0f}（{plan['compute'].get('device')}，MFU "
@@ -249,12 +257,12 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
     lines += _usage(chat_format, model_dir, gguf)
     lines += ["## 訓練方法", ""]
     if data:
-        removed = sorted(data["removed"].items(), key=lambda kv: -kv[1])
-        lines += [f"語料前處理（`taide data clean`）：讀入 {data['read']:,} 篇，保留 {data['kept']:,} 篇，"
-                  f"移除 {sum(data['removed'].values()):,} 篇，無法讀取 {data['unreadable']:,} 篇。", "",
+        removed = sorted(data.removed.items(), key=lambda kv: -kv[1])
+        lines += [f"語料前處理（`taide data clean`）：讀入 {data.read:,} 篇，保留 {data.kept:,} 篇，"
+                  f"移除 {sum(data.removed.values()):,} 篇，無法讀取 {data.unreadable:,} 篇。", "",
                   "| 步驟 | 移除原因 | 篇數 |", "|---|---|---:|"]
         lines += [f"| {key.split(':')[0]} | {key.split(':')[1]} | {n:,} |" for key, n in removed]
-        did = dict(data["stages"])
+        did = dict(data.stages)
         notes = [f"簡轉繁 {did.get('simplified', {}).get('converted', 0)} 篇",
                  f"排版斷行接回 {did.get('line_breaks', {}).get('breaks_joined', 0)} 處",
                  f"個資遮蔽 {sum(v for k, v in did.get('pii', {}).items() if k.startswith('redacted_'))} 處",
@@ -262,7 +270,7 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
         lines += ["", "其他處理：" + "、".join(notes) + "。", ""]
     for stage in ("cp", "sft"):
         if stage in results:
-            hp = results[stage]["hyperparameters"]
+            hp = results[stage].hyperparameters
             title = "持續預訓練" if stage == "cp" else "指令微調"
             frozen = []
             if hp.get("freeze_embeddings"):
@@ -272,11 +280,11 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
             lines += [f"{title}：AdamW（betas {tuple(hp['betas'])}，weight decay {hp['weight_decay']}），學習率 {hp['lr']:g}"
                       f"（{hp['schedule']}），每批 {hp['global_batch_tokens']:,} tokens，最多 {hp['epochs']:g} epoch，序列長度 "
                       f"{hp['seq_len']}，梯度裁剪 {hp['grad_clip']}" + (f"，{'、'.join(frozen)}" if frozen else "")
-                      + f"。保留集 loss：{_n(results[stage]['heldout_loss_before'])} → {_n(results[stage]['heldout_loss'])}。", ""]
+                      + f"。保留集 loss：{_n(results[stage].heldout_loss_before)} → {_n(results[stage].heldout_loss)}。", ""]
     lines += ["## 訓練資料", "", "| 來源 | 讀入篇數 | 保留篇數 |", "|---|---:|---:|"]
-    for source, counts in sorted((data or {}).get("sources", {}).items()):
+    for source, counts in sorted((data.sources if data else {}).items()):
         lines.append(f"| {source} | {counts.get('read', 0):,} | {counts.get('kept', 0):,} |")
-    conversations = (results.get("sft") or {}).get("conversations")
+    conversations = sft.conversations if sft else None
     if conversations:
         left_out = conversations["left_out"]
         for source in conversations["sources"]:
@@ -288,7 +296,7 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
             lines += [f"- `{_relative(p.split(':')[0], root)}:{p.split(':', 1)[1]}`" for p in left_out[:5]]
     elif "sft" in results:
         lines.append(f"| 指令微調對話（{'、'.join(Path(p).name for p in recipe.sft_files())}） "
-                     f"| – | {results['sft']['tokens']:,} tokens |")
+                     f"| – | {sft.tokens:,} tokens |")
     lines += ["", "## 模型評測", ""]
     lines += _taiwan_table(evaluation)
     lines += _bench_table(evaluation, root)
@@ -300,5 +308,5 @@ def write_card(recipe: Recipe, directory: Path, results: dict, plan: dict) -> di
               "以小型基礎模型在 CPU 上建置的示範結果，其評測數字僅供驗證流程，不代表實際能力。", ""]
     card = directory / "MODEL_CARD.md"
     card.write_text("\n".join(lines), encoding="utf-8")
-    write_json(directory / "card.json", {"results": results, "plan": plan})
-    return {"card": str(card)}
+    write_json(directory / "card.json", {"results": {k: asdict(v) for k, v in results.items()}, "plan": plan})
+    return CardStageResult(str(card))

@@ -20,12 +20,16 @@ from pathlib import Path
 from taide.artifacts import manifest as artifact_manifest
 from taide.artifacts import versions, write_json
 from taide.builder import stages as stage_functions
-from taide.builder.card import write_card
+from taide.builder.card import CardStageResult, write_card
 from taide.builder.plan import gpu_hours, implied_mfu, model_shape
 from taide.builder.recipe import STAGES, BuildError, Recipe, load_build_recipe
 
 RUNNERS = {"data": stage_functions.run_data, "cp": stage_functions.run_cp, "sft": stage_functions.run_sft,
            "export": stage_functions.run_export, "eval": stage_functions.run_eval}
+# Each stage's result type: what its manifest records, read back when a rerun skips the stage.
+RESULTS = {"data": stage_functions.DataStageResult, "cp": stage_functions.TrainStageResult,
+           "sft": stage_functions.TrainStageResult, "export": stage_functions.ExportStageResult,
+           "eval": stage_functions.EvalStageResult, "card": CardStageResult}
 
 
 def _files_fingerprint(paths) -> list:
@@ -117,7 +121,7 @@ class BuildResult:
     """What ``taide build`` did: the plan, and (unless a dry run) each stage's result as its manifest holds it."""
     plan: dict  # the stages, their tokens and GPU-hours (make_plan)
     out: str  # where the stages' folders are
-    results: dict[str, dict] = field(default_factory=dict)  # stage -> result; empty for a dry run
+    results: dict = field(default_factory=dict)  # stage -> its typed result (builder.stages); empty for a dry run
     smoke: list[str] | None = None  # --smoke: what was made small, one sentence each
 
 
@@ -158,10 +162,10 @@ def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | 
         manifest_path = directory / "manifest.json"
         digest = input_hash(recipe, stage, dict(hashes))
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-        done = bool(manifest and manifest.get("complete") and manifest.get("inputs_hash") == digest)
+        done = _recorded(manifest, stage, digest)
         redo = from_stage is not None and index >= first
-        if done and not redo:
-            results[stage], hashes[stage] = manifest["result"], digest
+        if done is not None and not redo:
+            results[stage], hashes[stage] = done, digest
             event("skip", stage, manifest)
             continue
         if index < first:
@@ -182,7 +186,7 @@ def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | 
         # Written last and whole: a complete manifest is what lets a rerun skip this stage.
         manifest = artifact_manifest(shlex.join(sys.argv), stage_settings(recipe, stage), stage=stage,
                                      inputs_hash=digest, complete=True, upstream=dict(hashes),
-                                     seconds=round(time.perf_counter() - began, 1), result=result)
+                                     seconds=round(time.perf_counter() - began, 1), result=dataclasses.asdict(result))
         write_json(manifest_path, manifest)
         results[stage], hashes[stage] = result, digest
         event("done", stage, manifest)
@@ -191,10 +195,22 @@ def run_build(config: BuildConfig, on_event: Callable[[str, str, dict], None] | 
     return BuildResult(plan, str(root), results, recipe.smoke)
 
 
+def _recorded(manifest: dict | None, stage: str, digest: str):
+    """The stage's result from its manifest when that is complete and for these inputs, else None (a manifest an
+    older taide wrote, with another result shape, counts as none: the stage reruns)."""
+    if not (manifest and manifest.get("complete") and manifest.get("inputs_hash") == digest):
+        return None
+    try:
+        return RESULTS[stage](**manifest["result"])
+    except TypeError:
+        return None
+
+
 def _remember(results: dict) -> None:
     """Note the finished build's model, so that commands given no model use it (models.default_model)."""
     from taide.models import remember_build
 
-    model = (results.get("export") or {}).get("path") or (results.get("sft") or results.get("cp") or {}).get("model")
+    export, trained = results.get("export"), results.get("sft") or results.get("cp")
+    model = export.path if export else trained.model if trained else None
     if model:
         remember_build(model)
