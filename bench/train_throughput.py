@@ -87,7 +87,7 @@ def taide_step_tokens(prepared: dict, seq_len: int, rows_per_step: int, steps: i
 # --- the contenders (each in a process of its own) --------------------------------------------------------
 
 def run_taide(workdir: Path, model_dir: str, seq_len: int, micro: int, steps: int) -> dict:
-    from taide.train import TrainConfig, train
+    from taide.train import TrainConfig, run_train
 
     out = workdir / "taide-run"
     config = TrainConfig(mode="sft", model=model_dir, data=[str(SAMPLE)], out=str(out), seq_len=seq_len,
@@ -100,7 +100,7 @@ def run_taide(workdir: Path, model_dir: str, seq_len: int, micro: int, steps: in
         stamps.append(time.perf_counter())
         losses.append(values["loss"])
 
-    result = train(config, on_step=on_step)
+    result = run_train(config, on_step=on_step)
     assert result.steps == steps, f"taide ran {result.steps} steps, not {steps}"
     return {"stamps": stamps, "losses": losses}
 

@@ -211,7 +211,7 @@ def test_expected_tokens_informs_the_plan_and_never_reaches_training(tmp_path, m
         configs.append(config)
         return TrainResult(tmp_path / config.mode / "model", 1, 1, 1.0, 1.0, 1.0)
 
-    monkeypatch.setattr(taide.train, "train", fake_train)
+    monkeypatch.setattr(taide.train, "run_train", fake_train)
     cleaned = stages.DataStageResult(str(tmp_path / "cleaned"), 1, 1, 0, {}, {}, {}, None)
     cp = stages.run_cp(recipe, tmp_path / "cp", {"data": cleaned})
     stages.run_sft(recipe, tmp_path / "sft", {"data": cleaned, "cp": cp})
@@ -447,7 +447,7 @@ def _what_stages_receive(recipe: Path, out: Path, smoke: bool, monkeypatch) -> d
         return EvalStageResult({}, {}, {}, {})
 
     monkeypatch.setattr(taide.data, "run_clean", clean)
-    monkeypatch.setattr(taide.train, "train", lambda config, resume=False, on_step=None: train(config))
+    monkeypatch.setattr(taide.train, "run_train", lambda config, resume=False, on_step=None: train(config))
     monkeypatch.setattr(taide.train.launch, "train_in_processes", train)
     monkeypatch.setattr(taide.export, "run_export", export)
     monkeypatch.setitem(runner.RUNNERS, "eval", evaluate)

@@ -103,13 +103,13 @@ def test_every_answer_is_trained_in_the_context_the_model_answers_it_in(base):
 def test_sft_keeps_every_conversation_and_the_base_template(base, sft_data, tmp_path, lora, capfd):
     from transformers import AutoTokenizer
 
-    from taide.train import TrainConfig, train
+    from taide.train import TrainConfig, run_train
 
     family, path = base
     config = TrainConfig(mode="sft", model=str(path), data=[str(sft_data)], out=str(tmp_path / "run"), seq_len=256,
                          global_batch_tokens=256, micro_batch_size=1, max_steps=2, lr=1e-3, warmup_steps=1,
                          holdout_fraction=0.0, dtype="float32", lora={"r": 4, "alpha": 8} if lora else None)
-    result = train(config)
+    result = run_train(config)
     assert f"read {len(CONVERSATIONS)} messages conversations from {sft_data}" in capfd.readouterr().err
     summary = json.loads((tmp_path / "run" / "data.json").read_text())
     assert summary["bad_records"] == 0 and not summary["conversations"]["left_out"]

@@ -25,7 +25,7 @@ from conftest import REPO, SHARED, free_port, write_jsonl
 from safetensors.torch import load_file
 
 from taide.errors import InputError
-from taide.train import TrainConfig, TrainError, load_recipe, train
+from taide.train import TrainConfig, TrainError, load_recipe, run_train
 from taide.train.trainer import learning_rate
 
 LAWS = SHARED / "data" / "tw-laws" / "laws-zh.jsonl.gz"
@@ -86,7 +86,7 @@ class Stop(Exception):
 def sft_run(model_dir, sft_file, tmp_path_factory):
     """An uninterrupted 8-step SFT run with a checkpoint every 3 steps."""
     out = tmp_path_factory.mktemp("sft-run")
-    return train(sft_config(model_dir, sft_file, out, checkpoint_every=3))
+    return run_train(sft_config(model_dir, sft_file, out, checkpoint_every=3))
 
 
 # ---- configuration ------------------------------------------------------------------------------------------
@@ -187,9 +187,9 @@ def test_resume_reproduces_the_uninterrupted_run(model_dir, sft_file, sft_run, t
             raise Stop
 
     with pytest.raises(Stop):
-        train(config, on_step=die)
+        run_train(config, on_step=die)
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step-3"
-    resumed = train(config, resume=True)
+    resumed = run_train(config, resume=True)
 
     assert resumed.steps == sft_run.steps == 8
     assert [s for s, _ in losses(resumed.history)] == list(range(1, 9))  # steps 4, 5 logged once (not twice)
@@ -203,27 +203,27 @@ def test_resume_reproduces_the_uninterrupted_run(model_dir, sft_file, sft_run, t
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-6, msg=name)
     with pytest.raises(TrainError, match="no checkpoint"):
-        train(sft_config(model_dir, sft_file, tmp_path / "fresh"), resume=True)
+        run_train(sft_config(model_dir, sft_file, tmp_path / "fresh"), resume=True)
 
 
 # ---- 2 processes ---------------------------------------------------------------------------------------------
 
 DRIVER = """
 import json, sys
-from taide.train import TrainConfig, train
+from taide.train import TrainConfig, run_train
 settings, resume, stop_at = json.loads(sys.argv[1]), sys.argv[2] == "resume", int(sys.argv[3])
 
 def on_step(step, total, values):
     if step == stop_at:
         raise SystemExit(f"stopped at step {step}")
 
-train(TrainConfig(**settings), resume=resume, on_step=on_step)
+run_train(TrainConfig(**settings), resume=resume, on_step=on_step)
 """
 
 
 def torchrun(tmp_path, settings: dict, processes: int = 2, resume: bool = False, stop_at: int = 0,
              check: bool = True) -> subprocess.CompletedProcess:
-    """``train(settings)`` under torchrun; ``stop_at``: process 0 dies at that step (the others are ended by
+    """``run_train(settings)`` under torchrun; ``stop_at``: process 0 dies at that step (the others are ended by
     torchrun)."""
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER, encoding="utf-8")
@@ -267,7 +267,7 @@ def test_two_processes_match_one(model_dir, sft_file, tmp_path, mode):
                         seq_len=64, global_batch_tokens=512, micro_batch_size=2, max_steps=4, lr=3e-3,
                         warmup_steps=1, holdout_fraction=0.1, eval_batches=64, seed=0, dtype="float32")
     torchrun(tmp_path, settings)
-    one = train(TrainConfig(**dict(settings, out=str(tmp_path / "one"))))
+    one = run_train(TrainConfig(**dict(settings, out=str(tmp_path / "one"))))
 
     two = metrics(tmp_path / "two")
     assert json.loads((tmp_path / "two" / "data.json").read_text())["accumulation"] * 2 == \
@@ -295,7 +295,7 @@ def test_two_processes_resume_with_lora(model_dir, sft_file, tmp_path):
     assert stopped.returncode != 0 and "stopped at step 3" in stopped.stderr
     assert (tmp_path / "two" / "checkpoints" / "latest").read_text() == "step-2"
     torchrun(tmp_path, settings, resume=True)
-    one = train(TrainConfig(**dict(settings, out=str(tmp_path / "one"))))
+    one = run_train(TrainConfig(**dict(settings, out=str(tmp_path / "one"))))
 
     two = metrics(tmp_path / "two")
     assert [s for s, _ in losses(two)] == [s for s, _ in losses(one.history)] == [1, 2, 3, 4]
@@ -337,7 +337,7 @@ def test_output_directory_loads_and_stops_at_end_of_turn(sft_run):
 # ---- LoRA ----------------------------------------------------------------------------------------------------
 
 def test_lora_trains_only_adapters_and_saves_merged(model_dir, sft_file, tmp_path):
-    result = train(sft_config(model_dir, sft_file, tmp_path, max_steps=4, lora={"r": 4, "alpha": 8}))
+    result = run_train(sft_config(model_dir, sft_file, tmp_path, max_steps=4, lora={"r": 4, "alpha": 8}))
     checkpoint = load_file(tmp_path / "checkpoints" / "step-4" / "model.safetensors")
     assert checkpoint and all("lora_A" in k or "lora_B" in k for k in checkpoint)  # only adapters are state
 
@@ -375,10 +375,10 @@ def test_bad_records_are_reported_or_fatal(model_dir, sft_file, tmp_path, capfd)
     # the default refuses more than 1% unusable records, naming the first ones and what to do
     with pytest.raises(InputError, match=rf"^{data}:21: not valid JSON .* 4 of {records} conversations cannot be "
                                          rf"used \(more than 1% is refused\); also {data}:22: .*--on-bad-record skip"):
-        train(sft_config(model_dir, data, tmp_path / "auto"))
+        run_train(sft_config(model_dir, data, tmp_path / "auto"))
     assert not (tmp_path / "auto" / "model").exists()
 
-    result = train(sft_config(model_dir, data, tmp_path / "skip", max_steps=2, on_bad_record="skip"))
+    result = run_train(sft_config(model_dir, data, tmp_path / "skip", max_steps=2, on_bad_record="skip"))
     assert result.steps == 2
     shown = capfd.readouterr().err
     assert f"read {records - 4} messages conversations from {data} (4 unusable)" in shown
@@ -397,14 +397,14 @@ def test_bad_records_are_reported_or_fatal(model_dir, sft_file, tmp_path, capfd)
 
     with pytest.raises(InputError, match=rf"^{data}:21: not valid JSON .* 4 of {records} conversations cannot be used "
                                          r"\(any is refused\)"):
-        train(sft_config(model_dir, data, tmp_path / "error", on_bad_record="error"))
+        run_train(sft_config(model_dir, data, tmp_path / "error", on_bad_record="error"))
     assert not (tmp_path / "error" / "model").exists()
 
     # a record of another layout is no bad record to leave out: the file is not what it seems
     data.write_text("\n".join(good[:5] + [json.dumps({"text": "not a conversation"})]) + "\n", encoding="utf-8")
     with pytest.raises(InputError, match=rf"^{data}:6: no known layout \(fields 'text'\), but the file's first record "
                                          r"\(line 1\) is messages; a file holds one layout"):
-        train(sft_config(model_dir, data, tmp_path / "layout", on_bad_record="skip"))
+        run_train(sft_config(model_dir, data, tmp_path / "layout", on_bad_record="skip"))
 
 
 # ---- batch settings chosen from the data when none are given ----------------------------------------------
@@ -520,7 +520,7 @@ def test_continued_pretraining_on_laws_lowers_heldout_perplexity(tmp_path):
     config = TrainConfig(mode="cp", model="smollm2-135m", data=[str(data)], out=str(tmp_path / "run"), seq_len=128,
                          global_batch_tokens=256, micro_batch_size=2, max_steps=20, lr=1e-4, warmup_steps=2,
                          holdout_fraction=0.05, eval_batches=4, seed=0)
-    result = train(config)
+    result = run_train(config)
     seconds = time.perf_counter() - started
     before, after = math.exp(result.heldout_loss_before), result.heldout_perplexity
     print(f"held-out perplexity {before:.2f} -> {after:.2f} in {result.steps} steps, {seconds:.0f} s")
@@ -595,7 +595,7 @@ def test_a_data_vocabulary_head_is_the_softmax_over_the_data_tokens(model_dir, s
                                                  reduction="sum")
     assert torch.allclose(part, expected, rtol=1e-5) and part < full
 
-    result = train(sft_config(model_dir, sft_file, tmp_path / "run", head_vocabulary="data", max_steps=3))
+    result = run_train(sft_config(model_dir, sft_file, tmp_path / "run", head_vocabulary="data", max_steps=3))
     assert result.steps == 3 and math.isfinite(result.final_loss)
     with pytest.raises(TrainError, match="head_vocabulary: 'all' is not full or data"):
         sft_config(model_dir, sft_file, tmp_path / "x", head_vocabulary="all")

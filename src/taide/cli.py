@@ -544,7 +544,7 @@ Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; i
 def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens, micro_batch_size, epochs, max_steps,
            lr, schedule, warmup_steps, eval_every, checkpoint_every, lora_r, activation_checkpointing, seed, resume,
            on_bad_record=None, chat_date=None, decontaminate=None, decontaminate_action=None):
-    from taide.train import load_recipe, train
+    from taide.train import load_recipe, run_train
 
     with _errors():
         config = load_recipe(recipe, data, mix, lora_r, mode=mode, model=model, out=out_dir, seq_len=seq_len,
@@ -568,7 +568,7 @@ def _train(mode, model, data, out_dir, recipe, mix, seq_len, global_batch_tokens
             progress.step(name, step, total, info)
 
         try:
-            result = train(config, resume=resume, on_step=on_step)
+            result = run_train(config, resume=resume, on_step=on_step)
         finally:
             progress.close()
         before = f"{math.exp(result.heldout_loss_before):.2f} → " if result.heldout_loss_before is not None else ""

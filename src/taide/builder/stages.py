@@ -64,7 +64,7 @@ def run_data(recipe: Recipe, directory: Path, upstream: dict, report=None) -> Da
 
 
 def _train(recipe: Recipe, config: TrainConfig, report=None) -> TrainStageResult:
-    from taide.train import train
+    from taide.train import run_train
     from taide.train.launch import train_in_processes
 
     processes = recipe.launch.train_processes
@@ -72,7 +72,7 @@ def _train(recipe: Recipe, config: TrainConfig, report=None) -> TrainStageResult
         result = train_in_processes(config, processes)
     else:
         on_step = (lambda step, total, values: report({"step": step, "total": total, **values})) if report else None
-        result = train(config, resume="if_any", on_step=on_step)
+        result = run_train(config, resume="if_any", on_step=on_step)
     return TrainStageResult(
         str(result.out), result.steps, result.tokens, result.final_loss, result.heldout_loss_before,
         result.heldout_loss, result.data.get("heldout_rows"), processes, result.data.get("conversations"),

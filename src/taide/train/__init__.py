@@ -12,13 +12,13 @@ data, parallelism, checkpointing and metrics as separate components.
 
 from taide.train.config import LoraConfig, TrainConfig, TrainError, load_recipe
 
-__all__ = ["LoraConfig", "TrainConfig", "TrainError", "TrainResult", "load_recipe", "train"]
+__all__ = ["LoraConfig", "TrainConfig", "TrainError", "TrainResult", "load_recipe", "run_train"]
 
 
 def __getattr__(name: str):
-    """``train`` and ``TrainResult`` load torch: imported on first use, so that reading a recipe (``taide build
+    """``run_train`` and ``TrainResult`` load torch: imported on first use, so that reading a recipe (``taide build
     --dry-run`` checks its stages' keys against TrainConfig) stays quick."""
-    if name in ("train", "TrainResult"):
+    if name in ("run_train", "TrainResult"):
         from taide.train import trainer
 
         return getattr(trainer, name)

@@ -16,7 +16,7 @@ from taide.train.config import TrainConfig, TrainError
 
 
 def train_in_processes(config: TrainConfig, processes: int, resume: bool | str = "if_any"):
-    """``train(config)`` under torchrun with ``processes`` processes on this machine; the same TrainResult."""
+    """``run_train(config)`` under torchrun with ``processes`` processes on this machine; the same TrainResult."""
     from taide.train.trainer import TrainResult
 
     out = Path(config.out)
@@ -44,11 +44,11 @@ def train_in_processes(config: TrainConfig, processes: int, resume: bool | str =
 
 
 def main(spec_path: str) -> None:
-    from taide.train.trainer import train
+    from taide.train.trainer import run_train
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     config = TrainConfig(**spec["config"])
-    result = train(config, resume=spec["resume"])
+    result = run_train(config, resume=spec["resume"])
     if int(os.environ.get("RANK", "0")) == 0:
         values = {**dataclasses.asdict(result), "out": str(result.out), "config": config.to_dict()}
         write_json(Path(config.out) / "result.json", values)

@@ -121,7 +121,7 @@ def evaluate(model, batches, world: World, autocast) -> float | None:
     return total / count if count else None
 
 
-def train(config: TrainConfig, resume: bool | str = False,
+def run_train(config: TrainConfig, resume: bool | str = False,
           on_step: Callable[[int, int, dict], None] | None = None) -> TrainResult:
     """Run ``config``; with ``resume``, continue from the newest checkpoint under ``OUT/checkpoints``
     (``resume="if_any"``: when there is one, else start)."""
