@@ -101,7 +101,7 @@ def config_from(settings: dict, cls: type[T], path: Path | None = None, lines: d
     values = {**(defaults or {}), **settings, **(given or {})}
     hints = typing.get_type_hints(cls)
     for key in settings:
-        problem = value_problem(hints[key], settings[key])
+        problem = _value_problem(hints[key], settings[key])
         if problem:
             fail(key, problem)
     missing = [k for k in required if k not in values]
@@ -160,7 +160,7 @@ def _described(hint) -> str:
     return _KINDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 
-def value_problem(hint, value) -> str | None:
+def _value_problem(hint, value) -> str | None:
     """What is wrong with ``value`` for a field of type ``hint``, or None."""
     if _fits(hint, value):
         return None

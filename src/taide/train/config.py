@@ -167,8 +167,5 @@ def load_recipe(path: str | Path | None, data: list[str] | None = None, mix: lis
     ``lora_r`` the rank of LoRA adapters (:class:`LoraConfig`'s other settings), the rest TrainConfig's fields."""
     from taide.config import load_config
 
-    if isinstance(data, list) and all(isinstance(d, str) for d in data):
-        data = parse_data(data)
-    return load_config(path, TrainConfig, TrainError, required=("mode", "model", "data", "out"), data=data,
-                       mix=parse_mix(mix) if isinstance(mix, list) else mix,
-                       lora=LoraConfig(r=lora_r) if lora_r else None, **flags)
+    return load_config(path, TrainConfig, TrainError, required=("mode", "model", "data", "out"), data=parse_data(data),
+                       mix=parse_mix(mix), lora=LoraConfig(r=lora_r) if lora_r else None, **flags)
