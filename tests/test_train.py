@@ -173,6 +173,15 @@ def test_recipes_load_with_consistent_batches(tmp_path):
     with pytest.raises(TrainError, match="missing settings: model, data, out"):
         load_recipe(bad)
     assert load_recipe(bad, model="m", data=["d"], out="o", lr=3.0e-4).lr == 3.0e-4  # the flag over the file
+    # A bad value is named where it was given: the file's line, or the flag.
+    bad.write_text("mode: cp\nmodel: m\ndata: [d]\nout: o\nschedule: linear\n", encoding="utf-8")
+    with pytest.raises(TrainError, match=r"bad.yaml:5: schedule: 'linear' is not cosine or wsd"):
+        load_recipe(bad)
+    bad.write_text("mode: cp\nmodel: m\ndata: [d]\nout: o\nschedule: cosine\nlr: 1e-4\n", encoding="utf-8")
+    with pytest.raises(TrainError, match=r"bad.yaml:6: lr: '1e-4' is not a number \(YAML reads a number like 1e-4"):
+        load_recipe(bad)
+    with pytest.raises(TrainError, match=r"^schedule \(given as a flag\): 'linear' is not cosine or wsd"):
+        load_recipe(REPO / "recipes" / "tiny-cp.yaml", schedule="linear")
 
 
 # ---- resume --------------------------------------------------------------------------------------------------

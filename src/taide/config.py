@@ -113,7 +113,9 @@ def config_from(settings: dict, cls: type[T], path: Path | None = None, lines: d
         message = str(e)
         key = next((k for k in values if message.startswith((f"{k}:", f"{k} ", f"{k}."))), None)
         key = key or next((k for k in values if any(c.__name__ in message for c in _configs_in(hints[k]))), None)
-        if key is not None and key not in settings:  # a flag's value or the caller's: no line to name
+        if key in (given or {}):  # the flag's value, not the file's
+            raise error(f"{key} (given as a flag): {message.removeprefix(f'{key}: ')}") from e
+        if key is not None and key not in settings:  # the caller's value: no line to name
             raise error(f"{path or cls.__name__}: {message}") from e
         fail(key, message.removeprefix(f"{key}: ") if key else message)
 
