@@ -163,23 +163,20 @@ def test_recipes_load_with_consistent_batches(tmp_path):
     line = bad.read_text(encoding="utf-8").splitlines().index("learning_rate: 1") + 1
     with pytest.raises(TrainError, match=rf"bad.yaml:{line}: learning_rate: unknown key 'learning_rate'; known: "):
         load_recipe(bad)
-    bad.write_text("mode: cp\nepoch: 2\n", encoding="utf-8")
-    with pytest.raises(TrainError, match=r"bad.yaml:2: epoch: unknown key 'epoch' \(did you mean 'epochs'\?\)"):
-        load_recipe(bad)
-    bad.write_text("mode: cp\nlr: [1\n", encoding="utf-8")
-    with pytest.raises(TrainError, match=r"bad.yaml:\d+: invalid YAML"):
-        load_recipe(bad)
-    bad.write_text("mode: cp\nlr: 1.0e-4\n", encoding="utf-8")
-    with pytest.raises(TrainError, match="missing settings: model, data, out"):
-        load_recipe(bad)
-    assert load_recipe(bad, model="m", data=["d"], out="o", lr=3.0e-4).lr == 3.0e-4  # the flag over the file
     # A bad value is named where it was given: the file's line, or the flag.
-    bad.write_text("mode: cp\nmodel: m\ndata: [d]\nout: o\nschedule: linear\n", encoding="utf-8")
-    with pytest.raises(TrainError, match=r"bad.yaml:5: schedule: 'linear' is not cosine or wsd"):
-        load_recipe(bad)
-    bad.write_text("mode: cp\nmodel: m\ndata: [d]\nout: o\nschedule: cosine\nlr: 1e-4\n", encoding="utf-8")
-    with pytest.raises(TrainError, match=r"bad.yaml:6: lr: '1e-4' is not a number \(YAML reads a number like 1e-4"):
-        load_recipe(bad)
+    filled = "mode: cp\nmodel: m\ndata: [d]\nout: o\n"
+    for text, message in [
+        ("mode: cp\nepoch: 2\n", r"bad.yaml:2: epoch: unknown key 'epoch' \(did you mean 'epochs'\?\)"),
+        ("mode: cp\nlr: [1\n", r"bad.yaml:\d+: invalid YAML"),
+        ("mode: cp\nlr: 1.0e-4\n", "missing settings: model, data, out"),
+        (filled + "schedule: linear\n", r"bad.yaml:5: schedule: 'linear' is not cosine or wsd"),
+        (filled + "lr: 1e-4\n", r"bad.yaml:5: lr: '1e-4' is not a number \(YAML reads a number like 1e-4"),
+    ]:
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(TrainError, match=message):
+            load_recipe(bad)
+    bad.write_text("mode: cp\nlr: 1.0e-4\n", encoding="utf-8")
+    assert load_recipe(bad, model="m", data=["d"], out="o", lr=3.0e-4).lr == 3.0e-4  # the flag over the file
     with pytest.raises(TrainError, match=r"^schedule \(given as a flag\): 'linear' is not cosine or wsd"):
         load_recipe(REPO / "recipes" / "tiny-cp.yaml", schedule="linear")
 
